@@ -1,0 +1,1 @@
+"""Model factories (`MODULE:FUNCTION`), the default model zoo and signed model state."""

@@ -1,0 +1,92 @@
+"""LearnOnline: predict-then-learn per model key, in event order, batch and streaming alike."""
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.local import pipeline_options
+from tests.conftest import BINARY, phishing_examples, river_predictions
+from transforms.learner import LearnOnline
+
+BATCH = pipeline_options([])
+STREAMING = pipeline_options(["--streaming"])  # Prism: timers hold the watermark
+
+
+def _summary(p):
+    return (p.event_id, p.model_key, p.y_pred, p.y_proba and round(p.y_proba[True], 12), p.model_step)
+
+
+def _expected(examples):
+    ref = river_predictions(examples)
+    steps = {}
+    out = []
+    for e in sorted(examples, key=lambda e: e.order()):
+        y_pred, proba = ref[e.event_id]
+        step = steps.get(e.model_key, 0)
+        out.append((e.event_id, e.model_key, y_pred, proba and round(proba[True], 12), step))
+        steps[e.model_key] = step + 1
+    return out
+
+
+def _timestamped(examples):
+    return [beam.window.TimestampedValue(e, e.event_time / 1000) for e in examples]
+
+
+def _stream_of(examples, step=25, seed=0):
+    """A TestStream: chunks of `step` events, shuffled within a chunk, watermark after each."""
+    stream = TestStream()
+    ordered = sorted(examples, key=lambda e: e.order())
+    for i in range(0, len(ordered), step):
+        chunk = ordered[i:i + step]
+        random.Random(seed + i).shuffle(chunk)
+        stream = stream.add_elements(_timestamped(chunk))
+        stream = stream.advance_watermark_to(max(e.event_time for e in chunk) / 1000 + 0.001)
+    return stream.advance_watermark_to_infinity()
+
+
+@pytest.mark.parametrize("keys", [("default",), ("a", "b", "c")])
+def test_batch_predictions_equal_bare_river_in_any_input_order(keys):
+    examples = phishing_examples(300, keys)
+    shuffled = examples[:]
+    random.Random(42).shuffle(shuffled)
+    with TestPipeline(options=BATCH) as p:
+        out = p | beam.Create(_timestamped(shuffled)) | LearnOnline(BINARY)
+        assert_that(out.predictions | beam.Map(_summary), equal_to(_expected(examples)))
+        assert_that(out.dead_letters, equal_to([]), label="NoDeadLetters")
+
+
+def test_streaming_predictions_equal_batch_predictions():
+    examples = phishing_examples(200, ("a", "b"))
+    with TestPipeline(options=STREAMING) as p:
+        out = p | _stream_of(examples) | LearnOnline(BINARY)
+        assert_that(out.predictions | beam.Map(_summary), equal_to(_expected(examples)))
+
+
+def test_streaming_late_and_duplicate_events_are_dead_letters_not_lost():
+    examples = phishing_examples(60)
+    on_time, late = examples[:50], examples[50:]
+    late_early = [e.__class__(e.event_id, e.event_time - 45_000, e.x, e.y) for e in late[:5]]
+    stream = (TestStream()
+              .add_elements(_timestamped(on_time[:30]))
+              .advance_watermark_to(30)
+              .add_elements(_timestamped(on_time[30:] + [on_time[5], on_time[40]]))  # replay, copy
+              .advance_watermark_to(60)
+              .add_elements(_timestamped(late_early))  # event times already passed
+              .advance_watermark_to_infinity())
+    with TestPipeline(options=STREAMING) as p:
+        out = p | stream | LearnOnline(BINARY)
+        assert_that(out.predictions | beam.Map(_summary), equal_to(_expected(on_time)))
+        reasons = out.dead_letters | beam.Map(lambda d: (d.reason.split(":")[0], d.event_time))
+        assert_that(reasons, equal_to(
+            [("late", on_time[5].event_time), ("duplicate", on_time[40].event_time)]
+            + [("late", e.event_time) for e in late_early]), label="Dead")
+
+
+def test_model_spec_is_checked_when_the_pipeline_is_built():
+    with pytest.raises(ValueError, match="MODULE:FUNCTION"):
+        LearnOnline("not-a-spec")
+    with pytest.raises(TypeError, match="not a river estimator"):
+        LearnOnline("collections:OrderedDict")

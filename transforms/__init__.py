@@ -1,0 +1,1 @@
+"""Beam transforms shared by the batch and the streaming pipelines."""

@@ -1,0 +1,93 @@
+"""The records that flow between the project's transforms.
+
+They are frozen dataclasses; each one maps to an Avro schema in `schemas/` through `to_avro`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+ALL_KEYS = "*"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One input record as a source read it: its fields, a stable id, its event time (ms)."""
+
+    event_id: str
+    event_time: int
+    fields: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One event for a learner: features `x`, target `y` (None when unlabelled)."""
+
+    event_id: str
+    event_time: int  # epoch milliseconds
+    x: dict
+    y: Any = None
+    model_key: str = "default"
+
+    def order(self) -> tuple:
+        """The order in which a learner applies events: event time, then event id."""
+        return (self.event_time, self.event_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A prediction made for an event *before* the model learned from it."""
+
+    event_id: str
+    model_key: str
+    event_time: int
+    y_true: Any
+    y_pred: Any
+    y_proba: Optional[dict]
+    model_step: int
+
+    def order(self) -> tuple:
+        return (self.event_time, self.event_id)
+
+    def to_avro(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["y_true"] = _plain(self.y_true)
+        d["y_pred"] = _plain(self.y_pred)
+        if self.y_proba is not None:
+            d["y_proba"] = {str(k): float(v) for k, v in self.y_proba.items()}
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowedMetric:
+    scope: str
+    window_start: int
+    window_end: int
+    count: int
+    metrics: dict
+
+    def to_avro(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be processed: where, why, and its original bytes."""
+
+    stage: str
+    reason: str
+    payload: bytes
+    source: Optional[str] = None
+    event_time: Optional[int] = None
+
+    def to_avro(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _plain(value):
+    """numpy scalars and other number-likes to the Python types Avro unions accept."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
