@@ -27,10 +27,20 @@ def linear_regression():
     return preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(0.01))
 
 
+def one_hot_text(x: dict) -> dict:
+    """Text features become `name=value` indicators; numbers pass through.
+
+    >>> one_hot_text({"device": "tv", "genre_drama": 1.0})
+    {'device=tv': 1.0, 'genre_drama': 1.0}
+    """
+    return {(f"{k}={v}" if isinstance(v, str) else k): (1.0 if isinstance(v, str) else v)
+            for k, v in x.items()}
+
+
 def recommender():
-    """Click model of the recommendation job: one-hot categoricals and scaled numbers."""
-    categorical = compose.Select("user_id", "item_id", "device") | preprocessing.OneHotEncoder()
-    numeric = compose.Select("position", "hour") | preprocessing.StandardScaler()
-    genres = compose.SelectType(dict)  # passes nested dicts through untouched when present
-    del genres
-    return (categorical + numeric) | linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+    """Click model of the recommendation job: indicator features into a logistic regression.
+
+    A module-level function (not a lambda) inside, so the model pickles into Beam state.
+    """
+    return compose.FuncTransformer(one_hot_text) | linear_model.LogisticRegression(
+        optimizer=optim.SGD(0.05))

@@ -58,7 +58,6 @@ import fastavro
 import schemas
 
 EVENT_TYPES = ("impression", "click", "watch", "skip")
-OUTCOME_TYPES = ("click", "watch", "skip")
 DEVICES = ("mobile", "tv", "web")
 POSITIONS = 10
 MALFORMED_KINDS = ("empty_user_id", "empty_item_id", "negative_event_time", "bad_position",
@@ -107,7 +106,8 @@ class SimulatorConfig:
         _check(all(isinstance(g, str) and g for g in self.genres),
                f"genres must be non-empty strings, got {self.genres!r}")
         _check(len(set(self.genres)) == len(self.genres), f"genres repeat: {self.genres!r}")
-        _check(isinstance(self.mean_gap_ms, (int, float)) and self.mean_gap_ms > 0, f"mean_gap_ms must be > 0, got {self.mean_gap_ms}")
+        _check(isinstance(self.mean_gap_ms, (int, float)) and self.mean_gap_ms > 0,
+               f"mean_gap_ms must be a number > 0, got {self.mean_gap_ms!r}")
         _check(self.attribution_window_ms >= 10_000,
                f"attribution_window_ms must be >= 10000, got {self.attribution_window_ms}")
         for name in ("drift_at", "late_fraction", "malformed_fraction"):

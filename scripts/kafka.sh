@@ -284,7 +284,7 @@ cmd_install() {
   local t0=$SECONDS tmp="$CACHE_DIR/libs.tmp.$$"
   rm -rf "$tmp"
   write_pom "$CACHE_DIR/pom.xml"
-  if ! mvn -B -q -f "$CACHE_DIR/pom.xml" \
+  if ! mvn -B -q -Dstyle.color=never -f "$CACHE_DIR/pom.xml" \
       dependency:copy-dependencies \
       -DincludeScope=runtime \
       -DoutputDirectory="$tmp" >"$CACHE_DIR/mvn.log" 2>&1; then
@@ -315,21 +315,22 @@ pick_probe() {
   PROBE=java
 }
 
-# One readiness check: the admin API lists the cluster's metadata.
+# One readiness check, at most $2 seconds (default 10): the admin API answers
+# a metadata request that lists at least one broker.
 probe_once() {
-  local bootstrap="$HOST:$1"
+  local bootstrap="$HOST:$1" secs=${2:-10}
   pick_probe
   if [[ $PROBE == python:* ]]; then
-    timeout 20 "${PROBE#python:}" - "$bootstrap" >/dev/null 2>&1 <<'EOF'
+    timeout -k 2 "$((secs + 2))" "${PROBE#python:}" - "$bootstrap" "$secs" >/dev/null 2>&1 <<'EOF'
 import sys
 from confluent_kafka.admin import AdminClient
 admin = AdminClient({"bootstrap.servers": sys.argv[1], "socket.timeout.ms": 3000, "log_level": 0})
-md = admin.list_topics(timeout=5)
+md = admin.list_topics(timeout=min(5.0, float(sys.argv[2])))
 sys.exit(0 if md.brokers else 1)
 EOF
   else
     printf 'request.timeout.ms=3000\ndefault.api.timeout.ms=5000\nsocket.connection.setup.timeout.ms=1000\nsocket.connection.setup.timeout.max.ms=2000\n' >"$CLIENT_PROPS"
-    timeout 30 "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    timeout -k 2 "$((secs + 5))" "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
       -Dlog4j2.configurationFile="$TOOLS_LOG4J_CONF" -cp "$LIBS_DIR/*" \
       org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
       --command-config "$CLIENT_PROPS" --list >/dev/null 2>&1
@@ -346,12 +347,14 @@ wait_ready() {
       rm -f "$PID_FILE"
       die "the broker (pid $pid) exited during startup; see ${SERVER_LOG#"$ROOT"/} and ${STDOUT_LOG#"$ROOT"/}"
     fi
-    if probe_once "$port"; then
+    if probe_once "$port" "$((deadline - SECONDS > 1 ? deadline - SECONDS : 1))"; then
       return 0
     fi
     if ((SECONDS >= deadline)); then
       show_log_tail
-      die "the broker (pid $pid) did not answer on $HOST:$port within ${KAFKA_START_TIMEOUT} s (probe: $PROBE); it is left running, use 'stop'"
+      log "the broker (pid $pid) did not answer on $HOST:$port within ${KAFKA_START_TIMEOUT} s (probe: $PROBE): stopping it"
+      stop_pid "$pid"
+      die "the broker did not become ready; see ${SERVER_LOG#"$ROOT"/}"
     fi
     sleep 0.5
   done
@@ -391,6 +394,10 @@ transaction.state.log.num.partitions=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# After a hard kill the old registration blocks the new one until the session
+# expires (default 9 s): a shorter session makes a start after a crash quicker.
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=4000
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
@@ -422,9 +429,6 @@ format_storage_once() {
     die "formatting the storage failed"
   fi
   printf '%s\n' "$out" >"$RUN_DIR/format.log"
-  # The controller's address is stored in the formatted metadata (--standalone):
-  # remember it so a later start on other ports can say what to do.
-  printf '%s\n' "$KAFKA_CONTROLLER_PORT" >"$RUN_DIR/formatted-controller-port"
 }
 
 cmd_start() {
@@ -454,23 +458,25 @@ cmd_start() {
       die "port $HOST:$p is already in use by another process (another Kafka? set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
     fi
   done
-  if [[ -f $DATA_DIR/meta.properties && -f $RUN_DIR/formatted-controller-port ]] &&
-     [[ "$(cat "$RUN_DIR/formatted-controller-port")" != "$KAFKA_CONTROLLER_PORT" ]]; then
-    die "the data in ${DATA_DIR#"$ROOT"/} was formatted for controller port $(cat "$RUN_DIR/formatted-controller-port"), not $KAFKA_CONTROLLER_PORT; run 'reset' first (deletes the data)"
-  fi
 
   write_server_properties
   format_storage_once
 
   : >"$STDOUT_LOG"
   local t0=$SECONDS
+  # Detached: nohup, and its own session (setsid, when there) so a Ctrl-C in
+  # the terminal that ran `start` does not reach it. setsid does not fork
+  # here (a background child is no group leader), so $! is the JVM's pid.
+  # fds 8/9 hold our locks: the broker must not inherit them.
+  local setsid=()
+  command -v setsid >/dev/null 2>&1 && setsid=(setsid)
   # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS holds several options
-  nohup "$JAVA" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  nohup ${setsid[@]+"${setsid[@]}"} "$JAVA" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true \
     -Dkafka.logs.dir="$RUN_DIR" \
     -Dlog4j2.configurationFile="$LOG4J_CONF" \
     -cp "$LIBS_DIR/*" \
-    kafka.Kafka "$PROPS" >>"$STDOUT_LOG" 2>&1 </dev/null &
+    kafka.Kafka "$PROPS" >>"$STDOUT_LOG" 2>&1 </dev/null 8>&- 9>&- &
   pid=$!
   echo "$pid" >"$PID_FILE"
   log "started broker pid $pid, waiting for $HOST:$KAFKA_PORT (up to ${KAFKA_START_TIMEOUT} s) ..."
@@ -491,21 +497,27 @@ cmd_stop() {
     return 0
   fi
   log "stopping broker pid $pid ..."
+  stop_pid "$pid"
+  log "stopped"
+}
+
+# SIGTERM, wait up to KAFKA_STOP_TIMEOUT s, then SIGKILL; remove the pid file.
+stop_pid() {
+  local pid=$1 deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
   kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
   while kill -0 "$pid" 2>/dev/null; do
     if ((SECONDS >= deadline)); then
-      log "still running after ${KAFKA_STOP_TIMEOUT} s: SIGKILL"
+      log "pid $pid still running after ${KAFKA_STOP_TIMEOUT} s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
+      local tries=0
+      while kill -0 "$pid" 2>/dev/null && ((tries++ < 10)); do
+        sleep 0.2
+      done
       break
     fi
     sleep 0.2
   done
-  # Reap if it was our child (it never is across invocations; harmless).
-  wait "$pid" 2>/dev/null || true
   rm -f "$PID_FILE"
-  log "stopped"
 }
 
 cmd_status() {
@@ -526,7 +538,7 @@ cmd_status() {
 
 cmd_reset() {
   cmd_stop
-  rm -rf "$DATA_DIR" "$CLUSTER_ID_FILE" "$RUN_DIR/formatted-controller-port"
+  rm -rf "$DATA_DIR" "$CLUSTER_ID_FILE"
   log "deleted ${DATA_DIR#"$ROOT"/}"
 }
 

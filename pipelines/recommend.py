@@ -1,0 +1,107 @@
+"""The content-recommendation job: predict clicks online from a stream of interactions.
+
+    python -m pipelines.recommend                      # simulate, learn, report in out/recommend
+    python -m pipelines.recommend --events FILE.avro   # your own interactions
+
+Reads interactions (Avro, `schemas/interaction.avsc`), drops malformed ones to dead letters,
+labels each impression by its outcome within the attribution window, predicts then learns
+with a river model, and writes predictions, windowed metrics, dead letters, `summary.json`
+and a report (`report.md`, `metrics.png`) to the output folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+import apache_beam as beam
+
+from models import factory
+from pipelines import report, simulate
+from pipelines.local import pipeline_options
+from transforms.interactions import LabelImpressions, ValidateInteractions
+from transforms.learner import LearnOnline
+from transforms.metrics import ProgressiveMetrics, WindowedMetrics
+from transforms.progress import LogProgress
+from transforms.sinks import WriteRecords
+from transforms.sources import ReadRows
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.recommend", description=__doc__.split("\n\n")[0],
+        epilog="Any other flag goes to Beam (e.g. --runner, --streaming).")
+    parser.add_argument("--output", default="out/recommend", help="Output folder (default: %(default)s).")
+    parser.add_argument("--events", help="Interactions as an Avro file; default: simulate them.")
+    parser.add_argument("--impressions", type=int, default=5_000,
+                        help="Impressions to simulate when --events is not given (default: %(default)s).")
+    parser.add_argument("--seed", type=int, default=7, help="Simulator seed (default: %(default)s).")
+    parser.add_argument("--model", default="models.zoo:recommender",
+                        help="MODULE:FUNCTION returning a river binary classifier (default: %(default)s).")
+    parser.add_argument("--attribution_minutes", type=float, default=30.0,
+                        help="An outcome counts for its impression within this time (default: %(default)s).")
+    parser.add_argument("--metrics_minutes", type=float, default=10.0,
+                        help="Windowed-metrics window, minutes of event time (default: %(default)s).")
+    parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl")
+    return parser.parse_known_args(argv)
+
+
+def run(argv=None) -> dict:
+    args, beam_args = parse_args(argv)
+    if factory.task_of(factory.build(args.model)) != "binary":
+        raise ValueError(f"{args.model} must build a binary classifier (click or not)")
+    out = args.output.rstrip("/")
+    os.makedirs(out, exist_ok=True)
+    events = args.events
+    if events is None:
+        events = f"{out}/events.avro"
+        config = simulate.SimulatorConfig(seed=args.seed, impressions=args.impressions,
+                                          attribution_window_ms=int(args.attribution_minutes * 60_000))
+        written = simulate.write_avro(simulate.generate(config), events)
+        logging.info("simulated %d interactions into %s", written, events)
+
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
+                                              id_field="event_id")
+        valid, invalid = source.rows | "Validate" >> ValidateInteractions()
+        labelled = valid | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60)
+        learned = labelled.examples | "LearnOnline" >> LearnOnline(args.model)
+        predictions = learned.predictions | "Progress" >> LogProgress("predictions")
+        dead_letters = (source.dead_letters, invalid, labelled.dead_letters, learned.dead_letters) \
+            | "AllDeadLetters" >> beam.Flatten()
+
+        predictions | "WritePredictions" >> WriteRecords(f"{out}/predictions", "prediction", args.output_format)
+        (predictions
+         | "WindowedMetrics" >> WindowedMetrics("binary", args.metrics_minutes * 60)
+         | "WriteWindowedMetrics" >> WriteRecords(f"{out}/windowed_metrics", "metric", args.output_format))
+        dead_letters | "WriteDeadLetters" >> WriteRecords(f"{out}/dead_letters", "dead_letter", args.output_format)
+
+        counts = (
+            (source.rows | "TagRows" >> beam.Map(lambda _: ("rows_read", 1)),
+             source.dead_letters | "TagUnreadable" >> beam.Map(lambda _: ("rows_unreadable", 1)),
+             predictions | "TagPredictions" >> beam.Map(lambda _: ("predictions", 1)),
+             labelled.joined_outcomes | "TagJoined" >> beam.Map(lambda _: ("outcomes_joined", 1)),
+             dead_letters | "TagDead" >> beam.Map(lambda d: (f"dead_letters.{d.stage}", 1)))
+            | "FlattenTags" >> beam.Flatten()
+            | "GlobalWindowCounts" >> beam.WindowInto(beam.window.GlobalWindows())
+            | "Group" >> beam.GroupByKey()  # not CombinePerKey: see transforms.metrics
+            | "Count" >> beam.MapTuple(lambda tag, ones: (tag, sum(ones))))
+        (predictions
+         | "ProgressiveMetrics" >> ProgressiveMetrics("binary")
+         | "WriteSummary" >> beam.Map(_write_summary, f"{out}/summary.json", beam.pvalue.AsDict(counts)))
+
+    summary = json.loads(open(f"{out}/summary.json").read())
+    report.write(out, summary)
+    logging.info("report: %s/report.md", out)
+    return summary
+
+
+def _write_summary(scores: dict, path: str, counts: dict):
+    with open(path, "w") as f:
+        json.dump({"progressive": scores, "counts": dict(sorted(counts.items()))}, f, indent=2)
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    run()

@@ -1,0 +1,85 @@
+"""The content-recommendation job end to end, and the impression labelling it relies on."""
+import json
+
+import apache_beam as beam
+import fastavro
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines import recommend, simulate
+from pipelines.local import pipeline_options
+from transforms.interactions import NO_IMPRESSION, LabelImpressions, invalid_reason
+from transforms.records import Row
+
+WINDOW_MS = 60_000
+
+
+def _row(event_id, kind, t, impression_id=None, user="u1"):
+    fields = {"event_id": event_id, "event_type": kind, "event_time": t, "user_id": user,
+              "item_id": "i1", "item_genres": ["drama"], "impression_id": impression_id,
+              "position": 1 if kind == "impression" else None, "device": "tv", "watch_seconds": None}
+    return beam.window.TimestampedValue(Row(event_id, t, fields), t / 1000)
+
+
+def test_labels_by_outcome_within_the_window_in_streaming():
+    stream = (TestStream()
+              .add_elements([_row("imp1", "impression", 1_000), _row("imp2", "impression", 2_000),
+                             _row("c3", "click", 2_000, "imp3")])        # arrives first, happened before
+              .add_elements([_row("c1", "click", 5_000, "imp1"), _row("imp3", "impression", 2_500),
+                             _row("imp1", "impression", 6_000)])         # duplicate impression
+              .advance_watermark_to(30)
+              .add_elements([_row("c2", "click", 70_000, "imp2"),        # after imp2's window
+                             _row("c9", "click", 40_000, "imp9")])       # no such impression
+              .advance_watermark_to_infinity())
+    with TestPipeline(options=pipeline_options(["--streaming"])) as p:
+        out = p | stream | LabelImpressions(WINDOW_MS / 1000)
+        assert_that(out.examples | beam.Map(lambda e: (e.event_id, e.y, e.event_time)),
+                    equal_to([("imp1", True, 61_000), ("imp2", False, 62_000), ("imp3", False, 62_500)]))
+        assert_that(out.joined_outcomes, equal_to(["c1"]), label="Joined")
+        assert_that(out.dead_letters | beam.Map(lambda d: (d.reason, json.loads(d.payload)["event_id"])),
+                    equal_to([("duplicate impression", "imp1"), (NO_IMPRESSION, "c3"),
+                              (NO_IMPRESSION, "c2"), (NO_IMPRESSION, "c9")]), label="Dead")
+
+
+def test_validation_reasons():
+    good = _row("e", "click", 5, "imp").value.fields
+    assert invalid_reason(good) is None
+    assert invalid_reason({**good, "user_id": ""}) == "empty user_id"
+    assert invalid_reason({**good, "event_time": -1}) == "bad event_time -1"
+    assert invalid_reason({**good, "event_type": "watch", "watch_seconds": -2.0}).startswith("negative")
+
+
+def _job(tmp_path, name, *extra):
+    events = tmp_path / "events.avro"
+    if not events.exists():
+        simulate.write_avro(simulate.generate(simulate.SimulatorConfig(impressions=600, seed=3)), str(events))
+    out = tmp_path / name
+    summary = recommend.run(["--events", str(events), "--output", str(out), *extra])
+    return events, out, summary
+
+
+def test_job_accounts_for_every_record_and_writes_a_report(tmp_path):
+    events, out, summary = _job(tmp_path, "batch")
+    counts = summary["counts"]
+    with open(events, "rb") as f:
+        records = list(fastavro.reader(f))
+    dead = sum(v for k, v in counts.items() if k.startswith("dead_letters."))
+    assert counts["rows_read"] == len(records)
+    assert counts["predictions"] + counts["outcomes_joined"] + dead == len(records)
+    assert counts["dead_letters.ValidateInteractions"] == sum(invalid_reason(r) is not None for r in records)
+    predictions = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == counts["predictions"]
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Progressive metrics" in (out / "report.md").read_text()
+    assert 0.0 < summary["progressive"]["rocauc"] <= 1.0
+
+
+def test_job_gives_identical_predictions_in_batch_and_streaming(tmp_path):
+    _, batch_out, batch = _job(tmp_path, "batch")
+    _, stream_out, stream = _job(tmp_path, "stream", "--streaming")
+    assert stream == batch
+    by_id = lambda out: sorted((out / "predictions.jsonl").read_text().splitlines())  # noqa: E731
+    assert by_id(stream_out) == by_id(batch_out)
+    assert sorted((stream_out / "windowed_metrics.jsonl").read_text().splitlines()) == \
+        sorted((batch_out / "windowed_metrics.jsonl").read_text().splitlines())

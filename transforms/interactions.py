@@ -1,0 +1,185 @@
+"""Content-recommendation events: validate interactions, label impressions by their outcomes.
+
+An impression is labelled when its attribution window closes (an event-time timer): positive
+if a click or watch for it arrived within the window, negative otherwise (a skip, or nothing).
+Every label thus comes the same delay after its impression, so a window of labels is a fair
+sample of the impressions shown one attribution window earlier. The labelled example carries
+the features of the impression and, as its event time, the moment the window closed.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
+from transforms.records import DeadLetter, Example, Row
+
+POSITIVE = ("click", "watch")
+POSITIONS = 10
+DEAD_LETTERS = "dead_letters"
+JOINED = "joined_outcomes"
+# One reason whether the impression is missing, earlier than the window or later than the
+# outcome: in streaming which of these a late outcome meets depends on arrival order.
+NO_IMPRESSION = "no impression of this id within the attribution window before the outcome"
+
+
+def invalid_reason(fields: dict) -> str | None:
+    """Why an interaction record is unusable, or None when it is valid.
+
+    >>> invalid_reason({"event_type": "impression", "event_time": 5, "user_id": "u",
+    ...                 "item_id": "i", "position": 2}) is None
+    True
+    >>> invalid_reason({"event_type": "click", "event_time": 5, "user_id": "u", "item_id": "i"})
+    'click without impression_id'
+    """
+    kind = fields.get("event_type")
+    if kind not in ("impression", *POSITIVE, "skip"):
+        return f"unknown event_type {kind!r}"
+    for name in ("event_id", "user_id", "item_id"):
+        if not fields.get(name):
+            return f"empty {name}"
+    if not isinstance(fields.get("event_time"), int) or fields["event_time"] < 0:
+        return f"bad event_time {fields.get('event_time')!r}"
+    if kind == "impression":
+        if not isinstance(fields.get("position"), int) or not 0 <= fields["position"] < POSITIONS:
+            return f"bad position {fields.get('position')!r}"
+    elif not fields.get("impression_id"):
+        return f"{kind} without impression_id"
+    if kind == "watch" and (fields.get("watch_seconds") or 0.0) < 0:
+        return f"negative watch_seconds {fields['watch_seconds']!r}"
+    return None
+
+
+def impression_features(fields: dict) -> dict:
+    """Model features of an impression: ids and context as text categoricals, genres as 1.0.
+
+    >>> impression_features({"user_id": "u1", "item_id": "i9", "device": "tv", "position": 3,
+    ...                      "event_time": 3_600_000, "item_genres": ["drama"]})
+    {'user_id': 'u1', 'item_id': 'i9', 'device': 'tv', 'position': '3', 'hour': '1', 'genre_drama': 1.0}
+    """
+    hour = datetime.datetime.fromtimestamp(fields["event_time"] / 1000, datetime.timezone.utc).hour
+    x = {"user_id": fields["user_id"], "item_id": fields["item_id"],
+         "device": fields.get("device") or "unknown", "position": str(fields["position"]),
+         "hour": str(hour)}
+    x.update({f"genre_{g}": 1.0 for g in fields.get("item_genres") or ()})
+    return x
+
+
+class LabelOutputs(NamedTuple):
+    examples: beam.PCollection
+    joined_outcomes: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+class ValidateInteractions(beam.PTransform):
+    """Rows -> valid interaction Rows; the others leave as dead letters with the reason."""
+
+    def expand(self, rows):
+        results = rows | "Validate" >> beam.ParDo(_ValidateDoFn()).with_outputs(
+            DEAD_LETTERS, main="valid")
+        return results.valid, results[DEAD_LETTERS]
+
+
+class _ValidateDoFn(beam.DoFn):
+    def process(self, row: Row):
+        reason = invalid_reason(row.fields)
+        if reason is None:
+            yield row
+        else:
+            yield _dead("ValidateInteractions", reason, row)
+
+
+class LabelImpressions(beam.PTransform):
+    """Joins outcomes to their impression within `window_s` seconds of event time.
+
+    Outputs labelled `Example`s when the window closes (y True for a click or watch within
+    it, else False), the
+    ids of outcomes folded into a label (`joined_outcomes`, for accounting), and dead letters:
+    duplicate impressions, and outcomes with no impression in the window before them.
+    """
+
+    def __init__(self, window_s: float, model_key: str = "default"):
+        super().__init__()
+        if window_s <= 0:
+            raise ValueError("the attribution window must be positive")
+        self.window_ms, self.model_key = int(window_s * 1000), model_key
+
+    def expand(self, rows):
+        results = (
+            rows
+            | "KeyByImpression" >> beam.Map(lambda r: (
+                r.fields["event_id"] if r.fields["event_type"] == "impression"
+                else r.fields["impression_id"], r)).with_output_types(beam.typehints.KV[str, Row])
+            | "Join" >> beam.ParDo(_JoinDoFn(self.window_ms, self.model_key)).with_outputs(
+                DEAD_LETTERS, JOINED, main="examples")
+        )
+        return LabelOutputs(results.examples, results[JOINED], results[DEAD_LETTERS])
+
+
+class _JoinDoFn(beam.DoFn):
+    IMPRESSION = userstate.ReadModifyWriteStateSpec("impression", record_coders.RowCoder())
+    CLICKED = userstate.ReadModifyWriteStateSpec("clicked", coders.BooleanCoder())
+    EARLY = userstate.BagStateSpec("early_outcomes", record_coders.RowCoder())
+    CLOSE = userstate.TimerSpec("close", TimeDomain.WATERMARK)
+
+    def __init__(self, window_ms: int, model_key: str):
+        self.window_ms, self.model_key = window_ms, model_key
+
+    def process(self, element, impression=beam.DoFn.StateParam(IMPRESSION),
+                clicked=beam.DoFn.StateParam(CLICKED), early=beam.DoFn.StateParam(EARLY),
+                close=beam.DoFn.TimerParam(CLOSE)):
+        _, row = element
+        if row.fields["event_type"] == "impression":
+            if impression.read() is not None:
+                yield _dead("LabelImpressions", "duplicate impression", row)
+                return
+            impression.write(row)
+            close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
+            for outcome in sorted(early.read(), key=lambda r: (r.event_time, r.event_id)):
+                yield from self._outcome(row, outcome, clicked)
+            early.clear()
+            return
+        shown = impression.read()
+        if shown is None:  # the outcome came first: wait for its impression until the window ends
+            early.add(row)
+            close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
+            return
+        yield from self._outcome(shown, row, clicked)
+
+    def _outcome(self, shown: Row, outcome: Row, clicked):
+        if not shown.event_time <= outcome.event_time < shown.event_time + self.window_ms:
+            yield _dead("LabelImpressions", NO_IMPRESSION, outcome)
+            return
+        yield beam.pvalue.TaggedOutput(JOINED, outcome.event_id)
+        if outcome.fields["event_type"] in POSITIVE:
+            clicked.write(True)
+
+    @userstate.on_timer(CLOSE)
+    def close_window(self, fired_at=beam.DoFn.TimestampParam,
+                     impression=beam.DoFn.StateParam(IMPRESSION),
+                     clicked=beam.DoFn.StateParam(CLICKED), early=beam.DoFn.StateParam(EARLY)):
+        shown = impression.read()
+        if shown is not None:
+            yield self._example(shown, bool(clicked.read()), fired_at.micros // 1000)
+        for orphan in early.read():
+            yield _dead("LabelImpressions", NO_IMPRESSION, orphan)
+        impression.clear()
+        clicked.clear()
+        early.clear()
+
+    def _example(self, shown: Row, clicked: bool, labelled_at: int) -> Example:
+        return Example(event_id=shown.event_id, event_time=labelled_at,
+                       x=impression_features(shown.fields), y=clicked, model_key=self.model_key)
+
+
+def _dead(stage: str, reason: str, row: Row) -> beam.pvalue.TaggedOutput:
+    payload = json.dumps(row.fields, default=str, sort_keys=True).encode()
+    return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
+        stage=stage, reason=reason, payload=payload, event_time=row.event_time))
