@@ -33,10 +33,11 @@ NO_IMPRESSION = "no impression of this id within the attribution window before t
 def invalid_reason(fields: dict) -> str | None:
     """Why an interaction record is unusable, or None when it is valid.
 
-    >>> invalid_reason({"event_type": "impression", "event_time": 5, "user_id": "u",
-    ...                 "item_id": "i", "position": 2}) is None
+    >>> shown = {"event_id": "imp-1", "event_type": "impression", "event_time": 5,
+    ...          "user_id": "u", "item_id": "i", "position": 2}
+    >>> invalid_reason(shown) is None
     True
-    >>> invalid_reason({"event_type": "click", "event_time": 5, "user_id": "u", "item_id": "i"})
+    >>> invalid_reason({**shown, "event_id": "c-1", "event_type": "click"})
     'click without impression_id'
     """
     kind = fields.get("event_type")
