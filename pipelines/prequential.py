@@ -27,6 +27,7 @@ from pipelines.local import pipeline_options
 from transforms.examples import RowsToExamples
 from transforms.learner import LearnOnline
 from transforms.metrics import ProgressiveMetrics, WindowedMetrics
+from transforms.progress import CountTags
 from transforms.sinks import WriteRecords
 from transforms.sources import FORMATS, ReadRows
 
@@ -75,12 +76,9 @@ def run(argv=None):
             f"{out}/dead_letters", "dead_letter", args.output_format)
 
         counts = (
-            (learned.predictions | "TagPredictions" >> beam.Map(lambda _: ("predictions", 1)),
-             dead_letters | "TagDeadLetters" >> beam.Map(lambda _: ("dead_letters", 1)))
-            | "FlattenTags" >> beam.Flatten()
-            | "GlobalWindowCounts" >> beam.WindowInto(beam.window.GlobalWindows())
-            | "Group" >> beam.GroupByKey()  # not CombinePerKey: see transforms.metrics
-            | "Count" >> beam.MapTuple(lambda tag, ones: (tag, sum(ones))))
+            learned.predictions | "TagPredictions" >> beam.Map(lambda _: "predictions"),
+            dead_letters | "TagDeadLetters" >> beam.Map(lambda _: "dead_letters"),
+        ) | "Count" >> CountTags()
         (learned.predictions
          | "ProgressiveMetrics" >> ProgressiveMetrics(task)
          | "WriteMetricsJson" >> beam.Map(

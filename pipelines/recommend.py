@@ -23,7 +23,7 @@ from pipelines.local import pipeline_options
 from transforms.interactions import LabelImpressions, ValidateInteractions
 from transforms.learner import LearnOnline
 from transforms.metrics import ProgressiveMetrics, WindowedMetrics
-from transforms.progress import LogProgress
+from transforms.progress import CountTags, LogProgress
 from transforms.sinks import WriteRecords
 from transforms.sources import ReadRows
 
@@ -78,15 +78,12 @@ def run(argv=None) -> dict:
         dead_letters | "WriteDeadLetters" >> WriteRecords(f"{out}/dead_letters", "dead_letter", args.output_format)
 
         counts = (
-            (source.rows | "TagRows" >> beam.Map(lambda _: ("rows_read", 1)),
-             source.dead_letters | "TagUnreadable" >> beam.Map(lambda _: ("rows_unreadable", 1)),
-             predictions | "TagPredictions" >> beam.Map(lambda _: ("predictions", 1)),
-             labelled.joined_outcomes | "TagJoined" >> beam.Map(lambda _: ("outcomes_joined", 1)),
-             dead_letters | "TagDead" >> beam.Map(lambda d: (f"dead_letters.{d.stage}", 1)))
-            | "FlattenTags" >> beam.Flatten()
-            | "GlobalWindowCounts" >> beam.WindowInto(beam.window.GlobalWindows())
-            | "Group" >> beam.GroupByKey()  # not CombinePerKey: see transforms.metrics
-            | "Count" >> beam.MapTuple(lambda tag, ones: (tag, sum(ones))))
+            source.rows | "TagRows" >> beam.Map(lambda _: "rows_read"),
+            source.dead_letters | "TagUnreadable" >> beam.Map(lambda _: "rows_unreadable"),
+            predictions | "TagPredictions" >> beam.Map(lambda _: "predictions"),
+            labelled.joined_outcomes | "TagJoined" >> beam.Map(lambda _: "outcomes_joined"),
+            dead_letters | "TagDead" >> beam.Map(lambda d: f"dead_letters.{d.stage}"),
+        ) | "Count" >> CountTags()
         (predictions
          | "ProgressiveMetrics" >> ProgressiveMetrics("binary")
          | "WriteSummary" >> beam.Map(_write_summary, f"{out}/summary.json", beam.pvalue.AsDict(counts)))

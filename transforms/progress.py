@@ -29,3 +29,19 @@ class _LogDoFn(beam.DoFn):
             elapsed = time.monotonic() - self._start
             logging.info("%s: %d so far (%.0f/s)", self.what, self._seen, self._seen / max(elapsed, 1e-9))
         yield element
+
+
+class CountTags(beam.PTransform):
+    """Counts string tags from several PCollections: `{tag: count}` pairs, once input ends.
+
+    Groups with GroupByKey, not CombinePerKey: see `transforms.metrics`.
+    """
+
+    def expand(self, tag_collections):
+        return (
+            tag_collections
+            | "Flatten" >> beam.Flatten()
+            | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+            | "One" >> beam.Map(lambda tag: (tag, 1))
+            | "Group" >> beam.GroupByKey()
+            | "Count" >> beam.MapTuple(lambda tag, ones: (tag, sum(ones))))
