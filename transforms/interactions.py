@@ -125,59 +125,64 @@ class LabelImpressions(beam.PTransform):
 
 
 class _JoinDoFn(beam.DoFn):
-    IMPRESSION = userstate.ReadModifyWriteStateSpec("impression", record_coders.RowCoder())
-    CLICKED = userstate.ReadModifyWriteStateSpec("clicked", coders.BooleanCoder())
-    EARLY = userstate.BagStateSpec("early_outcomes", record_coders.RowCoder())
+    # One state cell per impression id, (impression, clicked, early outcomes) as plain
+    # tuples: each state access costs far more than the join's logic, so keep them few.
+    ATTRIBUTION = userstate.ReadModifyWriteStateSpec("attribution", coders.FastPrimitivesCoder())
     CLOSE = userstate.TimerSpec("close", TimeDomain.WATERMARK)
 
     def __init__(self, window_ms: int, model_key: str):
         self.window_ms, self.model_key = window_ms, model_key
 
-    def process(self, element, impression=beam.DoFn.StateParam(IMPRESSION),
-                clicked=beam.DoFn.StateParam(CLICKED), early=beam.DoFn.StateParam(EARLY),
+    def process(self, element, attribution=beam.DoFn.StateParam(ATTRIBUTION),
                 close=beam.DoFn.TimerParam(CLOSE)):
         _, row = element
+        shown, clicked, early = _unpack(attribution.read())
         if row.fields["event_type"] == "impression":
-            if impression.read() is not None:
+            if shown is not None:
                 yield _dead("LabelImpressions", "duplicate impression", row)
                 return
-            impression.write(row)
+            shown = row
             close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
-            for outcome in sorted(early.read(), key=lambda r: (r.event_time, r.event_id)):
-                yield from self._outcome(row, outcome, clicked)
-            early.clear()
-            return
-        shown = impression.read()
-        if shown is None:  # the outcome came first: wait for its impression until the window ends
-            early.add(row)
+            for outcome in sorted(early, key=lambda r: (r.event_time, r.event_id)):
+                clicked = yield from self._outcome(shown, outcome, clicked)
+            early = []
+        elif shown is None:  # the outcome came first: wait for its impression until the window ends
+            early.append(row)
             close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
-            return
-        yield from self._outcome(shown, row, clicked)
+        else:
+            clicked = yield from self._outcome(shown, row, clicked)
+        attribution.write(_pack(shown, clicked, early))
 
-    def _outcome(self, shown: Row, outcome: Row, clicked):
+    def _outcome(self, shown: Row, outcome: Row, clicked: bool):
+        """Yields the outcome's fate; returns whether the impression is now clicked."""
         if not shown.event_time <= outcome.event_time < shown.event_time + self.window_ms:
             yield _dead("LabelImpressions", NO_IMPRESSION, outcome)
-            return
+            return clicked
         yield beam.pvalue.TaggedOutput(JOINED, outcome.event_id)
-        if outcome.fields["event_type"] in POSITIVE:
-            clicked.write(True)
+        return clicked or outcome.fields["event_type"] in POSITIVE
 
     @userstate.on_timer(CLOSE)
     def close_window(self, fired_at=beam.DoFn.TimestampParam,
-                     impression=beam.DoFn.StateParam(IMPRESSION),
-                     clicked=beam.DoFn.StateParam(CLICKED), early=beam.DoFn.StateParam(EARLY)):
-        shown = impression.read()
+                     attribution=beam.DoFn.StateParam(ATTRIBUTION)):
+        shown, clicked, early = _unpack(attribution.read())
         if shown is not None:
-            yield self._example(shown, bool(clicked.read()), fired_at.micros // 1000)
-        for orphan in early.read():
+            yield Example(event_id=shown.event_id, event_time=fired_at.micros // 1000,
+                          x=impression_features(shown.fields), y=clicked, model_key=self.model_key)
+        for orphan in early:
             yield _dead("LabelImpressions", NO_IMPRESSION, orphan)
-        impression.clear()
-        clicked.clear()
-        early.clear()
+        attribution.clear()
 
-    def _example(self, shown: Row, clicked: bool, labelled_at: int) -> Example:
-        return Example(event_id=shown.event_id, event_time=labelled_at,
-                       x=impression_features(shown.fields), y=clicked, model_key=self.model_key)
+
+def _pack(shown, clicked, early) -> tuple:
+    as_tuple = lambda r: (r.event_id, r.event_time, r.fields)  # noqa: E731
+    return (shown and as_tuple(shown), clicked, [as_tuple(r) for r in early])
+
+
+def _unpack(state) -> tuple:
+    if state is None:
+        return None, False, []
+    shown, clicked, early = state
+    return (shown and Row(*shown)), clicked, [Row(*r) for r in early]
 
 
 def _dead(stage: str, reason: str, row: Row) -> beam.pvalue.TaggedOutput:
