@@ -56,7 +56,8 @@ def run(argv=None):
     args, beam_args = parse_args(argv)
     task = factory.task_of(factory.build(args.model))
     out = args.output.rstrip("/")
-    filesystems.FileSystems.mkdirs(out) if not filesystems.FileSystems.exists(out) else None
+    if not filesystems.FileSystems.exists(out):
+        filesystems.FileSystems.mkdirs(out)
 
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         source = p | "ReadRows" >> ReadRows(args.input, args.format, args.timestamp, args.id_field)
