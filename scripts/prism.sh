@@ -10,6 +10,7 @@ BIN="$ROOT/.cache/prism/bin/prism"
 case "${1:-}" in
   install)
     if [ -x "$BIN" ] && [ "$(cat "$BIN.version" 2>/dev/null)" = "$BEAM_VERSION" ]; then exit 0; fi
+    PATH="$PATH:/usr/local/go/bin"  # where this machine's Go lives, in case PATH lacks it
     command -v go >/dev/null || { echo "prism.sh: Go is needed to build Prism (apt-get install golang)" >&2; exit 1; }
     echo "prism.sh: building Prism v$BEAM_VERSION from the Go module proxy (a few minutes, once)" >&2
     GOBIN="$ROOT/.cache/prism/bin" go install "github.com/apache/beam/sdks/v2/go/cmd/prism@v$BEAM_VERSION"
