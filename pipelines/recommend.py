@@ -64,11 +64,11 @@ def run(argv=None) -> dict:
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
                                               id_field="event_id")
-        valid, invalid = source.rows | "Validate" >> ValidateInteractions()
-        labelled = valid | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60)
+        validated = source.rows | "Validate" >> ValidateInteractions()
+        labelled = validated.valid | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60)
         learned = labelled.examples | "LearnOnline" >> LearnOnline(args.model)
         predictions = learned.predictions | "Progress" >> LogProgress("predictions")
-        dead_letters = (source.dead_letters, invalid, labelled.dead_letters, learned.dead_letters) \
+        dead_letters = (source.dead_letters, validated.dead_letters, labelled.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
 
         predictions | "WritePredictions" >> WriteRecords(f"{out}/predictions", "prediction", args.output_format)

@@ -73,6 +73,11 @@ def impression_features(fields: dict) -> dict:
     return x
 
 
+class ValidationOutputs(NamedTuple):
+    valid: beam.PCollection
+    dead_letters: beam.PCollection
+
+
 class LabelOutputs(NamedTuple):
     examples: beam.PCollection
     joined_outcomes: beam.PCollection
@@ -85,7 +90,7 @@ class ValidateInteractions(beam.PTransform):
     def expand(self, rows):
         results = rows | "Validate" >> beam.ParDo(_ValidateDoFn()).with_outputs(
             DEAD_LETTERS, main="valid")
-        return results.valid, results[DEAD_LETTERS]
+        return ValidationOutputs(results.valid, results[DEAD_LETTERS])
 
 
 class _ValidateDoFn(beam.DoFn):
@@ -101,9 +106,9 @@ class LabelImpressions(beam.PTransform):
     """Joins outcomes to their impression within `window_s` seconds of event time.
 
     Outputs labelled `Example`s when the window closes (y True for a click or watch within
-    it, else False), the
-    ids of outcomes folded into a label (`joined_outcomes`, for accounting), and dead letters:
-    duplicate impressions, and outcomes with no impression in the window before them.
+    it, else False), the ids of outcomes folded into a label (`joined_outcomes`, for
+    accounting), and dead letters: duplicate impressions, and outcomes with no impression in
+    the window before them.
     """
 
     def __init__(self, window_s: float, model_key: str = "default"):
