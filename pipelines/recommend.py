@@ -2,6 +2,7 @@
 
     python -m pipelines.recommend                      # simulate, learn, report in out/recommend
     python -m pipelines.recommend --events FILE.avro   # your own interactions
+    python -m pipelines.recommend --source kafka --bootstrap 127.0.0.1:19092 --streaming
 
 Reads interactions (Avro, `schemas/interaction.avsc`), drops malformed ones to dead letters,
 labels each impression by its outcome within the attribution window, predicts then learns
@@ -20,6 +21,7 @@ import apache_beam as beam
 from models import factory
 from pipelines import report, simulate
 from pipelines.local import pipeline_options
+from transforms import kafka
 from transforms.interactions import LabelImpressions, ValidateInteractions
 from transforms.learner import LearnOnline
 from transforms.metrics import ProgressiveMetrics, WindowedMetrics
@@ -44,7 +46,20 @@ def parse_args(argv=None):
     parser.add_argument("--metrics_minutes", type=float, default=10.0,
                         help="Windowed-metrics window, minutes of event time (default: %(default)s).")
     parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl")
-    return parser.parse_known_args(argv)
+    kafka = parser.add_argument_group("Kafka (a broker: bash scripts/kafka.sh start)")
+    kafka.add_argument("--source", choices=("file", "kafka"), default="file",
+                       help="Read interactions from --events / the simulator, or from Kafka.")
+    kafka.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers.")
+    kafka.add_argument("--topic", default="interactions", help="Topic of interactions (Avro).")
+    kafka.add_argument("--group", default="streamml-recommend", help="Consumer group.")
+    kafka.add_argument("--stop_at_end", action="store_true",
+                       help="Stop at the topic's end offsets at start-up (replay), instead of running on.")
+    kafka.add_argument("--kafka_out", metavar="PREFIX",
+                       help="Also write to topics PREFIX.predictions, PREFIX.metrics, PREFIX.dead_letters.")
+    args, beam_args = parser.parse_known_args(argv)
+    if args.source == "kafka" and args.events:
+        parser.error("--events is for --source file")
+    return args, beam_args
 
 
 def run(argv=None) -> dict:
@@ -54,7 +69,8 @@ def run(argv=None) -> dict:
     out = args.output.rstrip("/")
     os.makedirs(out, exist_ok=True)
     events = args.events
-    if events is None:
+    bounded = args.source == "file" or args.stop_at_end
+    if args.source == "file" and events is None:
         events = f"{out}/events.avro"
         config = simulate.SimulatorConfig(seed=args.seed, impressions=args.impressions,
                                           attribution_window_ms=int(args.attribution_minutes * 60_000))
@@ -62,8 +78,13 @@ def run(argv=None) -> dict:
         logging.info("simulated %d interactions into %s", written, events)
 
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
-                                              id_field="event_id")
+        if args.source == "kafka":
+            source = (p | "ReadKafka" >> kafka.ReadFromKafka(args.bootstrap, [args.topic], args.group,
+                                                            stop_at_end=args.stop_at_end)
+                      | "DecodeEvents" >> kafka.DecodeAvro("interaction"))
+        else:
+            source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
+                                                  id_field="event_id")
         validated = source.rows | "Validate" >> ValidateInteractions()
         labelled = validated.valid | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60)
         learned = labelled.examples | "LearnOnline" >> LearnOnline(args.model)
@@ -71,10 +92,19 @@ def run(argv=None) -> dict:
         dead_letters = (source.dead_letters, validated.dead_letters, labelled.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
 
+        windowed = predictions | "WindowedMetrics" >> WindowedMetrics("binary", args.metrics_minutes * 60)
+        if args.kafka_out:
+            prefix, servers = args.kafka_out, args.bootstrap
+            predictions | "PredictionsToKafka" >> kafka.WriteToKafka(
+                servers, f"{prefix}.predictions", "prediction", key=_model_key)
+            windowed | "MetricsToKafka" >> kafka.WriteToKafka(
+                servers, f"{prefix}.metrics", "metric", key=_scope)
+            dead_letters | "DeadLettersToKafka" >> kafka.WriteToKafka(
+                servers, f"{prefix}.dead_letters", "dead_letter", key=_stage)
+        if not bounded:
+            return {}  # a stream has no end: no files, summary or report
         predictions | "WritePredictions" >> WriteRecords(f"{out}/predictions", "prediction", args.output_format)
-        (predictions
-         | "WindowedMetrics" >> WindowedMetrics("binary", args.metrics_minutes * 60)
-         | "WriteWindowedMetrics" >> WriteRecords(f"{out}/windowed_metrics", "metric", args.output_format))
+        windowed | "WriteWindowedMetrics" >> WriteRecords(f"{out}/windowed_metrics", "metric", args.output_format)
         dead_letters | "WriteDeadLetters" >> WriteRecords(f"{out}/dead_letters", "dead_letter", args.output_format)
 
         counts = (
@@ -92,6 +122,18 @@ def run(argv=None) -> dict:
     report.write(out, summary)
     logging.info("report: %s/report.md", out)
     return summary
+
+
+def _model_key(prediction):
+    return prediction.model_key
+
+
+def _scope(metric):
+    return metric.scope
+
+
+def _stage(dead_letter):
+    return dead_letter.stage
 
 
 def _write_summary(scores: dict, path: str, counts: dict):

@@ -242,7 +242,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults = SimulatorConfig()
     parser = argparse.ArgumentParser(prog="python -m pipelines.simulate",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="Avro file to write.")
+    parser.add_argument("--output", help="Avro file to write.")
+    parser.add_argument("--kafka", metavar="BOOTSTRAP",
+                        help="Produce to Kafka at these bootstrap servers instead of a file.")
+    parser.add_argument("--topic", default="interactions",
+                        help="Kafka topic with --kafka (default interactions)")
+    parser.add_argument("--partitions", type=int, default=3,
+                        help="partitions of a topic that --kafka creates (default 3)")
+    parser.add_argument("--rate", type=float,
+                        help="records/s with --kafka (default: as fast as possible)")
     parser.add_argument("--impressions", type=int, default=defaults.impressions,
                         help=f"number of impressions (default {defaults.impressions})")
     parser.add_argument("--users", type=int, default=defaults.users,
@@ -267,6 +275,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--codec", choices=("deflate", "null"), default="deflate",
                         help="Avro block codec (default deflate)")
     args = parser.parse_args(argv)
+    if (args.output is None) == (args.kafka is None):
+        parser.error("give exactly one of --output FILE and --kafka BOOTSTRAP")
     try:
         args.config = SimulatorConfig(
             seed=args.seed, users=args.users, items=args.items, impressions=args.impressions,
@@ -281,9 +291,17 @@ def run(argv=None) -> str:
     """Writes the stream the flags describe; prints and returns a one-line summary."""
     args = parse_args(argv)
     stats = _Stats()
-    count = write_avro(stats.observe(generate_with_truth(args.config)), args.output,
-                       codec=args.codec)
-    line = f"wrote {count} records to {args.output}: {stats.summary()}"
+    records = stats.observe(generate_with_truth(args.config))
+    if args.kafka:
+        from transforms import kafka
+
+        kafka.ensure_topic(args.kafka, args.topic, args.partitions)
+        count = kafka.produce(records, args.kafka, args.topic, "interaction", "user_id", rate=args.rate)
+        target = f"Kafka topic {args.topic!r}"
+    else:
+        count = write_avro(records, args.output, codec=args.codec)
+        target = args.output
+    line = f"wrote {count} records to {target}: {stats.summary()}"
     print(line)
     return line
 

@@ -29,3 +29,20 @@ def river_predictions(examples, spec=BINARY):
 @pytest.fixture
 def examples():
     return phishing_examples()
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """The project's real Kafka broker (scripts/kafka.sh), started for the session if needed."""
+    import subprocess
+
+    script = ["bash", str(ROOT / "scripts" / "kafka.sh")]
+    was_running = subprocess.run(script + ["status"], capture_output=True).returncode == 0
+    started = subprocess.run(script + ["start"], capture_output=True, text=True)
+    assert started.returncode == 0, f"could not start Kafka:\n{started.stderr[-3000:]}"
+    yield "127.0.0.1:19092"
+    if not was_running:
+        subprocess.run(script + ["stop"], capture_output=True)

@@ -6,11 +6,11 @@ depends neither on bundling nor on batch vs streaming:
 
 - an event-time timer at the earliest buffered event fires when the watermark passes it;
   its timestamp holds the output watermark, so predictions keep their events' timestamps;
-- unbounded input: the firing applies the events up to the timer's timestamp, and sets the
-  timer to the next buffered event;
-- bounded input: timers fire only once the input has ended (the watermark jumps to the end),
-  so the first firing applies every buffered event in one sorted pass (one model read and
-  write per key).
+- streaming: the firing applies the events up to the timer's timestamp, and sets the timer
+  to the next buffered event (a bounded source may still advance the watermark step by step);
+- batch: timers fire only once the input has ended (the watermark jumps to the end), so the
+  first firing applies every buffered event in one sorted pass (one model read and write per
+  key).
 
 Events that arrive after their key's model already applied later events cannot be applied in
 order: they leave through the dead-letter output as `late` (a replay of an applied event is
@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
@@ -60,7 +61,7 @@ class LearnOnline(beam.PTransform):
             | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
                 beam.typehints.KV[str, Example])
             | "PredictThenLearn" >> beam.ParDo(
-                _PredictThenLearnDoFn(self.model_spec, self.signing_key, examples.is_bounded)
+                _PredictThenLearnDoFn(self.model_spec, self.signing_key, batch=not _streaming(examples))
             ).with_outputs(DEAD_LETTERS, main="predictions")
         )
         return LearnerOutputs(results.predictions, results[DEAD_LETTERS])
@@ -74,10 +75,10 @@ class _PredictThenLearnDoFn(beam.DoFn):
     PENDING_MIN = userstate.ReadModifyWriteStateSpec("pending_min", coders.VarIntCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
 
-    def __init__(self, model_spec: str, signing_key: bytes, bounded: bool):
+    def __init__(self, model_spec: str, signing_key: bytes, batch: bool):
         self.model_spec = model_spec
         self.signing_key = signing_key
-        self.bounded = bounded
+        self.batch = batch
 
     def setup(self):
         self._is_classifier = factory.task_of(factory.build(self.model_spec)) != "regression"
@@ -108,7 +109,7 @@ class _PredictThenLearnDoFn(beam.DoFn):
         fired_ms = fired_at.micros // 1000
         ready, waiting = [], []
         for example in pending.read():
-            (ready if self.bounded or example.event_time <= fired_ms else waiting).append(example)
+            (ready if self.batch or example.event_time <= fired_ms else waiting).append(example)
         pending.clear()
         for example in waiting:
             pending.add(example)
@@ -144,6 +145,11 @@ class _PredictThenLearnDoFn(beam.DoFn):
         return Prediction(event_id=example.event_id, model_key=key, event_time=example.event_time,
                           y_true=example.y, y_pred=model.predict_one(example.x), y_proba=proba,
                           model_step=step)
+
+
+def _streaming(pcoll) -> bool:
+    options = pcoll.pipeline.options
+    return bool(options and options.view_as(StandardOptions).streaming) or not pcoll.is_bounded
 
 
 def _dead_letter(example: Example, reason: str) -> beam.pvalue.TaggedOutput:

@@ -1,0 +1,99 @@
+"""Kafka in and out on the project's real broker: source, decoding, sinks, and the main job."""
+import io
+import json
+import uuid
+
+import apache_beam as beam
+import fastavro
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from confluent_kafka import Consumer, Producer
+
+import schemas
+from pipelines import recommend, simulate
+from pipelines.local import pipeline_options
+from transforms import kafka
+from transforms.records import DeadLetter
+
+pytestmark = pytest.mark.kafka
+
+
+def _topic(kafka_bootstrap, partitions=3):
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    kafka.ensure_topic(kafka_bootstrap, name, partitions)
+    return name
+
+
+def _consume_all(bootstrap, topic, expected, schema):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    out, idle = [], 0
+    while len(out) < expected and idle < 20:
+        batch = consumer.consume(500, timeout=0.5)
+        idle = 0 if batch else idle + 1
+        out += [(m.key(), fastavro.schemaless_reader(io.BytesIO(m.value()), schemas.load(schema)))
+                for m in batch if m.error() is None]
+    consumer.close()
+    return out
+
+
+def _events(n=300, seed=5):
+    return list(simulate.generate(simulate.SimulatorConfig(impressions=n, seed=seed)))
+
+
+@pytest.mark.parametrize("mode", [[], ["--streaming"]])
+def test_source_reads_every_partition_and_dead_letters_bad_bytes(kafka_bootstrap, mode):
+    topic = _topic(kafka_bootstrap)
+    events = _events()
+    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, key=b"bad", value=b"\x02not avro", timestamp=events[-1]["event_time"])
+    producer.flush(10)
+    with TestPipeline(options=pipeline_options(mode)) as p:
+        decoded = (p | kafka.ReadFromKafka(kafka_bootstrap, [topic], "g", stop_at_end=True)
+                   | kafka.DecodeAvro("interaction"))
+        assert_that(decoded.rows | beam.Map(lambda r: r.event_id),
+                    equal_to([e["event_id"] for e in events]))
+        assert_that(decoded.dead_letters | beam.Map(lambda d: (d.stage, d.payload, d.source.split("@")[0][:-2])),
+                    equal_to([("DecodeAvro", b"\x02not avro", topic)]), label="Dead")
+
+
+def test_sink_confirms_delivery_and_keys_records(kafka_bootstrap):
+    topic = _topic(kafka_bootstrap)
+    letters = [DeadLetter(f"stage{i % 3}", f"r{i}", bytes([i]), event_time=i) for i in range(50)]
+    with TestPipeline(options=pipeline_options([])) as p:
+        p | beam.Create(letters) | kafka.WriteToKafka(kafka_bootstrap, topic, "dead_letter", key=lambda d: d.stage)
+    got = _consume_all(kafka_bootstrap, topic, 50, "dead_letter")
+    assert sorted((k.decode(), v["reason"]) for k, v in got) == sorted((d.stage, d.reason) for d in letters)
+
+
+def test_sink_fails_loudly_when_delivery_fails(kafka_bootstrap):
+    with pytest.raises(Exception, match="delivery"):
+        with TestPipeline(options=pipeline_options([])) as p:
+            (p | beam.Create([DeadLetter("s", "r", b"x")])
+             | kafka.WriteToKafka(kafka_bootstrap, "not a valid topic!", "dead_letter", key=lambda d: d.stage))
+
+
+def test_main_job_on_kafka_equals_the_batch_job_on_a_file(kafka_bootstrap, tmp_path):
+    events = _events(500, seed=11)
+    path = tmp_path / "events.avro"
+    simulate.write_avro(events, str(path))
+    topic = _topic(kafka_bootstrap)
+    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    prefix = f"out-{uuid.uuid4().hex[:8]}"
+
+    batch = recommend.run(["--events", str(path), "--output", str(tmp_path / "batch")])
+    stream = recommend.run(["--source", "kafka", "--bootstrap", kafka_bootstrap, "--topic", topic,
+                            "--group", "job", "--stop_at_end", "--streaming", "--kafka_out", prefix,
+                            "--output", str(tmp_path / "stream")])
+    assert stream == batch
+    lines = lambda name: sorted((tmp_path / name / "predictions.jsonl").read_text().splitlines())  # noqa: E731
+    assert lines("stream") == lines("batch")
+
+    predictions = _consume_all(kafka_bootstrap, f"{prefix}.predictions", batch["counts"]["predictions"], "prediction")
+    assert sorted(json.dumps(v, sort_keys=True) for _, v in predictions) == \
+        sorted(json.dumps({**json.loads(line)}, sort_keys=True) for line in lines("batch"))
+    dead = _consume_all(kafka_bootstrap, f"{prefix}.dead_letters", 1, "dead_letter")
+    assert len(dead) == sum(v for k, v in batch["counts"].items() if k.startswith("dead_letters."))
