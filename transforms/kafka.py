@@ -97,6 +97,15 @@ def _partitions(topic: str, bootstrap: str):
     return [(topic, p) for p in sorted(found.partitions)]
 
 
+class _CheckpointOnlyTracker(OffsetRestrictionTracker):
+    """Offsets of one partition are read by one reader in order: the runner may checkpoint the
+    reader (split at fraction 0), never split the offset range between readers (a split of
+    [start, infinity) would start a second reader at a made-up offset)."""
+
+    def try_split(self, fraction_of_remainder):
+        return super().try_split(0) if fraction_of_remainder == 0 else None
+
+
 class _ReadPartitionDoFn(beam.DoFn, RestrictionProvider):
     """Reads one (topic, partition); it is its own restriction provider (offset ranges)."""
 
@@ -116,7 +125,7 @@ class _ReadPartitionDoFn(beam.DoFn, RestrictionProvider):
         return OffsetRange(start, max(start, high) if self.stop_at_end else _UNBOUNDED_END)
 
     def create_tracker(self, restriction):
-        return OffsetRestrictionTracker(restriction)
+        return _CheckpointOnlyTracker(restriction)
 
     def split(self, element, restriction):
         yield restriction  # one reader per partition: Kafka order within a partition is kept
