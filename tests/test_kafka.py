@@ -1,6 +1,7 @@
 """Kafka in and out on the project's real broker: source, decoding, sinks, and the main job."""
 import io
 import json
+import time
 import uuid
 
 import apache_beam as beam
@@ -97,3 +98,35 @@ def test_main_job_on_kafka_equals_the_batch_job_on_a_file(kafka_bootstrap, tmp_p
         sorted(json.dumps({**json.loads(line)}, sort_keys=True) for line in lines("batch"))
     dead = _consume_all(kafka_bootstrap, f"{prefix}.dead_letters", 1, "dead_letter")
     assert len(dead) == sum(v for k, v in batch["counts"].items() if k.startswith("dead_letters."))
+
+
+def _append_window_count(kv, path, w=beam.DoFn.WindowParam):
+    with open(path, "a") as f:
+        f.write(json.dumps([w.start.micros // 1000, len(list(kv[1]))]) + "\n")
+
+
+def test_unbounded_reader_watermark_keeps_every_partition_on_time(kafka_bootstrap, tmp_path):
+    """Records 0.5 s apart across 3 partitions, 60 s windows: each window fires whole (120
+    records); a watermark that ran ahead of a lagging partition would drop its records."""
+    topic = _topic(kafka_bootstrap)
+    producer, failed = Producer({"bootstrap.servers": kafka_bootstrap}), []
+    start_ms = 1_700_000_040_000  # in the past (the broker rejects the far future), on a window boundary
+    for i in range(3000):
+        producer.produce(topic, key=str(i % 97).encode(), value=b"x", timestamp=start_ms + i * 500,
+                         on_delivery=lambda err, _: err and failed.append(err))
+    assert producer.flush(30) == 0 and not failed, failed
+    out = tmp_path / "windows.jsonl"
+    out.touch()
+    p = beam.Pipeline(options=pipeline_options(["--streaming"]))
+    (p | kafka.ReadFromKafka(kafka_bootstrap, [topic], "g")
+       | beam.WindowInto(beam.window.FixedWindows(60))
+       | beam.Map(lambda r: (0, r.offset)) | beam.GroupByKey()
+       | beam.Map(_append_window_count, str(out)))
+    result = p.run()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(out.read_text().splitlines()) < 20:
+        time.sleep(1)
+    result.cancel()
+    counts = [n for _, n in sorted(json.loads(line) for line in out.read_text().splitlines())]
+    assert len(counts) >= 20, counts
+    assert counts == [120] * len(counts), counts

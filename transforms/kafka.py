@@ -1,12 +1,9 @@
 """Kafka in and out, in Python over confluent-kafka (Beam's ReadFromKafka is a Java
 cross-language transform that needs Docker here).
 
-- `ReadFromKafka`: a splittable DoFn per topic partition. It reads from the consumer group's
-  committed offset (else the earliest), claims offsets through an offset-range restriction,
-  gives each record the Kafka timestamp as its event time, and advances the partition's
-  watermark to the latest timestamp read. With `stop_at_end` it stops at the end offsets seen
-  at start-up (a bounded replay of the topic); otherwise it runs forever, checkpointing
-  itself between polls.
+- `ReadFromKafka` (see `transforms.kafka_read`): every partition of a topic, from the
+  consumer group's committed offsets, timestamped by the Kafka timestamp, with a watermark;
+  with `stop_at_end`, a bounded replay up to the end offsets seen at start-up.
 - `DecodeAvro`: schemaless Avro values to `Row`s; undecodable or incomplete values are dead
   letters carrying the original bytes and `topic/partition@offset`.
 - `WriteToKafka`: Avro-encodes records, keys them, and confirms delivery: at the end of each
@@ -15,170 +12,20 @@ cross-language transform that needs Docker here).
 """
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 import logging
-import sys
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import apache_beam as beam
 import fastavro
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.utils.timestamp import Duration, Timestamp
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 
 import schemas
 from transforms import coders  # noqa: F401  (registers the record coders)
+from transforms.kafka_read import KafkaRecord, ReadFromKafka  # noqa: F401  (public here)
 from transforms.records import DeadLetter, Row
 
 DEAD_LETTERS = "dead_letters"
-_UNBOUNDED_END = sys.maxsize
-
-
-@dataclasses.dataclass(frozen=True)
-class KafkaRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-
-    def where(self) -> str:
-        return f"{self.topic}/{self.partition}@{self.offset}"
-
-
-def _consumer(bootstrap: str, group_id: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group_id,
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": False})
-
-
-class ReadFromKafka(beam.PTransform):
-    """Reads every partition of `topics` as timestamped `KafkaRecord`s.
-
-    Args:
-        bootstrap: Kafka bootstrap servers.
-        topics: topic names.
-        group_id: consumer group whose committed offsets are the starting points.
-        stop_at_end: stop at the end offsets found at start-up (bounded replay).
-        poll_records: most records read per poll before the reader checkpoints itself.
-    """
-
-    def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str,
-                 stop_at_end: bool = False, poll_records: int = 500):
-        super().__init__()
-        if not topics:
-            raise ValueError("name at least one topic")
-        self.bootstrap, self.topics, self.group_id = bootstrap, list(topics), group_id
-        self.stop_at_end, self.poll_records = stop_at_end, poll_records
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Topics" >> beam.Create(self.topics)
-            | "Partitions" >> beam.FlatMap(_partitions, self.bootstrap)
-            | "Read" >> beam.ParDo((_ReadPartitionDoFn if self.stop_at_end else _ReadPartitionForeverDoFn)(
-                self.bootstrap, self.group_id, self.stop_at_end, self.poll_records)))
-
-
-def _partitions(topic: str, bootstrap: str):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamml-metadata"})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-    finally:
-        consumer.close()
-    found = metadata.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
-        raise ValueError(f"Kafka topic {topic!r} not found at {bootstrap}: {found and found.error}")
-    return [(topic, p) for p in sorted(found.partitions)]
-
-
-class _CheckpointOnlyTracker(OffsetRestrictionTracker):
-    """Offsets of one partition are read by one reader in order: the runner may checkpoint the
-    reader (split at fraction 0), never split the offset range between readers (a split of
-    [start, infinity) would start a second reader at a made-up offset)."""
-
-    def try_split(self, fraction_of_remainder):
-        return super().try_split(0) if fraction_of_remainder == 0 else None
-
-
-class _ReadPartitionDoFn(beam.DoFn, RestrictionProvider):
-    """Reads one (topic, partition); it is its own restriction provider (offset ranges)."""
-
-    def __init__(self, bootstrap, group_id, stop_at_end, poll_records):
-        self.bootstrap, self.group_id = bootstrap, group_id
-        self.stop_at_end, self.poll_records = stop_at_end, poll_records
-
-    def initial_restriction(self, element):
-        topic, partition = element
-        consumer = _consumer(self.bootstrap, self.group_id)
-        try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            committed = consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
-        finally:
-            consumer.close()
-        start = committed if committed >= 0 else low
-        return OffsetRange(start, max(start, high) if self.stop_at_end else _UNBOUNDED_END)
-
-    def create_tracker(self, restriction):
-        return _CheckpointOnlyTracker(restriction)
-
-    def split(self, element, restriction):
-        yield restriction  # one reader per partition: Kafka order within a partition is kept
-
-    def restriction_size(self, element, restriction):
-        return min(restriction.size(), 1_000_000)
-
-    def truncate(self, element, restriction):
-        return None if restriction.stop == _UNBOUNDED_END else restriction
-
-    def setup(self):
-        self._consumers = {}
-
-    def teardown(self):
-        for consumer in self._consumers.values():
-            consumer.close()
-
-    def process(self, element,
-                tracker=beam.DoFn.RestrictionParam(),
-                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
-        topic, partition = element
-        position = tracker.current_restriction().start
-        if position >= tracker.current_restriction().stop:
-            return
-        consumer = self._consumers.get(element)
-        if consumer is None:
-            consumer = self._consumers[element] = _consumer(self.bootstrap, self.group_id)
-        consumer.assign([TopicPartition(topic, partition, position)])
-        messages = consumer.consume(self.poll_records, timeout=0.5)
-        for message in messages:
-            if message.error() is not None:
-                raise KafkaException(message.error())
-            if not tracker.try_claim(message.offset()):
-                return
-            timestamp_ms = message.timestamp()[1]
-            record = KafkaRecord(topic, partition, message.offset(), message.key(), message.value(),
-                                 timestamp_ms)
-            event_time = Timestamp(micros=timestamp_ms * 1000)
-            if watermark.current_watermark() is None or event_time > watermark.current_watermark():
-                watermark.set_watermark(event_time)
-            yield beam.window.TimestampedValue(record, event_time)
-        tracker.defer_remainder(Duration(seconds=0 if messages else 0.2))
-
-
-class _ReadPartitionForeverDoFn(_ReadPartitionDoFn):
-    """The same reader with no end offset: its output is unbounded."""
-
-    @beam.DoFn.unbounded_per_element()
-    def process(self, element, tracker=beam.DoFn.RestrictionParam(),
-                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
-        yield from super().process(element, tracker, watermark)
-
-
 
 
 class DecodeOutputs(NamedTuple):
