@@ -382,6 +382,9 @@ inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=${DATA_DIR}
+# Keep every record: tests and replays carry historical event times as Kafka timestamps,
+# which time-based retention would delete within minutes of startup.
+log.retention.ms=-1
 auto.create.topics.enable=true
 num.partitions=1
 default.replication.factor=1

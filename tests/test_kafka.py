@@ -9,7 +9,7 @@ import fastavro
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import schemas
 from pipelines import recommend, simulate
@@ -27,9 +27,10 @@ def _topic(kafka_bootstrap, partitions=3):
 
 
 def _consume_all(bootstrap, topic, expected, schema):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
+    """Reads `topic` from its first offsets by assignment (no consumer-group rebalance)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}"})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     out, idle = [], 0
     while len(out) < expected and idle < 20:
         batch = consumer.consume(500, timeout=0.5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
@@ -71,6 +72,19 @@ class ReadFromKafka(beam.PTransform):
                 | "Topics" >> beam.Create(self.topics)
                 | "Read" >> beam.ParDo(reader(self.bootstrap, self.group_id, self.stop_at_end,
                                               self.poll_records)))
+
+
+def _committed(c: Consumer, partitions, patience_s: float = 60.0):
+    """The group's committed offsets; retries while the broker says to (a new cluster's group
+    coordinator answers NOT_COORDINATOR until its offsets topic exists)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return c.committed(partitions, timeout=10)
+        except KafkaException as e:
+            if not e.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 class _PartitionsTracker(RestrictionTracker):
@@ -131,7 +145,7 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
                 raise ValueError(f"Kafka topic {topic!r} not found at {self.bootstrap}: "
                                  f"{found and found.error}")
             partitions = sorted(found.partitions)
-            committed = c.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+            committed = _committed(c, [TopicPartition(topic, p) for p in partitions])
             restriction = []
             for tp in committed:
                 low, high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
