@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.<name> --help`. Not tests: they report, they do not assert."""
