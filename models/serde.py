@@ -36,6 +36,27 @@ def default_key() -> bytes:
     return env.encode() if env else os.urandom(32)
 
 
+def store_key(store_path: str) -> bytes:
+    """The key for state kept in a store that outlives the job: $STREAMML_STATE_KEY, else a
+    random key kept beside the store in `<store_path>.key` (mode 0600), made on first use.
+
+    Whoever can write the key file can forge state: keep it (or the variable) private.
+    """
+    env = os.environ.get(KEY_ENV)
+    if env:
+        return env.encode()
+    path = f"{store_path}.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as f:
+            return f.read()
+    key = os.urandom(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
 def dumps(obj, key: bytes) -> bytes:
     body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return hmac.new(key, body, hashlib.sha256).digest() + body

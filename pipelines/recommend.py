@@ -23,6 +23,7 @@ from pipelines import report, simulate
 from pipelines.local import pipeline_options
 from transforms import kafka
 from transforms.interactions import LabelImpressions, ValidateInteractions
+from transforms.kafka_offsets import CommitOffsets
 from transforms.learner import LearnOnline
 from transforms.metrics import ProgressiveMetrics, WindowedMetrics
 from transforms.progress import CountTags, LogProgress
@@ -55,10 +56,20 @@ def parse_args(argv=None):
     kafka.add_argument("--stop_at_end", action="store_true",
                        help="Stop at the topic's end offsets at start-up (replay), instead of running on.")
     kafka.add_argument("--kafka_out", metavar="PREFIX",
-                       help="Also write to topics PREFIX.predictions, PREFIX.metrics, PREFIX.dead_letters.")
+                       help="Also write to topics PREFIX.predictions, PREFIX.metrics, PREFIX.dead_letters, "
+                            "and commit the group's offsets once results are delivered there.")
+    kafka.add_argument("--learner_store", metavar="SQLITE",
+                       help="Durable model snapshots, so a restarted job resumes without relearning "
+                            "(default with --source kafka: OUTPUT/learner-GROUP.sqlite; 'none': off).")
     args, beam_args = parser.parse_known_args(argv)
     if args.source == "kafka" and args.events:
         parser.error("--events is for --source file")
+    if args.source == "kafka" and not (args.stop_at_end or args.kafka_out):
+        parser.error("an endless Kafka stream writes no files: give --kafka_out PREFIX (or --stop_at_end)")
+    if args.learner_store is None and args.source == "kafka":
+        args.learner_store = f"{args.output.rstrip('/')}/learner-{args.group}.sqlite"
+    if args.learner_store == "none":
+        args.learner_store = None
     return args, beam_args
 
 
@@ -87,7 +98,7 @@ def run(argv=None) -> dict:
                                                   id_field="event_id")
         validated = source.rows | "Validate" >> ValidateInteractions()
         labelled = validated.valid | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60)
-        learned = labelled.examples | "LearnOnline" >> LearnOnline(args.model)
+        learned = labelled.examples | "LearnOnline" >> LearnOnline(args.model, store=args.learner_store)
         predictions = learned.predictions | "Progress" >> LogProgress("predictions")
         dead_letters = (source.dead_letters, validated.dead_letters, labelled.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
@@ -95,12 +106,15 @@ def run(argv=None) -> dict:
         windowed = predictions | "WindowedMetrics" >> WindowedMetrics("binary", args.metrics_minutes * 60)
         if args.kafka_out:
             prefix, servers = args.kafka_out, args.bootstrap
-            predictions | "PredictionsToKafka" >> kafka.WriteToKafka(
-                servers, f"{prefix}.predictions", "prediction", key=_model_key)
-            windowed | "MetricsToKafka" >> kafka.WriteToKafka(
-                servers, f"{prefix}.metrics", "metric", key=_scope)
-            dead_letters | "DeadLettersToKafka" >> kafka.WriteToKafka(
-                servers, f"{prefix}.dead_letters", "dead_letter", key=_stage)
+            delivered = (
+                predictions | "PredictionsToKafka" >> kafka.WriteToKafka(
+                    servers, f"{prefix}.predictions", "prediction", key=_model_key),
+                dead_letters | "DeadLettersToKafka" >> kafka.WriteToKafka(
+                    servers, f"{prefix}.dead_letters", "dead_letter", key=_stage),
+            ) | "Delivered" >> beam.Flatten()
+            windowed | "MetricsToKafka" >> kafka.WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope)
+            if args.source == "kafka":
+                delivered | "CommitOffsets" >> CommitOffsets(servers, args.group)
         if not bounded:
             return {}  # a stream has no end: no files, summary or report
         predictions | "WritePredictions" >> WriteRecords(f"{out}/predictions", "prediction", args.output_format)

@@ -1,6 +1,10 @@
 """Kafka in and out on the project's real broker: source, decoding, sinks, and the main job."""
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -15,6 +19,7 @@ import schemas
 from pipelines import recommend, simulate
 from pipelines.local import pipeline_options
 from transforms import kafka
+from tests.conftest import ROOT
 from transforms.records import DeadLetter
 
 pytestmark = pytest.mark.kafka
@@ -131,3 +136,95 @@ def test_unbounded_reader_watermark_keeps_every_partition_on_time(kafka_bootstra
     counts = [n for _, n in sorted(json.loads(line) for line in out.read_text().splitlines())]
     assert len(counts) >= 20, counts
     assert counts == [120] * len(counts), counts
+
+
+def _end_offsets(bootstrap, topic) -> dict:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends"})
+    try:
+        found = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if found is None or found.error is not None:
+            return {}
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in found.partitions}
+    finally:
+        consumer.close()
+
+
+def _committed_offsets(bootstrap, topic, group) -> dict:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in partitions], timeout=10)}
+    finally:
+        consumer.close()
+
+
+def _wait_for(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_killed_job_and_restarted_broker_lose_nothing_and_learn_nothing_twice(kafka_bootstrap, tmp_path):
+    """Kill the streaming job mid-stream, restart it, restart the broker while it runs: every
+    record ends as a prediction or a dead letter (repeats are identical copies), the group's
+    offsets end committed at the end, and the predictions equal one uninterrupted batch run
+    over the same events, which they could not if the model had learned any event twice."""
+    events = _events(600, seed=13)  # about 7 minutes of event time
+    path = tmp_path / "events.avro"
+    simulate.write_avro(events, str(path))
+    windows = ["--attribution_minutes", "1", "--metrics_minutes", "1"]  # labels fire as the stream goes
+    batch = recommend.run(["--events", str(path), "--output", str(tmp_path / "batch")] + windows)
+    topic = _topic(kafka_bootstrap)
+    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, key=b"bad", value=b"\x02not avro", timestamp=events[-1]["event_time"])
+    assert producer.flush(10) == 0
+    del producer  # no idle client to complain through the broker restart
+    total = sum(_end_offsets(kafka_bootstrap, topic).values())
+    prefix, group = f"out-{uuid.uuid4().hex[:8]}", "restarts"
+    job = [sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--bootstrap", kafka_bootstrap,
+           "--topic", topic, "--group", group, "--kafka_out", prefix, "--streaming",
+           "--output", str(tmp_path / "stream")] + windows
+    delivered = lambda: sum(_end_offsets(kafka_bootstrap, f"{prefix}.predictions").values())  # noqa: E731
+    log = open(tmp_path / "jobs.log", "w")
+
+    first = subprocess.Popen(job, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: delivered() >= batch["counts"]["predictions"] // 3, 180, "the first predictions")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the job and its Prism runner, mid-stream
+        first.wait()
+    done_before = sum(_committed_offsets(kafka_bootstrap, topic, group).values())
+    assert 0 < done_before < total, (done_before, total)
+
+    second = subprocess.Popen(job + ["--stop_at_end"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        time.sleep(3)
+        restarted = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), "restart"], capture_output=True)
+        assert restarted.returncode == 0, restarted.stderr[-2000:]
+        assert second.poll() is None, "the job ended before the broker restarted"
+        assert second.wait(timeout=300) == 0, (tmp_path / "jobs.log").read_text()[-5000:]
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    assert _committed_offsets(kafka_bootstrap, topic, group) == _end_offsets(kafka_bootstrap, topic)
+
+    copies = {}
+    for _, p in _consume_all(kafka_bootstrap, f"{prefix}.predictions", delivered(), "prediction"):
+        copies.setdefault(p["event_id"], []).append(json.dumps(p, sort_keys=True))
+    assert all(len(set(c)) == 1 for c in copies.values()), "a repeated prediction differs"
+    expected = (tmp_path / "batch" / "predictions.jsonl").read_text().splitlines()
+    assert sorted(c[0] for c in copies.values()) == sorted(json.dumps(json.loads(line), sort_keys=True)
+                                                            for line in expected)
+    dead = {(d["stage"], d["reason"], d["payload"])
+            for _, d in _consume_all(kafka_bootstrap, f"{prefix}.dead_letters", 1, "dead_letter")}
+    batch_dead = sum(v for k, v in batch["counts"].items() if k.startswith("dead_letters."))
+    assert len(dead) == batch_dead + 1  # and the undecodable record
+    repeats = sum(len(c) for c in copies.values()) - len(copies)
+    print(f"records {total}, committed at the kill {done_before}, predictions {len(copies)} "
+          f"(+{repeats} repeated), dead letters {len(dead)}")
+    assert repeats > 0, "nothing was replayed: no restart was tested"

@@ -90,3 +90,38 @@ def test_model_spec_is_checked_when_the_pipeline_is_built():
         LearnOnline("not-a-spec")
     with pytest.raises(TypeError, match="not a river estimator"):
         LearnOnline("collections:OrderedDict")
+
+
+@pytest.mark.parametrize("options", [BATCH, STREAMING], ids=["batch", "streaming"])
+def test_a_restarted_job_resumes_from_its_store_and_learns_nothing_twice(options, tmp_path):
+    """Job 1 learns the first 120 events, then dies; job 2 gets every event again (the
+    uncommitted ones and a replay of all of job 1's): it re-emits job 1's stored predictions,
+    learns only the rest, and everything equals one uninterrupted run."""
+    keys = ("a", "b")
+    examples = phishing_examples(240, keys)
+    store = str(tmp_path / "learner.sqlite")
+    with TestPipeline(options=options) as p:
+        first = p | beam.Create(_timestamped(examples[:120])) | LearnOnline(BINARY, store=store)
+        assert_that(first.predictions | beam.Map(_summary), equal_to(_expected(examples[:120])))
+    with TestPipeline(options=options) as p:
+        second = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store)
+        assert_that(second.predictions | beam.Map(_summary), equal_to(_expected(examples)))
+        assert_that(second.dead_letters, equal_to([]), label="NoDeadLetters")
+
+    from models import serde, snapshots
+    saved = snapshots.SnapshotStore(store)
+    for key in keys:
+        blob, applied = saved.load(key)
+        _, step = serde.loads(blob, serde.store_key(store))
+        assert step == sum(e.model_key == key for e in examples)  # each event learned once
+        assert applied == max(e.order() for e in examples if e.model_key == key)
+
+
+def test_a_store_written_with_another_key_is_refused(tmp_path):
+    store = str(tmp_path / "learner.sqlite")
+    examples = phishing_examples(20)
+    with TestPipeline(options=BATCH) as p:
+        _ = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store, signing_key=b"one")
+    with pytest.raises(Exception, match="signature"):
+        with TestPipeline(options=BATCH) as p:
+            _ = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store, signing_key=b"two")

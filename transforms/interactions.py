@@ -141,7 +141,7 @@ class _JoinDoFn(beam.DoFn):
     def process(self, element, attribution=beam.DoFn.StateParam(ATTRIBUTION),
                 close=beam.DoFn.TimerParam(CLOSE)):
         _, row = element
-        shown, clicked, early = _unpack(attribution.read())
+        shown, clicked, early, joined = _unpack(attribution.read())
         if row.fields["event_type"] == "impression":
             if shown is not None:
                 yield _dead("LabelImpressions", "duplicate impression", row)
@@ -149,48 +149,51 @@ class _JoinDoFn(beam.DoFn):
             shown = row
             close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
             for outcome in sorted(early, key=lambda r: (r.event_time, r.event_id)):
-                clicked = yield from self._outcome(shown, outcome, clicked)
+                clicked = yield from self._outcome(shown, outcome, clicked, joined)
             early = []
         elif shown is None:  # the outcome came first: wait for its impression until the window ends
             early.append(row)
             close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
         else:
-            clicked = yield from self._outcome(shown, row, clicked)
-        attribution.write(_pack(shown, clicked, early))
+            clicked = yield from self._outcome(shown, row, clicked, joined)
+        attribution.write(_pack(shown, clicked, early, joined))
 
-    def _outcome(self, shown: Row, outcome: Row, clicked: bool):
-        """Yields the outcome's fate; returns whether the impression is now clicked."""
+    def _outcome(self, shown: Row, outcome: Row, clicked: bool, joined: list):
+        """Yields the outcome's fate; returns whether the impression is now clicked. A joined
+        outcome's origin goes with the label (into `joined`)."""
         if not shown.event_time <= outcome.event_time < shown.event_time + self.window_ms:
             yield _dead("LabelImpressions", NO_IMPRESSION, outcome)
             return clicked
         yield beam.pvalue.TaggedOutput(JOINED, outcome.event_id)
+        joined.extend(outcome.origin)
         return clicked or outcome.fields["event_type"] in POSITIVE
 
     @userstate.on_timer(CLOSE)
     def close_window(self, fired_at=beam.DoFn.TimestampParam,
                      attribution=beam.DoFn.StateParam(ATTRIBUTION)):
-        shown, clicked, early = _unpack(attribution.read())
+        shown, clicked, early, joined = _unpack(attribution.read())
         if shown is not None:
             yield Example(event_id=shown.event_id, event_time=fired_at.micros // 1000,
-                          x=impression_features(shown.fields), y=clicked, model_key=self.model_key)
+                          x=impression_features(shown.fields), y=clicked, model_key=self.model_key,
+                          origin=tuple(shown.origin) + tuple(joined))
         for orphan in early:
             yield _dead("LabelImpressions", NO_IMPRESSION, orphan)
         attribution.clear()
 
 
-def _pack(shown, clicked, early) -> tuple:
-    as_tuple = lambda r: (r.event_id, r.event_time, r.fields)  # noqa: E731
-    return (shown and as_tuple(shown), clicked, [as_tuple(r) for r in early])
+def _pack(shown, clicked, early, joined) -> tuple:
+    as_tuple = lambda r: (r.event_id, r.event_time, r.fields, tuple(r.origin))  # noqa: E731
+    return (shown and as_tuple(shown), clicked, [as_tuple(r) for r in early], tuple(joined))
 
 
 def _unpack(state) -> tuple:
     if state is None:
-        return None, False, []
-    shown, clicked, early = state
-    return (shown and Row(*shown)), clicked, [Row(*r) for r in early]
+        return None, False, [], []
+    shown, clicked, early, joined = state
+    return (shown and Row(*shown)), clicked, [Row(*r) for r in early], list(joined)
 
 
 def _dead(stage: str, reason: str, row: Row) -> beam.pvalue.TaggedOutput:
     payload = json.dumps(row.fields, default=str, sort_keys=True).encode()
     return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-        stage=stage, reason=reason, payload=payload, event_time=row.event_time))
+        stage=stage, reason=reason, payload=payload, event_time=row.event_time, origin=row.origin))

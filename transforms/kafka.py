@@ -8,7 +8,8 @@ cross-language transform that needs Docker here).
   letters carrying the original bytes and `topic/partition@offset`.
 - `WriteToKafka`: Avro-encodes records, keys them, and confirms delivery: at the end of each
   bundle it flushes and raises if any record was not acknowledged, so Beam retries the bundle
-  (at-least-once; consumers dedupe by key + event id).
+  (at-least-once; consumers dedupe by key + event id). Its output is the source spans
+  (`origin`) of the records it delivered, for `transforms.kafka_offsets.CommitOffsets`.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from typing import Callable, NamedTuple
 
 import apache_beam as beam
 import fastavro
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import KafkaException, Producer
 
 import schemas
@@ -26,6 +30,7 @@ from transforms.kafka_read import KafkaRecord, ReadFromKafka  # noqa: F401  (pub
 from transforms.records import DeadLetter, Row
 
 DEAD_LETTERS = "dead_letters"
+FLUSH_TIMEOUT_S = 60  # long enough to outlast a broker restart
 
 
 class DecodeOutputs(NamedTuple):
@@ -62,9 +67,10 @@ class _DecodeDoFn(beam.DoFn):
         except Exception as e:  # any decode failure is the record's, not the pipeline's
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
                 stage="DecodeAvro", reason=f"undecodable {self.schema} record: {e!r}",
-                payload=record.value or b"", source=record.where(), event_time=record.timestamp_ms))
+                payload=record.value or b"", source=record.where(), event_time=record.timestamp_ms,
+                origin=record.origin()))
             return
-        yield Row(str(event_id), int(event_time), fields)
+        yield Row(str(event_id), int(event_time), fields, record.origin())
 
 
 def encode(record: dict, schema: str) -> bytes:
@@ -82,6 +88,8 @@ class WriteToKafka(beam.PTransform):
     """Writes records (with `to_avro()`) to `topic`, Avro-encoded, keyed by `key(record)`.
 
     Delivery is confirmed per bundle; a failed delivery fails the bundle (Beam retries it).
+    Returns the delivered records' source spans: one `((topic, partition), [(first, last),
+    ...])` per source partition and bundle, in the global window.
     """
 
     def __init__(self, bootstrap: str, topic: str, schema: str, key: Callable[[object], str]):
@@ -103,25 +111,36 @@ class _ProduceDoFn(beam.DoFn):
                                    "linger.ms": 5})
 
     def start_bundle(self):
-        self._failures, self._sent = [], 0
+        self._failures, self._sent, self._spans, self._latest = [], 0, {}, MIN_TIMESTAMP
 
-    def process(self, record):
-        self._producer.produce(self.topic, key=str(self.key(record)).encode(),
-                               value=encode(record.to_avro(), self.schema),
-                               timestamp=getattr(record, "event_time", None) or 0,
-                               on_delivery=self._delivered)
+    def process(self, record, timestamp=beam.DoFn.TimestampParam):
+        while True:
+            try:
+                self._producer.produce(self.topic, key=str(self.key(record)).encode(),
+                                       value=encode(record.to_avro(), self.schema),
+                                       timestamp=getattr(record, "event_time", None) or 0,
+                                       on_delivery=self._delivered)
+                break
+            except BufferError:  # local queue full (e.g. the broker is restarting): drain it
+                self._producer.poll(0.5)
         self._sent += 1
         self._producer.poll(0)
+        for topic, partition, first, last in getattr(record, "origin", ()):
+            self._spans.setdefault((topic, partition), []).append((first, last))
+        self._latest = max(self._latest, timestamp)
 
     def _delivered(self, error, message):
         if error is not None:
             self._failures.append(f"{message.topic()}: {error}")
 
     def finish_bundle(self):
-        unflushed = self._producer.flush(30)
+        unflushed = self._producer.flush(FLUSH_TIMEOUT_S)
         if unflushed or self._failures:
             raise RuntimeError(f"Kafka delivery to {self.topic!r} failed for {len(self._failures)} of "
                                f"{self._sent} records ({unflushed} unflushed): {self._failures[:3]}")
+        # Only now, with every record acknowledged, may their sources be committed.
+        for where, spans in self._spans.items():
+            yield WindowedValue((where, spans), self._latest, [GlobalWindow()])
 
     def teardown(self):
         self._producer.flush(10)

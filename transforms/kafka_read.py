@@ -13,6 +13,7 @@ reader between records, but never split one partition's offsets between readers.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import time
 
@@ -21,10 +22,14 @@ from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 UNBOUNDED = sys.maxsize
 NO_TIME = -(2 ** 62)
+# Errors of a broker that is away for a while (a restart): wait for it, do not fail the job.
+TRANSIENT = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+             KafkaError._RESOLVE, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+             KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +40,15 @@ class KafkaRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    first_offset: int = -1  # the first offset this record accounts for: < offset after a gap
 
     def where(self) -> str:
         return f"{self.topic}/{self.partition}@{self.offset}"
+
+    def origin(self) -> tuple:
+        """This record's span, for `records.Row.origin` and offset commits."""
+        first = self.offset if self.first_offset < 0 else self.first_offset
+        return ((self.topic, self.partition, first, self.offset),)
 
 
 def consumer(bootstrap: str, group_id: str) -> Consumer:
@@ -74,17 +85,28 @@ class ReadFromKafka(beam.PTransform):
                                               self.poll_records)))
 
 
-def _committed(c: Consumer, partitions, patience_s: float = 60.0):
-    """The group's committed offsets; retries while the broker says to (a new cluster's group
-    coordinator answers NOT_COORDINATOR until its offsets topic exists)."""
+def is_transient(error: KafkaError) -> bool:
+    """Whether `error` is one to wait out (the broker is restarting), not a failure."""
+    return not error.fatal() and (error.code() in TRANSIENT or error.retriable())
+
+
+def retrying(call, what: str, patience_s: float = 120.0):
+    """`call()`, retried while the broker is away (a restart) for up to `patience_s`."""
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return c.committed(partitions, timeout=10)
+            return call()
         except KafkaException as e:
-            if not e.args[0].retriable() or time.monotonic() > deadline:
+            if not is_transient(e.args[0]) or time.monotonic() > deadline:
                 raise
-            time.sleep(0.5)
+            logging.warning("Kafka: %s: %s; retrying", what, e)
+            time.sleep(1.0)
+
+
+def _committed(c: Consumer, partitions, patience_s: float = 120.0):
+    """The group's committed offsets; retries while the broker says to (a new cluster's group
+    coordinator answers NOT_COORDINATOR until its offsets topic exists)."""
+    return retrying(lambda: c.committed(partitions, timeout=10), "committed offsets", patience_s)
 
 
 class _PartitionsTracker(RestrictionTracker):
@@ -138,9 +160,14 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
         self.stop_at_end, self.poll_records = stop_at_end, poll_records
 
     def initial_restriction(self, topic):
+        return retrying(lambda: self._start_positions(topic), f"start positions of {topic!r}")
+
+    def _start_positions(self, topic):
         c = consumer(self.bootstrap, self.group_id)
         try:
             found = c.list_topics(topic, timeout=10).topics.get(topic)
+            if found is not None and found.error is not None and is_transient(found.error):
+                raise KafkaException(found.error)  # a broker still starting up: retried
             if found is None or found.error is not None or not found.partitions:
                 raise ValueError(f"Kafka topic {topic!r} not found at {self.bootstrap}: "
                                  f"{found and found.error}")
@@ -183,17 +210,29 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
             c = self._consumers[topic] = consumer(self.bootstrap, self.group_id)
         c.assign([TopicPartition(topic, p, nxt) for p, nxt in open_partitions])
         messages = c.consume(self.poll_records, timeout=0.5)
+        positions = dict(open_partitions)
+        read = 0
         for m in messages:
             if m.error() is not None:
+                if is_transient(m.error()):
+                    logging.warning("Kafka %s: %s; retrying", topic, m.error())
+                    continue
                 raise KafkaException(m.error())
             timestamp_ms = m.timestamp()[1]
             if not tracker.try_claim((m.partition(), m.offset(), timestamp_ms)):
                 continue  # past this partition's stop offset (a bounded replay)
+            read += 1
+            first, positions[m.partition()] = positions[m.partition()], m.offset() + 1
             yield beam.window.TimestampedValue(
-                KafkaRecord(topic, m.partition(), m.offset(), m.key(), m.value(), timestamp_ms),
+                KafkaRecord(topic, m.partition(), m.offset(), m.key(), m.value(), timestamp_ms, first),
                 Timestamp(micros=timestamp_ms * 1000))
-        self._advance(c, topic, tracker.current_restriction(), watermark)
-        tracker.defer_remainder(Duration(seconds=0 if messages else 0.2))
+        try:
+            self._advance(c, topic, tracker.current_restriction(), watermark)
+        except KafkaException as e:
+            if not is_transient(e.args[0]):
+                raise
+            logging.warning("Kafka %s: watermark not advanced: %s", topic, e)
+        tracker.defer_remainder(Duration(seconds=0 if read else 0.2))
 
     @staticmethod
     def _advance(c, topic, restriction, watermark):

@@ -1,6 +1,11 @@
 """The records that flow between the project's transforms.
 
 They are frozen dataclasses; each one maps to an Avro schema in `schemas/` through `to_avro`.
+
+`origin` names the source records a record stems from, as (topic, partition, first offset,
+last offset) spans: a Kafka record's result carries it to the sink, and once the sink has
+delivered the result, its spans may be committed (`transforms.kafka_offsets`). It is not
+part of any Avro schema; records from files carry none.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ class Row:
     event_id: str
     event_time: int
     fields: dict
+    origin: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +34,7 @@ class Example:
     x: dict
     y: Any = None
     model_key: str = "default"
+    origin: tuple = ()
 
     def order(self) -> tuple:
         """The order in which a learner applies events: event time, then event id."""
@@ -45,12 +52,13 @@ class Prediction:
     y_pred: Any
     y_proba: Optional[dict]
     model_step: int
+    origin: tuple = ()
 
     def order(self) -> tuple:
         return (self.event_time, self.event_id)
 
     def to_avro(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = _fields(self)
         d["y_true"] = _plain(self.y_true)
         d["y_pred"] = _plain(self.y_pred)
         if self.y_proba is not None:
@@ -79,9 +87,15 @@ class DeadLetter:
     payload: bytes
     source: Optional[str] = None
     event_time: Optional[int] = None
+    origin: tuple = ()
 
     def to_avro(self) -> dict:
-        return dataclasses.asdict(self)
+        return _fields(self)
+
+
+def _fields(record) -> dict:
+    """The record's schema fields: all but `origin`."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "origin"}
 
 
 def _plain(value):

@@ -1,0 +1,662 @@
+"""Events/s of the prequential learner: bare river against the Beam pipeline, batch and streaming.
+
+    python -m benchmarks.throughput --events 200000 --json out/throughput.json \\
+        [--keys 1,1000,100000] [--models scaled_logistic,recommender] \\
+        [--batch_events 100000] [--stream_events 1000] [--max_pipeline_keys 5000] \\
+        [--png out/throughput.png] [--md out/throughput.md] [--profile]
+
+The simulator's impressions (written to an Avro file by `pipelines.simulate`) become a flat
+feature table: `user_id`, `item_id`, `device` (text), `position`, `hour` (numbers), one 0/1
+column per genre, the label `clicked` (a click or a watch of the impression followed) and a
+`key` column that assigns the i-th event to model key `k{i % K}` (round robin). The same
+events, features and model for every measurement; per model and per K:
+
+- `raw_river_eps`: a bare Python loop of `predict_proba_one` + `learn_one` over the decoded
+  events, one model per key (reading and decoding the file excluded; a loop shorter than
+  1 s is repeated with fresh models, and the median counts);
+- `pipeline_batch_eps`: `pipelines.prequential` (Avro -> predictions, windowed and final
+  metrics, dead letters) on the default batch runner (FnApiRunner): events / wall time of
+  the run; `..._excl_startup`: events / (wall - wall of the same pipeline over 10 events);
+- `pipeline_stream_eps`: the same with `--streaming` (Prism);
+- `ratio_batch`, `ratio_stream`: pipeline eps / bare-river eps over the same events;
+- peak RSS of the process tree (the measuring process and its children, e.g. Prism),
+  sampled from /proc, and `rss_per_key_kb` = (peak at K keys - peak at 1 key, over the same
+  events) / keys used.
+
+Pipeline runs may use fewer events than bare river, and say so in the results
+(`batch_events`, `stream_events`, notes): the streaming learner applies one event time per
+timer firing and rereads the key's buffer each time (tens of events/s per key), and Beam's
+state costs ~10 ms per model key (so 100,000 keys would take ~20 min per run): see
+`--batch_events`, `--stream_events`, `--max_pipeline_keys`. Bare river is then measured again
+over those same events for the ratio.
+
+Every measurement runs in a fresh Python process, so one run's memory and caches do not leak
+into the next. `--profile` also runs the batch pipeline under cProfile (in-memory FnApiRunner:
+the SDK harness runs in the profiled thread) and reports hot spots and the top functions.
+Results go to --json, Markdown tables (stdout and --md) and a bar chart (--png).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import json
+import os
+import platform
+import pstats
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import fastavro
+
+MODELS = {
+    "scaled_logistic": "benchmarks.throughput:scaled_logistic",
+    "recommender": "models.zoo:recommender",
+}
+STARTUP_EVENTS = 10
+TABLE_META = ("event_id", "event_time", "key", "clicked")  # not features
+TARGET = "clicked"
+
+
+# --- models -------------------------------------------------------------------------------
+
+def scaled_logistic():
+    """`StandardScaler | LogisticRegression` over the table: text features one-hot first.
+
+    (`models.zoo.logistic_regression` is the same model for numeric-only tables; its scaler
+    cannot take the text columns.)
+    """
+    from river import compose, linear_model, preprocessing
+
+    from models.zoo import one_hot_text
+
+    return (compose.FuncTransformer(one_hot_text) | preprocessing.StandardScaler()
+            | linear_model.LogisticRegression())
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def simulate_impressions(events: int, seed: int, path: str) -> list[dict]:
+    """Writes the simulator's stream for `events` impressions to `path`, reads it back and
+    returns one flat feature row per impression, in event order."""
+    from pipelines import simulate
+
+    config = simulate.SimulatorConfig(impressions=events, seed=seed, malformed_fraction=0.0)
+    simulate.write_avro(simulate.generate(config), path)
+    with open(path, "rb") as f:
+        records = list(fastavro.reader(f))
+    positive = {r["impression_id"] for r in records if r["event_type"] in ("click", "watch")}
+    genres = config.genres
+    return [_feature_row(r, r["event_id"] in positive, genres)
+            for r in records if r["event_type"] == "impression"]
+
+
+def _feature_row(impression: dict, clicked: bool, genres) -> dict:
+    shown = set(impression["item_genres"])
+    row = {"event_id": impression["event_id"], "event_time": impression["event_time"],
+           "user_id": impression["user_id"], "item_id": impression["item_id"],
+           "device": impression["device"], "position": impression["position"],
+           "hour": impression["event_time"] // 3_600_000 % 24}
+    row.update({_genre_column(g): float(g in shown) for g in genres})
+    row[TARGET] = clicked
+    return row
+
+
+def _genre_column(genre: str) -> str:
+    return "genre_" + "".join(c if c.isalnum() else "_" for c in genre)
+
+
+def write_table(rows: list[dict], keys: int, path: str) -> None:
+    """The rows with `key` = k{i % keys}, as an Avro file."""
+    types = {bool: "boolean", int: "long", float: "double", str: "string"}
+    first = {**rows[0], "key": ""}
+    schema = {"type": "record", "name": "Event",
+              "fields": [{"name": k, "type": types[type(v)]} for k, v in first.items()]}
+    keyed = ({**row, "key": f"k{i % keys}"} for i, row in enumerate(rows))
+    with open(path, "wb") as f:
+        fastavro.writer(f, fastavro.parse_schema(schema), keyed, codec="null")
+
+
+def read_examples(path: str) -> list[tuple]:
+    """(key, x, y) per row, x without the id, time, key and label columns (as the pipeline)."""
+    with open(path, "rb") as f:
+        return [(row["key"], {k: v for k, v in row.items() if k not in TABLE_META}, row[TARGET])
+                for row in fastavro.reader(f)]
+
+
+# --- measurements (each in a fresh worker process) ------------------------------------------
+
+def measure_raw(table: str, model: str, min_seconds: float = 1.0, max_repeats: int = 20) -> dict:
+    """Bare river: predict_proba_one + learn_one per event, one model per key.
+
+    Short loops repeat (fresh models each time) until `min_seconds` have passed; the median
+    wall time counts.
+    """
+    from river import metrics
+
+    from models import factory
+
+    events = read_examples(table)
+    build = factory.load(model)
+    walls = []
+    while not walls or (sum(walls) < min_seconds and len(walls) < max_repeats):
+        models, probas = None, None  # free the previous repetition's models first
+        models, probas = {}, []
+        start = time.perf_counter()
+        for key, x, y in events:
+            m = models.get(key)
+            if m is None:
+                m = models[key] = build()
+            probas.append(m.predict_proba_one(x))
+            m.learn_one(x, y)
+        walls.append(time.perf_counter() - start)
+    wall = statistics.median(walls)
+    auc = metrics.ROCAUC()
+    for (_, _, y), p in zip(events, probas):
+        if p:
+            auc.update(y, p)
+    return {"events": len(events), "keys_used": len(models), "wall_s": wall, "repeats": len(walls),
+            "eps": len(events) / wall, "rocauc": auc.get(), "dead_letters": 0}
+
+
+def measure_pipeline(table: str, model: str, streaming: bool, profile: str | None = None) -> dict:
+    """`pipelines.prequential` from the Avro table to written predictions and metrics."""
+    import logging
+
+    from pipelines import prequential
+
+    logging.getLogger().setLevel(logging.WARNING)
+    out = tempfile.mkdtemp(prefix="prequential-", dir=os.path.dirname(table))
+    argv = ["--input", table, "--target", TARGET, "--model", model, "--output", out,
+            "--timestamp", "event_time", "--id", "event_id", "--model_key", "key"]
+    argv += ["--streaming"] if streaming else ["--direct_running_mode=in_memory"]
+    profiler = cProfile.Profile() if profile else None
+    start = time.perf_counter()
+    if profiler:
+        profiler.runcall(prequential.run, argv)
+    else:
+        prequential.run(argv)
+    wall = time.perf_counter() - start
+    if profiler:
+        profiler.dump_stats(profile)
+    with open(os.path.join(out, "metrics.json")) as f:
+        summary = json.load(f)
+    shutil.rmtree(out)
+    return {"events": summary["predictions"], "dead_letters": summary["dead_letters"],
+            "wall_s": wall, "eps": summary["predictions"] / wall, "rocauc": summary["rocauc"]}
+
+
+def worker_main(spec: dict) -> dict:
+    if spec["what"] == "raw":
+        result = measure_raw(spec["table"], spec["model"])
+    else:
+        result = measure_pipeline(spec["table"], spec["model"], spec["what"] == "stream",
+                                  spec.get("profile"))
+    result["self_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run_worker(spec: dict) -> dict:
+    """Runs one measurement in a fresh process; adds the peak RSS of its process tree."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": _pythonpath()})
+    sampler = _TreeRssSampler(proc.pid)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec} failed ({proc.returncode}):\n{stderr[-4000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_tree_rss_mb"] = round(sampler.peak_kb / 1024, 1)
+    return result
+
+
+def _pythonpath() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+
+
+class _TreeRssSampler(threading.Thread):
+    """Samples the summed VmRSS of a process and all its descendants; keeps the peak."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval_s, self.peak_kb = pid, interval_s, 0
+        self._done = threading.Event()
+
+    def run(self):
+        while not self._done.is_set():
+            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in _tree(self.pid)))
+            self._done.wait(self.interval_s)
+
+    def stop(self):
+        self._done.set()
+        self.join()
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+class Runs:
+    """Measurements in fresh workers, each run once: (what, model, keys, events) -> result.
+
+    The table of the first `events` rows keyed round robin over `keys` is written on demand.
+    """
+
+    def __init__(self, rows: list[dict], workdir: str):
+        self.rows, self.workdir = rows, workdir
+        self.results: dict[tuple, dict] = {}
+
+    def table(self, keys: int, events: int) -> str:
+        path = os.path.join(self.workdir, f"events{events}-keys{keys}.avro")
+        if not os.path.exists(path):
+            write_table(self.rows[:events], keys, path)
+        return path
+
+    def get(self, what: str, model: str, keys: int, events: int) -> dict:
+        key = (what, model, keys, events)
+        if key not in self.results:
+            _log(f"{model}: {what}, {keys:,} keys, {events:,} events")
+            self.results[key] = run_worker({"what": what, "model": MODELS[model],
+                                            "table": self.table(keys, events)})
+            _log(f"  {self.results[key]['wall_s']:.1f} s, {self.results[key]['eps']:,.0f} events/s")
+        return self.results[key]
+
+
+def pipeline_events(mode: str, keys: int, events: int, args) -> int:
+    """Events of a pipeline run: all, or fewer under --batch_events / --stream_events /
+    --max_pipeline_keys."""
+    cap = args.batch_events if mode == "batch" else args.stream_events
+    n = min(events, cap) if cap else events
+    return min(n, args.max_pipeline_keys) if keys > args.max_pipeline_keys else n
+
+
+def measure_config(runs: Runs, model: str, keys: int, modes: list[str], args) -> dict:
+    """One row: bare river over all events, then each pipeline mode, with its own bare-river
+    figure over the same events for the ratio."""
+    n = len(runs.rows)
+    raw = runs.get("raw", model, keys, n)
+    row = {"model": model, "model_spec": MODELS[model], "keys": keys, "events": n,
+           "keys_used": raw["keys_used"], "raw_river_eps": round(raw["eps"]),
+           "raw_wall_s": round(raw["wall_s"], 2), "peak_rss_mb": {"raw": raw["peak_tree_rss_mb"]},
+           "rss_per_key_kb": {"raw": rss_per_key(runs, "raw", model, keys, n)}}
+    for mode in modes:
+        events = pipeline_events(mode, keys, n, args)
+        startup_s = runs.get(mode, model, 1, STARTUP_EVENTS)["wall_s"]
+        pipe = runs.get(mode, model, keys, events)
+        same = runs.get("raw", model, keys, events)
+        excl = events / (pipe["wall_s"] - startup_s) if pipe["wall_s"] > startup_s else None
+        row.update({
+            f"{mode}_events": events, f"{mode}_keys_used": same["keys_used"],
+            f"pipeline_{mode}_wall_s": round(pipe["wall_s"], 2), f"{mode}_startup_s": round(startup_s, 2),
+            f"pipeline_{mode}_eps": round(pipe["eps"], 1),
+            f"pipeline_{mode}_eps_excl_startup": None if excl is None else round(excl, 1),
+            f"raw_river_eps_{mode}_events": round(same["eps"]),
+            f"ratio_{mode}": round(pipe["eps"] / same["eps"], 5),
+            f"ratio_{mode}_excl_startup": None if excl is None else round(excl / same["eps"], 5),
+            f"{mode}_all_predicted": pipe["events"] == events and pipe["dead_letters"] == 0,
+            f"{mode}_rocauc_equals_raw": abs(pipe["rocauc"] - same["rocauc"]) < 1e-9,
+        })
+        row["peak_rss_mb"][mode] = pipe["peak_tree_rss_mb"]
+        row["rss_per_key_kb"][mode] = rss_per_key(runs, mode, model, keys, events)
+    return row
+
+
+def rss_per_key(runs: Runs, what: str, model: str, keys: int, events: int) -> float | None:
+    """(peak RSS at `keys` keys - peak at 1 key) / keys used, over the same events, in KB."""
+    used = min(keys, events)  # round robin
+    if used <= 1:
+        return None
+    run, base = runs.get(what, model, keys, events), runs.get(what, model, 1, events)
+    return round((run["peak_tree_rss_mb"] - base["peak_tree_rss_mb"]) * 1024 / used, 2)
+
+
+def benchmark(args, workdir: str) -> dict:
+    t0 = time.perf_counter()
+    keys = [int(k) for k in args.keys.split(",")]
+    models = args.models.split(",")
+    modes = ["batch"] + ([] if args.skip_stream else ["stream"])
+    _log(f"simulating {args.events:,} impressions")
+    rows = simulate_impressions(args.events, args.seed, os.path.join(workdir, "simulated.avro"))
+    runs = Runs(rows[:args.events], workdir)
+    timings = {"simulate_s": round(time.perf_counter() - t0, 1)}
+    results = [measure_config(runs, model, k, modes, args) for model in models for k in keys]
+    timings["measure_s"] = round(time.perf_counter() - t0 - timings["simulate_s"], 1)
+    profiles = []
+    if args.profile:
+        t1 = time.perf_counter()
+        events = min(args.events, args.profile_events)
+        for k in (int(k) for k in args.profile_keys.split(",")):
+            _log(f"profiling the batch pipeline: recommender, {k:,} keys, {events:,} events")
+            profiles.append(profile_batch(runs.table(k, events), MODELS["recommender"],
+                                          os.path.join(workdir, f"batch-keys{k}.prof")))
+            profiles[-1].update({"keys": k, "model": "recommender"})
+        timings["profile_s"] = round(time.perf_counter() - t1, 1)
+    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    return {"config": _config(args, keys, modes), "results": results, "profiles": profiles,
+            "timings": timings, "notes": _notes(results, args, keys, modes)}
+
+
+def profile_batch(table: str, model: str, path: str, top: int = 25) -> dict:
+    """The batch pipeline under cProfile: top functions by cumulative and by own time."""
+    result = run_worker({"what": "batch", "table": table, "model": model, "profile": path})
+    stats = pstats.Stats(path)
+    total = stats.total_tt
+
+    def rows(sort_key):
+        entries = sorted(stats.stats.items(), key=lambda kv: kv[1][sort_key], reverse=True)[:top]
+        return [{"function": _func_name(func), "calls": nc, "tottime_s": round(tt, 3),
+                 "cumtime_s": round(ct, 3), "cum_pct": round(100 * ct / total, 1),
+                 "tot_pct": round(100 * tt / total, 1)}
+                for func, (_, nc, tt, ct, _) in entries]
+
+    return {"events": result["events"], "wall_s_under_profiler": round(result["wall_s"], 2),
+            "profiled_s": round(total, 2), "hot_spots": _hot_spots(stats, total),
+            "top_cumulative": rows(3), "top_own_time": rows(2),
+            "own_time_by_package": _own_time_by_package(stats, total)}
+
+
+# (label, file path ending, function names): cumulative time under these, overlapping.
+HOT_SPOTS = [
+    ("Beam state cache: deep size of each cached value (objsize)",
+     "apache_beam/runners/worker/statecache.py", ("get_deep_size",)),
+    ("LearnOnline.process: buffer each event in state, set the timer", "transforms/learner.py", ("process",)),
+    ("LearnOnline.apply_ready_events: read buffer + model, predict, learn, write model",
+     "transforms/learner.py", ("apply_ready_events",)),
+    ("river: predict_proba_one + predict_one + learn_one", "river/compose/pipeline.py",
+     ("predict_proba_one", "predict_one", "learn_one")),
+    ("models.factory.build: a fresh model per key", "models/factory.py", ("build",)),
+    ("models.serde: pickle + HMAC of the model", "models/serde.py", ("dumps", "loads")),
+    ("metrics.score: windowed and final river metrics", "transforms/metrics.py", ("score",)),
+    ("writing outputs: to_avro + JSON", "transforms/sinks.py", ("<lambda>",)),
+    ("ReadRows: Avro decode", "transforms/sources.py", ("process",)),
+    ("RowsToExamples", "transforms/examples.py", ("process",)),
+    ("building the pipeline graph", "apache_beam/pipeline.py", ("apply",)),
+]
+
+
+def _hot_spots(stats, total: float) -> list[dict]:
+    out = []
+    for label, path, names in HOT_SPOTS:
+        cum = sum(ct for (filename, _, name), (_, _, _, ct, _) in stats.stats.items()
+                  if filename.endswith(path) and name in names)
+        out.append({"what": label, "cum_s": round(cum, 2), "cum_pct": round(100 * cum / total, 1)})
+    return out
+
+
+def _func_name(func) -> str:
+    filename, line, name = func
+    for marker in ("site-packages/", "/work/main/"):
+        if marker in filename:
+            filename = filename.split(marker, 1)[1]
+    return f"{filename}:{line}({name})" if line else name
+
+
+def _own_time_by_package(stats, total: float) -> list[dict]:
+    """Own (not cumulative) time summed by where the code lives: river, Beam's parts, ..."""
+    groups: dict[str, float] = {}
+    for (filename, _, name), (_, _, tt, _, _) in stats.stats.items():
+        groups[_package(filename, name)] = groups.get(_package(filename, name), 0.0) + tt
+    return [{"package": g, "own_s": round(s, 2), "pct": round(100 * s / total, 1)}
+            for g, s in sorted(groups.items(), key=lambda kv: -kv[1]) if s / total >= 0.005]
+
+
+def _package(filename: str, name: str) -> str:
+    if "site-packages/" in filename:
+        parts = filename.split("site-packages/", 1)[1].split("/")
+        if parts[0] == "apache_beam" and len(parts) > 2:
+            return "/".join(parts[:2])
+        return parts[0].removesuffix(".py")
+    for local in ("transforms", "models", "pipelines", "benchmarks"):
+        if f"/{local}/" in filename:
+            return local
+    if filename == "~":
+        return f"builtin: {name}"
+    return "stdlib: " + os.path.basename(filename)
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+def _config(args, keys, modes) -> dict:
+    import apache_beam
+    import river
+
+    return {"events": args.events, "keys": keys, "modes": modes,
+            "batch_events_cap": args.batch_events, "stream_events_cap": args.stream_events,
+            "max_pipeline_keys": args.max_pipeline_keys, "seed": args.seed,
+            "models": {n: MODELS[n] for n in args.models.split(",")},
+            "python": platform.python_version(), "apache_beam": apache_beam.__version__,
+            "river": river.__version__, "cpus": os.cpu_count(), **_code_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _code_version() -> dict:
+    """The commit, and whether the measured code differed from it (others edit concurrently)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        done = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    dirty = git("status", "--porcelain", "--", "transforms", "pipelines", "models")
+    return {"git_commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_changes_measured": sorted(line[3:] for line in dirty.splitlines()) if dirty else []}
+
+
+def _notes(results, args, keys, modes) -> list[str]:
+    notes = []
+    for k in keys:
+        if k > args.events:
+            notes.append(f"{k:,} keys > {args.events:,} events: only {args.events:,} keys get events")
+    for mode in modes:
+        capped = sorted({(r["keys"], r[f"{mode}_events"]) for r in results
+                         if r[f"{mode}_events"] < r["events"]})
+        if capped:
+            notes.append(f"{mode} runs over fewer events than bare river (keys: events): "
+                         + ", ".join(f"{k:,}: {e:,}" for k, e in capped)
+                         + f"; ratio_{mode} compares with bare river over those same events")
+    if any(not r.get(f"{m}_all_predicted", True) or not r.get(f"{m}_rocauc_equals_raw", True)
+           for r in results for m in modes):
+        notes.append("WARNING: a pipeline run did not predict every event, or its ROC AUC differs "
+                     "from bare river's over the same events (see *_all_predicted, *_rocauc_equals_raw)")
+    notes.append("bare river calls predict_proba_one + learn_one; the pipeline also calls "
+                 "predict_one per event, keeps models and buffered events in Beam state, and "
+                 "writes predictions, windowed and final metrics")
+    notes.append("eps excl. start-up = events / (wall - wall of the same pipeline over "
+                 f"{STARTUP_EVENTS} events, 1 key)")
+    return notes
+
+
+def markdown(report: dict) -> str:
+    modes = report["config"]["modes"]
+    head = ["model", "keys", "events", "raw eps"]
+    for mode in modes:
+        head += [f"{mode} events", f"raw eps ({mode} events)", f"{mode} eps",
+                 f"{mode} eps excl. start-up", f"ratio {mode}", f"ratio {mode} excl. start-up"]
+    lines = [_md_row(head), _md_row(["---"] * len(head))]
+    for r in report["results"]:
+        cells = [r["model"], _fmt(r["keys"]), _fmt(r["events"]), _fmt(r["raw_river_eps"])]
+        for mode in modes:
+            cells += [_fmt(r[f"{mode}_events"]), _fmt(r[f"raw_river_eps_{mode}_events"]),
+                      _fmt(r[f"pipeline_{mode}_eps"]), _fmt(r[f"pipeline_{mode}_eps_excl_startup"]),
+                      _fmt(r[f"ratio_{mode}"]), _fmt(r[f"ratio_{mode}_excl_startup"])]
+        lines.append(_md_row(cells))
+    whats = ["raw"] + modes
+    head = (["model", "keys"] + [f"peak RSS MB {w}" for w in whats]
+            + [f"RSS/key KB {w}" for w in whats] + [f"wall s {w}" for w in whats])
+    lines += ["", _md_row(head), _md_row(["---"] * len(head))]
+    for r in report["results"]:
+        walls = [r["raw_wall_s"]] + [r[f"pipeline_{m}_wall_s"] for m in modes]
+        lines.append(_md_row([r["model"], _fmt(r["keys"])]
+                             + [_fmt(r["peak_rss_mb"][w]) for w in whats]
+                             + [_fmt(r["rss_per_key_kb"][w]) for w in whats]
+                             + [_fmt(w) for w in walls]))
+    startups = sorted({(m, r["model"], r[f"{m}_startup_s"]) for r in report["results"] for m in modes})
+    lines += ["", f"Start-up (wall of a {STARTUP_EVENTS}-event run): "
+              + "; ".join(f"{m} {model} {s:.1f} s" for m, model, s in startups)]
+    lines += [f"- {n}" for n in report["notes"]]
+    lines += [f"- run time: {json.dumps(report['timings'])}"]
+    for profile in report["profiles"]:
+        lines += ["", profile_markdown(profile)]
+    return "\n".join(lines)
+
+
+def profile_markdown(profile: dict, top: int = 25) -> str:
+    lines = [f"Batch profile: {profile['model']}, {profile['keys']:,} keys, {profile['events']:,} "
+             f"events; {profile['profiled_s']} s under cProfile", "",
+             "| hot spot (cumulative, overlapping) | s | % |", "|---|---|---|"]
+    lines += [f"| {h['what']} | {h['cum_s']} | {h['cum_pct']} |" for h in profile["hot_spots"]]
+    lines += ["", "| function (top cumulative) | calls | own s | cum s | cum % |", "|---|---|---|---|---|"]
+    lines += [f"| `{e['function']}` | {e['calls']:,} | {e['tottime_s']} | {e['cumtime_s']} | {e['cum_pct']} |"
+              for e in profile["top_cumulative"][:top]]
+    lines += ["", "| function (top own time) | calls | own s | own % |", "|---|---|---|---|"]
+    lines += [f"| `{e['function']}` | {e['calls']:,} | {e['tottime_s']} | {e['tot_pct']} |"
+              for e in profile["top_own_time"][:15]]
+    lines += ["", "| own time by package | s | % |", "|---|---|---|"]
+    lines += [f"| {g['package']} | {g['own_s']} | {g['pct']} |" for g in profile["own_time_by_package"]]
+    return "\n".join(lines)
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) < 10:
+        return f"{value:.3g}"
+    return f"{value:,.0f}"
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = report["config"]["modes"]
+    series = [("raw_river_eps", "bare river (all events)")]
+    for mode in modes:
+        series += [(f"raw_river_eps_{mode}_events", f"bare river ({mode} events)"),
+                   (f"pipeline_{mode}_eps", f"{mode} pipeline"),
+                   (f"pipeline_{mode}_eps_excl_startup", f"{mode} pipeline excl. start-up")]
+    results = report["results"]
+    labels = [f"{r['model']}\n{r['keys']:,} keys\n" + " / ".join(
+        f"{m} {r[f'{m}_events']:,} ev" for m in modes) for r in results]
+    width = 0.85 / len(series)
+    fig, ax = plt.subplots(figsize=(max(9, 2.2 * len(results)), 5.5))
+    for i, (field, label) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(results))]
+        ax.bar(xs, [r.get(field) or 0 for r in results], width, label=label)
+    ax.set_xticks(range(len(results)), labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("events / s (log scale)")
+    ax.set_title(f"Prequential throughput, {report['config']['events']:,} simulated impressions")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000, help="impressions (default %(default)s)")
+    parser.add_argument("--keys", default="1,1000,100000", help="model-key counts (default %(default)s)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, of {sorted(MODELS)} (default: all)")
+    parser.add_argument("--batch_events", type=int, default=100_000,
+                        help="at most this many events per batch pipeline run; 0 = all "
+                             "(default %(default)s)")
+    parser.add_argument("--stream_events", type=int, default=1_000,
+                        help="at most this many events per streaming pipeline run; 0 = all "
+                             "(default %(default)s)")
+    parser.add_argument("--max_pipeline_keys", type=int, default=5_000,
+                        help="pipeline runs at more keys than this run over at most this many "
+                             "events, so that at most this many keys get a model: Beam's per-key "
+                             "state cost dominates there (default %(default)s)")
+    parser.add_argument("--skip_stream", action="store_true", help="no streaming runs")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile batch runs of the recommender with cProfile")
+    parser.add_argument("--profile_keys", default="1,1000", help="keys of the profiled runs (default %(default)s)")
+    parser.add_argument("--profile_events", type=int, default=20_000,
+                        help="events of the profiled runs (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed (default %(default)s)")
+    parser.add_argument("--json", required=True, help="write the results here")
+    parser.add_argument("--md", help="also write the Markdown tables here")
+    parser.add_argument("--png", help="also plot events/s per configuration here")
+    parser.add_argument("--workdir", help="folder for the generated tables (default: a temp folder)")
+    args = parser.parse_args(argv)
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(MODELS)}")
+    if args.events < STARTUP_EVENTS:
+        parser.error(f"--events must be >= {STARTUP_EVENTS}")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        print(json.dumps(worker_main(json.loads(argv[1]))))
+        return None
+    args = parse_args(argv)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="throughput-")
+    os.makedirs(workdir, exist_ok=True)
+    report = benchmark(args, workdir)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=2)
+    table = markdown(report)
+    print(table)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(table + "\n")
+    if args.png:
+        plot(report, args.png)
+    return report
+
+
+if __name__ == "__main__":
+    main()
