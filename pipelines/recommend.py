@@ -2,7 +2,7 @@
 
     python -m pipelines.recommend                      # simulate, learn, report in out/recommend
     python -m pipelines.recommend --events FILE.avro   # your own interactions
-    python -m pipelines.recommend --source kafka --bootstrap 127.0.0.1:19092 --streaming
+    python -m pipelines.recommend --source kafka --bootstrap 127.0.0.1:19092 --streaming --kafka_out recs
 
 Reads interactions (Avro, `schemas/interaction.avsc`), drops malformed ones to dead letters,
 labels each impression by its outcome within the attribution window, predicts then learns
