@@ -2,7 +2,7 @@
 
     python -m benchmarks.throughput --events 200000 --json out/throughput.json \\
         [--keys 1,1000,100000] [--models scaled_logistic,recommender] \\
-        [--batch_events 100000] [--stream_events 1000] [--max_pipeline_keys 5000] \\
+        [--batch_events 50000] [--stream_events 1000] [--max_pipeline_keys 3000] \\
         [--png out/throughput.png] [--md out/throughput.md] [--profile]
 
 The simulator's impressions (written to an Avro file by `pipelines.simulate`) become a flat
@@ -276,6 +276,8 @@ class Runs:
     """Measurements in fresh workers, each run once: (what, model, keys, events) -> result.
 
     The table of the first `events` rows keyed round robin over `keys` is written on demand.
+    With keys >= events every event has its own key, so all such tables are the same file
+    and the same measurement.
     """
 
     def __init__(self, rows: list[dict], workdir: str):
@@ -283,12 +285,14 @@ class Runs:
         self.results: dict[tuple, dict] = {}
 
     def table(self, keys: int, events: int) -> str:
+        keys = min(keys, events)
         path = os.path.join(self.workdir, f"events{events}-keys{keys}.avro")
         if not os.path.exists(path):
             write_table(self.rows[:events], keys, path)
         return path
 
     def get(self, what: str, model: str, keys: int, events: int) -> dict:
+        keys = min(keys, events)
         key = (what, model, keys, events)
         if key not in self.results:
             _log(f"{model}: {what}, {keys:,} keys, {events:,} events")
@@ -338,12 +342,24 @@ def measure_config(runs: Runs, model: str, keys: int, modes: list[str], args) ->
 
 
 def rss_per_key(runs: Runs, what: str, model: str, keys: int, events: int) -> float | None:
-    """(peak RSS at `keys` keys - peak at 1 key) / keys used, over the same events, in KB."""
+    """(peak RSS at `keys` keys - peak at 1 key, over the same events) / keys used, in KB."""
     used = min(keys, events)  # round robin
     if used <= 1:
         return None
     run, base = runs.get(what, model, keys, events), runs.get(what, model, 1, events)
     return round((run["peak_tree_rss_mb"] - base["peak_tree_rss_mb"]) * 1024 / used, 2)
+
+
+def _rss_below_noise(results: list[dict], share: float = 0.1) -> list[str]:
+    """Per-key figures whose RSS difference is under `share` of the peak: noise, not models."""
+    out = []
+    for r in results:
+        for what, per_key in r["rss_per_key_kb"].items():
+            events = r["events"] if what == "raw" else r[f"{what}_events"]
+            used = min(r["keys"], events)
+            if per_key is not None and abs(per_key * used / 1024) < share * r["peak_rss_mb"][what]:
+                out.append(f"{r['model']} {what} {r['keys']:,} keys")
+    return out
 
 
 def benchmark(args, workdir: str) -> dict:
@@ -490,6 +506,12 @@ def _notes(results, args, keys, modes) -> list[str]:
             notes.append(f"{mode} runs over fewer events than bare river (keys: events): "
                          + ", ".join(f"{k:,}: {e:,}" for k, e in capped)
                          + f"; ratio_{mode} compares with bare river over those same events")
+    own_key = sorted({(m, r[f"{m}_events"]) for r in results for m in modes
+                      if r["keys"] >= r[f"{m}_events"]})
+    if own_key:
+        notes.append("at keys >= a run's events every event has its own key: one measurement, "
+                     "shared by every such key count (" + ", ".join(
+                         f"{m} over {e:,} events" for m, e in own_key) + ")")
     if any(not r.get(f"{m}_all_predicted", True) or not r.get(f"{m}_rocauc_equals_raw", True)
            for r in results for m in modes):
         notes.append("WARNING: a pipeline run did not predict every event, or its ROC AUC differs "
@@ -497,6 +519,12 @@ def _notes(results, args, keys, modes) -> list[str]:
     notes.append("bare river calls predict_proba_one + learn_one; the pipeline also calls "
                  "predict_one per event, keeps models and buffered events in Beam state, and "
                  "writes predictions, windowed and final metrics")
+    noisy = _rss_below_noise(results)
+    if noisy:
+        notes.append("RSS/key within noise (difference < 10% of the peak, e.g. buffered events and "
+                     "GC timing dominate): " + ", ".join(noisy))
+    notes.append("model size grows with the distinct features a key has seen, so RSS/key "
+                 "depends on events per key (events / keys)")
     notes.append("eps excl. start-up = events / (wall - wall of the same pipeline over "
                  f"{STARTUP_EVENTS} events, 1 key)")
     return notes
@@ -606,13 +634,13 @@ def parse_args(argv=None):
     parser.add_argument("--keys", default="1,1000,100000", help="model-key counts (default %(default)s)")
     parser.add_argument("--models", default=",".join(MODELS),
                         help=f"comma-separated, of {sorted(MODELS)} (default: all)")
-    parser.add_argument("--batch_events", type=int, default=100_000,
+    parser.add_argument("--batch_events", type=int, default=50_000,
                         help="at most this many events per batch pipeline run; 0 = all "
                              "(default %(default)s)")
     parser.add_argument("--stream_events", type=int, default=1_000,
                         help="at most this many events per streaming pipeline run; 0 = all "
                              "(default %(default)s)")
-    parser.add_argument("--max_pipeline_keys", type=int, default=5_000,
+    parser.add_argument("--max_pipeline_keys", type=int, default=3_000,
                         help="pipeline runs at more keys than this run over at most this many "
                              "events, so that at most this many keys get a model: Beam's per-key "
                              "state cost dominates there (default %(default)s)")

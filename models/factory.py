@@ -10,9 +10,16 @@ builds the same fresh model and nothing unverified is unpickled.
 Traceback (most recent call last):
 ...
 ValueError: model spec 'models.zoo' must look like MODULE:FUNCTION
+
+Keyword arguments for the factory follow a `?`, as Python literals:
+
+>>> load("models.zoo:recommender?hash_size=1024").keywords
+{'hash_size': 1024}
 """
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
 
 from river import base
@@ -21,7 +28,17 @@ TASKS = ("binary", "multiclass", "regression")
 
 
 def load(spec: str):
-    """Returns the factory function named by `spec`."""
+    """Returns the factory function named by `spec` (with its keyword arguments bound)."""
+    spec, _, query = spec.partition("?")
+    kwargs = {}
+    for pair in filter(None, query.split("&")):
+        name, eq, value = pair.partition("=")
+        if not eq or not name.isidentifier():
+            raise ValueError(f"model spec argument {pair!r} must look like NAME=VALUE")
+        try:
+            kwargs[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[name] = value  # a bare word: a string
     module_name, sep, function_name = spec.partition(":")
     if not sep or not module_name or not function_name:
         raise ValueError(f"model spec {spec!r} must look like MODULE:FUNCTION")
@@ -32,7 +49,7 @@ def load(spec: str):
     factory = getattr(module, function_name, None)
     if not callable(factory):
         raise ValueError(f"model spec {spec!r}: {module_name} has no function {function_name!r}")
-    return factory
+    return functools.partial(factory, **kwargs) if kwargs else factory
 
 
 def build(spec: str) -> base.Estimator:

@@ -12,23 +12,33 @@ and a report (`report.md`, `metrics.png`) to the output folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import logging
 import os
 
 import apache_beam as beam
 
-from models import factory
+from models import factory, zoo
 from pipelines import report, simulate
 from pipelines.local import pipeline_options
 from transforms import kafka
-from transforms.interactions import LabelImpressions, ValidateInteractions
+from transforms.features import AddEntityFeatures
+from transforms.interactions import LabelImpressions, ValidateInteractions, served_example
 from transforms.kafka_offsets import CommitOffsets
 from transforms.learner import LearnOnline
 from transforms.metrics import ProgressiveMetrics, WindowedMetrics
+from transforms.profiles import is_entity_feature
 from transforms.progress import CountTags, LogProgress
+from transforms.records import Example
+from transforms.scoring import ScoreDelayedLabels
 from transforms.sinks import WriteRecords
 from transforms.sources import ReadRows
+
+
+MAIN = "recommender"
+POPULARITY = "models.baselines:popularity"
 
 
 def parse_args(argv=None):
@@ -37,11 +47,21 @@ def parse_args(argv=None):
         epilog="Any other flag goes to Beam (e.g. --runner, --streaming).")
     parser.add_argument("--output", default="out/recommend", help="Output folder (default: %(default)s).")
     parser.add_argument("--events", help="Interactions as an Avro file; default: simulate them.")
-    parser.add_argument("--impressions", type=int, default=5_000,
+    parser.add_argument("--impressions", type=int, default=20_000,
                         help="Impressions to simulate when --events is not given (default: %(default)s).")
+    parser.add_argument("--users", type=int, default=200,
+                        help="Users to simulate (default: %(default)s: enough history per user for "
+                             "user features to matter within a few hours of events).")
     parser.add_argument("--seed", type=int, default=7, help="Simulator seed (default: %(default)s).")
     parser.add_argument("--model", default="models.zoo:recommender",
-                        help="MODULE:FUNCTION returning a river binary classifier (default: %(default)s).")
+                        help="MODULE:FUNCTION[?ARG=VALUE&...] returning a river binary classifier "
+                             "(default: %(default)s).")
+    parser.add_argument("--hash_size", type=int, default=2 ** 16,
+                        help="Hash buckets for ids and other categoricals, for a --model that takes "
+                             "hash_size (default: %(default)s).")
+    parser.add_argument("--no_baselines", dest="baselines", action="store_false",
+                        help="Do not also learn the baselines (the model without entity features, "
+                             "item popularity) for comparison.")
     parser.add_argument("--attribution_minutes", type=float, default=30.0,
                         help="An outcome counts for its impression within this time (default: %(default)s).")
     parser.add_argument("--metrics_minutes", type=float, default=10.0,
@@ -62,6 +82,10 @@ def parse_args(argv=None):
                        help="Durable model snapshots, so a restarted job resumes without relearning "
                             "(default with --source kafka: OUTPUT/learner-GROUP.sqlite; 'none': off).")
     args, beam_args = parser.parse_known_args(argv)
+    if args.hash_size < 1:
+        parser.error("--hash_size must be >= 1")
+    if "?" not in args.model and "hash_size" in inspect.signature(factory.load(args.model)).parameters:
+        args.model = f"{args.model}?hash_size={args.hash_size}"
     if args.source == "kafka" and args.events:
         parser.error("--events is for --source file")
     if args.source == "kafka" and not (args.stop_at_end or args.kafka_out):
@@ -83,7 +107,7 @@ def run(argv=None) -> dict:
     bounded = args.source == "file" or args.stop_at_end
     if args.source == "file" and events is None:
         events = f"{out}/events.avro"
-        config = simulate.SimulatorConfig(seed=args.seed, impressions=args.impressions,
+        config = simulate.SimulatorConfig(seed=args.seed, impressions=args.impressions, users=args.users,
                                           attribution_window_ms=int(args.attribution_minutes * 60_000))
         written = simulate.write_avro(simulate.generate(config), events)
         logging.info("simulated %d interactions into %s", written, events)
@@ -97,9 +121,18 @@ def run(argv=None) -> dict:
             source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
                                                   id_field="event_id")
         validated = source.rows | "Validate" >> ValidateInteractions()
-        labelled = validated.valid | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60)
-        learned = labelled.examples | "LearnOnline" >> LearnOnline(args.model, store=args.learner_store)
-        predictions = learned.predictions | "Progress" >> LogProgress("predictions")
+        featured = validated.valid | "EntityFeatures" >> AddEntityFeatures()
+        served = (featured
+                  | "Impressions" >> beam.Filter(lambda r: r.fields["event_type"] == "impression")
+                  | "Serve" >> beam.Map(served_example, MAIN))
+        labelled = featured | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60, MAIN)
+        models = {MAIN: args.model, **({"no_features": args.model, "popularity": POPULARITY}
+                                       if args.baselines else {})}
+        learned = ((served, labelled.examples) | "ServeAndLabel" >> beam.Flatten()
+                   | "WithBaselines" >> beam.FlatMap(_with_baselines, sorted(models))
+                   | "LearnOnline" >> LearnOnline(models, store=args.learner_store))
+        predictions = ((learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels()
+                       | "Progress" >> LogProgress("predictions"))
         dead_letters = (source.dead_letters, validated.dead_letters, labelled.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
 
@@ -124,13 +157,21 @@ def run(argv=None) -> dict:
         counts = (
             source.rows | "TagRows" >> beam.Map(lambda _: "rows_read"),
             source.dead_letters | "TagUnreadable" >> beam.Map(lambda _: "rows_unreadable"),
-            predictions | "TagPredictions" >> beam.Map(lambda _: "predictions"),
+            predictions | "TagPredictions" >> beam.FlatMap(
+                lambda p: ["predictions"] if p.model_key == MAIN else []),
             labelled.joined_outcomes | "TagJoined" >> beam.Map(lambda _: "outcomes_joined"),
             dead_letters | "TagDead" >> beam.Map(lambda d: f"dead_letters.{d.stage}"),
         ) | "Count" >> CountTags()
+        hashing = (served
+                   | "IdTokens" >> beam.FlatMap(lambda e: [("user_id", e.x["user_id"]), ("item_id", e.x["item_id"])])
+                   | "DistinctIds" >> beam.Distinct()
+                   | "AllIds" >> beam.combiners.ToList()
+                   | "Collisions" >> beam.Map(zoo.id_collisions, args.hash_size))
         (predictions
-         | "ProgressiveMetrics" >> ProgressiveMetrics("binary")
-         | "WriteSummary" >> beam.Map(_write_summary, f"{out}/summary.json", beam.pvalue.AsDict(counts)))
+         | "ProgressiveMetrics" >> ProgressiveMetrics("binary", by_key=True)
+         | "AllModels" >> beam.combiners.ToDict()
+         | "WriteSummary" >> beam.Map(_write_summary, f"{out}/summary.json", beam.pvalue.AsDict(counts),
+                                      beam.pvalue.AsSingleton(hashing)))
 
     summary = json.loads(open(f"{out}/summary.json").read())
     report.write(out, summary)
@@ -150,9 +191,24 @@ def _stage(dead_letter):
     return dead_letter.stage
 
 
-def _write_summary(scores: dict, path: str, counts: dict):
+def _with_baselines(example: Example, keys):
+    """The example for each model: baselines see no entity features, and carry no origin (the
+    main model's results alone decide when a source offset is done)."""
+    for key in keys:
+        if key == MAIN:
+            yield example
+        elif key == "no_features":
+            yield dataclasses.replace(example, model_key=key, origin=(),
+                                      x={k: v for k, v in example.x.items() if not is_entity_feature(k)})
+        else:
+            yield dataclasses.replace(example, model_key=key, origin=())
+
+
+def _write_summary(scores: dict, path: str, counts: dict, hashing: dict):
+    summary = {"progressive": scores.get(MAIN, {}), "models": dict(sorted(scores.items())),
+               "counts": dict(sorted(counts.items())), "hashing": hashing}
     with open(path, "w") as f:
-        json.dump({"progressive": scores, "counts": dict(sorted(counts.items()))}, f, indent=2)
+        json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The content-recommendation job end to end, and the impression labelling it relies on."""
+import collections
 import json
 
 import apache_beam as beam
@@ -68,8 +69,11 @@ def test_job_accounts_for_every_record_and_writes_a_report(tmp_path):
     assert counts["rows_read"] == len(records)
     assert counts["predictions"] + counts["outcomes_joined"] + dead == len(records)
     assert counts["dead_letters.ValidateInteractions"] == sum(invalid_reason(r) is not None for r in records)
-    predictions = (out / "predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == counts["predictions"]
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    n = counts["predictions"]  # the main model's; the baselines predict the same impressions
+    assert collections.Counter(p["model_key"] for p in predictions) == \
+        {"recommender": n, "no_features": n, "popularity": n}
+    assert all(p["y_true"] is not None for p in predictions)  # every served prediction was scored
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Progressive metrics" in (out / "report.md").read_text()
     assert 0.0 < summary["progressive"]["rocauc"] <= 1.0

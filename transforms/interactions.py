@@ -1,10 +1,11 @@
 """Content-recommendation events: validate interactions, label impressions by their outcomes.
 
-An impression is labelled when its attribution window closes (an event-time timer): positive
-if a click or watch for it arrived within the window, negative otherwise (a skip, or nothing).
-Every label thus comes the same delay after its impression, so a window of labels is a fair
-sample of the impressions shown one attribution window earlier. The labelled example carries
-the features of the impression and, as its event time, the moment the window closed.
+An impression is served a prediction when it arrives (`served_example`) and labelled when
+its attribution window closes (an event-time timer): positive if a click or watch for it
+arrived within the window, negative otherwise (a skip, or nothing). Every label thus comes
+the same delay after its impression, so a window of labels is a fair sample of the
+impressions shown one attribution window earlier. The label (`learn` mode) carries the
+features the impression was served with and, as its event time, the moment the window closed.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.records import DeadLetter, Example, Row
+from transforms.records import LEARN, PREDICT, DeadLetter, Example, Row
 
 POSITIVE = ("click", "watch")
 POSITIONS = 10
@@ -70,7 +71,14 @@ def impression_features(fields: dict) -> dict:
          "device": fields.get("device") or "unknown", "position": str(fields["position"]),
          "hour": str(hour)}
     x.update({f"genre_{g}": 1.0 for g in fields.get("item_genres") or ()})
+    x.update(fields.get("features") or {})  # entity features, when transforms.features added them
     return x
+
+
+def served_example(row: Row, model_key: str = "default") -> Example:
+    """The prediction request of an impression, at its own time (the label comes later)."""
+    return Example(event_id=row.event_id, event_time=row.event_time, x=impression_features(row.fields),
+                   model_key=model_key, mode=PREDICT)
 
 
 class ValidationOutputs(NamedTuple):
@@ -105,8 +113,8 @@ class _ValidateDoFn(beam.DoFn):
 class LabelImpressions(beam.PTransform):
     """Joins outcomes to their impression within `window_s` seconds of event time.
 
-    Outputs labelled `Example`s when the window closes (y True for a click or watch within
-    it, else False), the ids of outcomes folded into a label (`joined_outcomes`, for
+    Outputs labels, `learn`-mode `Example`s, when the window closes (y True for a click or
+    watch within it, else False), the ids of outcomes folded into a label (`joined_outcomes`, for
     accounting), and dead letters: duplicate impressions, and outcomes with no impression in
     the window before them.
     """
@@ -175,7 +183,7 @@ class _JoinDoFn(beam.DoFn):
         if shown is not None:
             yield Example(event_id=shown.event_id, event_time=fired_at.micros // 1000,
                           x=impression_features(shown.fields), y=clicked, model_key=self.model_key,
-                          origin=tuple(shown.origin) + tuple(joined))
+                          origin=tuple(shown.origin) + tuple(joined), mode=LEARN)
         for orphan in early:
             yield _dead("LabelImpressions", NO_IMPRESSION, orphan)
         attribution.clear()

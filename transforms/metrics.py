@@ -5,6 +5,7 @@ whichever bundles or runner delivered them.
 """
 from __future__ import annotations
 
+import typing
 from typing import Iterable
 
 import apache_beam as beam
@@ -90,17 +91,22 @@ class _ScoreWindowDoFn(beam.DoFn):
 
 
 class ProgressiveMetrics(beam.PTransform):
-    """Final progressive metrics over all predictions (bounded input: emitted when it ends)."""
+    """Final progressive metrics over all predictions (bounded input: emitted when it ends):
+    one dict, or with `by_key` one `(model key, dict)` per model key."""
 
-    def __init__(self, task: str):
+    def __init__(self, task: str, by_key: bool = False):
         super().__init__()
-        self.task = task
+        self.task, self.by_key = task, by_key
 
     def expand(self, predictions):
         return (
             predictions
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "OneKey" >> beam.Map(lambda p: (None, p))
+            | "Key" >> beam.Map(lambda p: (p.model_key if self.by_key else None, p))
             | "Group" >> beam.GroupByKey()
-            | "Score" >> beam.MapTuple(lambda _, ps: {"count": len(list(ps)), **score(ps, self.task)})
+            | "Score" >> beam.MapTuple(self._score).with_output_types(typing.Any)
         )
+
+    def _score(self, key, predictions):
+        scores = {"count": len(list(predictions)), **score(predictions, self.task)}
+        return (key, scores) if self.by_key else scores

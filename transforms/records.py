@@ -25,9 +25,17 @@ class Row:
     origin: tuple = ()
 
 
+PREDICT_AND_LEARN, PREDICT, LEARN = "both", "predict", "learn"
+
+
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One event for a learner: features `x`, target `y` (None when unlabelled)."""
+    """One event for a learner: features `x`, target `y` (None when unlabelled).
+
+    `mode` says what the learner does with it: predict, then learn (the label is known at
+    once); only predict (serve now, the label comes later); only learn (a delayed label, with
+    the features as they were when the prediction was served).
+    """
 
     event_id: str
     event_time: int  # epoch milliseconds
@@ -35,6 +43,7 @@ class Example:
     y: Any = None
     model_key: str = "default"
     origin: tuple = ()
+    mode: str = PREDICT_AND_LEARN
 
     def order(self) -> tuple:
         """The order in which a learner applies events: event time, then event id."""
@@ -55,7 +64,7 @@ class Prediction:
     origin: tuple = ()
 
     def order(self) -> tuple:
-        return (self.event_time, self.event_id)
+        return (self.event_time, self.event_id, self.model_key)
 
     def to_avro(self) -> dict:
         d = _fields(self)

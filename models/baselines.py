@@ -1,0 +1,26 @@
+"""Baselines to beat: models that use no learning about the user at all."""
+from __future__ import annotations
+
+from river import base
+
+
+class ItemPopularity(base.Classifier):
+    """Predicts an item's recent click rate (the `i_ctr_24h` feature), whoever the user is.
+
+    >>> ItemPopularity().predict_proba_one({"i_ctr_24h": 0.25})
+    {True: 0.25, False: 0.75}
+    """
+
+    def __init__(self, feature: str = "i_ctr_24h", default: float = 0.1):
+        self.feature, self.default = feature, default
+
+    def learn_one(self, x, y):
+        pass  # the item profile already learned it
+
+    def predict_proba_one(self, x):
+        p = min(max(float(x.get(self.feature, self.default)), 0.0), 1.0)
+        return {True: p, False: 1.0 - p}
+
+
+def popularity():
+    return ItemPopularity()

@@ -1,0 +1,94 @@
+"""Entity features: point in time, identical in batch and streaming, and learned with delay."""
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+
+from models import zoo
+from pipelines import simulate
+from pipelines.local import pipeline_options
+from transforms.features import AddEntityFeatures, reference_features
+from transforms.interactions import invalid_reason
+from transforms.records import Row
+
+
+def _events(n=300, seed=4):
+    """Simulated interactions plus a planted leak: every 10th impression gets a click at the
+    very millisecond it was shown, and its user and item a burst of clicks right after."""
+    config = simulate.SimulatorConfig(impressions=n, seed=seed, users=20, items=15, late_fraction=0.0)
+    events = [e for e in simulate.generate(config) if invalid_reason(e) is None]
+    planted = []
+    for i, e in enumerate(e for e in events if e["event_type"] == "impression"):
+        if i % 10 == 0:
+            for k, delay in enumerate((0, 1, 1, 2)):
+                planted.append({**e, "event_id": f"leak-{i}-{k}", "event_type": "click",
+                                "impression_id": e["event_id"], "position": None,
+                                "event_time": e["event_time"] + delay})
+    return events + planted
+
+
+def _rows(events):
+    return [beam.window.TimestampedValue(Row(e["event_id"], e["event_time"], e), e["event_time"] / 1000)
+            for e in events]
+
+
+def _stream(events, step=40, seed=0):
+    """A TestStream in arrival order, shuffled within chunks, the watermark after each chunk."""
+    stream = TestStream()
+    ordered = sorted(events, key=lambda e: e["event_time"])
+    for i in range(0, len(ordered), step):
+        chunk = ordered[i:i + step]
+        random.Random(seed + i).shuffle(chunk)
+        stream = stream.add_elements(_rows(chunk))
+        stream = stream.advance_watermark_to(chunk[-1]["event_time"] / 1000)
+    return stream.advance_watermark_to_infinity()
+
+
+def _featured(rows):
+    return (rows | AddEntityFeatures()
+            | beam.Filter(lambda r: r.fields["event_type"] == "impression")
+            | beam.Map(lambda r: (r.event_id, sorted(r.fields["features"].items()))))
+
+
+def _strictly_before(events):
+    """Each impression's features computed from only the events strictly before it."""
+    out = {}
+    for imp in (e for e in events if e["event_type"] == "impression"):
+        history = [e for e in events if e["event_time"] < imp["event_time"]]
+        out[imp["event_id"]] = sorted(reference_features(history + [imp])[imp["event_id"]].items())
+    return out
+
+
+@pytest.mark.parametrize("mode", ["batch", "streaming"])
+def test_features_use_only_events_strictly_before_the_impression(mode):
+    events = _events()
+    expected = _strictly_before(events)
+    leaked = [k for k, f in expected.items() if dict(f)["u_click_1h"] > 0]
+    assert leaked, "the planted clicks must show up in later impressions' features"
+    options = pipeline_options(["--streaming"] if mode == "streaming" else [])
+    with TestPipeline(options=options) as p:
+        source = p | (_stream(events) if mode == "streaming" else beam.Create(_rows(events)))
+        assert_that(_featured(source), equal_to(sorted(expected.items())))
+
+
+def test_reference_features_ignore_the_outcome_they_predict():
+    shown = {"event_id": "imp", "event_type": "impression", "event_time": 1_000, "user_id": "u",
+             "item_id": "i", "item_genres": ["drama"]}
+    click = {**shown, "event_id": "c", "event_type": "click", "impression_id": "imp"}
+    features = reference_features([shown, click, {**click, "event_id": "c2", "event_time": 1_001}])["imp"]
+    assert features["u_click_24h"] == features["ug_clicks_24h"] == 0.0
+    assert features["i_ctr_24h"] == 0.1  # the prior: nothing known about the item yet
+
+
+def test_default_hash_size_keeps_id_collisions_under_ten_percent():
+    config = simulate.SimulatorConfig()  # the simulator's default population
+    tokens = [("user_id", f"u{i:05d}") for i in range(config.users)] + \
+             [("item_id", f"i{i:05d}") for i in range(config.items)]
+    seen = {e["user_id"] for e in simulate.generate(simulate.SimulatorConfig(impressions=2000)) if e["user_id"]}
+    assert all(("user_id", u) in tokens for u in seen)  # the ids the simulator really uses
+    report = zoo.id_collisions(tokens, 2 ** 16)
+    assert report["tokens"] == 2500 and report["collision_rate"] < 0.10, report
+    assert zoo.id_collisions(tokens, 2 ** 10)["collision_rate"] > 0.5  # and it measures something
