@@ -2,7 +2,7 @@
 
     python -m benchmarks.throughput --events 200000 --json out/throughput.json \\
         [--keys 1,1000,100000] [--models scaled_logistic,recommender] \\
-        [--batch_events 50000] [--stream_events 1000] [--max_pipeline_keys 3000] \\
+        [--batch_events 50000] [--stream_events 500] [--max_pipeline_keys 3000] \\
         [--png out/throughput.png] [--md out/throughput.md] [--profile]
 
 The simulator's impressions (written to an Avro file by `pipelines.simulate`) become a flat
@@ -25,21 +25,24 @@ events, features and model for every measurement; per model and per K:
 
 Pipeline runs may use fewer events than bare river, and say so in the results
 (`batch_events`, `stream_events`, notes): the streaming learner applies one event time per
-timer firing and rereads the key's buffer each time (tens of events/s per key), and Beam's
-state costs ~10 ms per model key (so 100,000 keys would take ~20 min per run): see
-`--batch_events`, `--stream_events`, `--max_pipeline_keys`. Bare river is then measured again
-over those same events for the ratio.
+timer firing and rereads the key's buffer each time (tens of events/s per key), and in batch
+each model key costs ~10 ms, mostly Beam's state cache sizing every cached value with
+objsize (100,000 keys: ~17 min per run). See `--batch_events`, `--stream_events`,
+`--max_pipeline_keys`. Bare river is then measured again over those same events for the ratio.
 
 Every measurement runs in a fresh Python process, so one run's memory and caches do not leak
-into the next. `--profile` also runs the batch pipeline under cProfile (in-memory FnApiRunner:
-the SDK harness runs in the profiled thread) and reports hot spots and the top functions.
-Results go to --json, Markdown tables (stdout and --md) and a bar chart (--png).
+into the next, on a copy of the project's packages taken at the start (others may edit the
+working tree meanwhile; `code_snapshot_sha256` in the results names the copy). `--profile`
+also runs the batch pipeline under cProfile (in-memory FnApiRunner: the SDK harness runs in
+the profiled thread) and reports hot spots and the top functions. Results go to --json,
+Markdown tables (stdout and --md) and a bar chart (--png).
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -60,6 +63,8 @@ MODELS = {
     "recommender": "models.zoo:recommender",
 }
 STARTUP_EVENTS = 10
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CODE_PACKAGES = ("benchmarks", "models", "pipelines", "schemas", "transforms")
 TABLE_META = ("event_id", "event_time", "key", "clicked")  # not features
 TARGET = "clicked"
 
@@ -202,11 +207,13 @@ def worker_main(spec: dict) -> dict:
     return result
 
 
-def run_worker(spec: dict) -> dict:
-    """Runs one measurement in a fresh process; adds the peak RSS of its process tree."""
+def run_worker(spec: dict, code_root: str) -> dict:
+    """Runs one measurement in a fresh process on the code under `code_root`; adds the peak
+    RSS of its process tree."""
+    env = {**os.environ, "PYTHONPATH": code_root,
+           "STREAMML_PRISM": os.environ.get("STREAMML_PRISM", _live_prism())}
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": _pythonpath()})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     sampler = _TreeRssSampler(proc.pid)
     sampler.start()
     stdout, stderr = proc.communicate()
@@ -218,9 +225,28 @@ def run_worker(spec: dict) -> dict:
     return result
 
 
-def _pythonpath() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+def snapshot_code(workdir: str) -> tuple[str, str]:
+    """Copies the project's packages to `workdir/code`, so that every worker of this run
+    measures the same code while others edit the working tree; returns the copy's root and
+    a short hash of its files."""
+    dest = os.path.join(workdir, "code")
+    shutil.rmtree(dest, ignore_errors=True)
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        shutil.copytree(os.path.join(PROJECT_ROOT, package), os.path.join(dest, package),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder, dirs, files in sorted(os.walk(dest)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, dest).encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return dest, digest.hexdigest()[:12]
+
+
+def _live_prism() -> str:
+    return os.path.join(PROJECT_ROOT, ".cache", "prism", "bin", "prism")
 
 
 class _TreeRssSampler(threading.Thread):
@@ -280,8 +306,8 @@ class Runs:
     and the same measurement.
     """
 
-    def __init__(self, rows: list[dict], workdir: str):
-        self.rows, self.workdir = rows, workdir
+    def __init__(self, rows: list[dict], workdir: str, code_root: str):
+        self.rows, self.workdir, self.code_root = rows, workdir, code_root
         self.results: dict[tuple, dict] = {}
 
     def table(self, keys: int, events: int) -> str:
@@ -297,7 +323,7 @@ class Runs:
         if key not in self.results:
             _log(f"{model}: {what}, {keys:,} keys, {events:,} events")
             self.results[key] = run_worker({"what": what, "model": MODELS[model],
-                                            "table": self.table(keys, events)})
+                                            "table": self.table(keys, events)}, self.code_root)
             _log(f"  {self.results[key]['wall_s']:.1f} s, {self.results[key]['eps']:,.0f} events/s")
         return self.results[key]
 
@@ -367,12 +393,13 @@ def benchmark(args, workdir: str) -> dict:
     keys = [int(k) for k in args.keys.split(",")]
     models = args.models.split(",")
     modes = ["batch"] + ([] if args.skip_stream else ["stream"])
+    code_root, code_hash = snapshot_code(workdir)
     _log(f"simulating {args.events:,} impressions")
     rows = simulate_impressions(args.events, args.seed, os.path.join(workdir, "simulated.avro"))
-    runs = Runs(rows[:args.events], workdir)
-    timings = {"simulate_s": round(time.perf_counter() - t0, 1)}
+    runs = Runs(rows[:args.events], workdir, code_root)
+    timings = {"prepare_s": round(time.perf_counter() - t0, 1)}
     results = [measure_config(runs, model, k, modes, args) for model in models for k in keys]
-    timings["measure_s"] = round(time.perf_counter() - t0 - timings["simulate_s"], 1)
+    timings["measure_s"] = round(time.perf_counter() - t0 - timings["prepare_s"], 1)
     profiles = []
     if args.profile:
         t1 = time.perf_counter()
@@ -380,17 +407,18 @@ def benchmark(args, workdir: str) -> dict:
         for k in (int(k) for k in args.profile_keys.split(",")):
             _log(f"profiling the batch pipeline: recommender, {k:,} keys, {events:,} events")
             profiles.append(profile_batch(runs.table(k, events), MODELS["recommender"],
-                                          os.path.join(workdir, f"batch-keys{k}.prof")))
+                                          os.path.join(workdir, f"batch-keys{k}.prof"), code_root))
             profiles[-1].update({"keys": k, "model": "recommender"})
         timings["profile_s"] = round(time.perf_counter() - t1, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-    return {"config": _config(args, keys, modes), "results": results, "profiles": profiles,
+    return {"config": {**_config(args, keys, modes), "code_snapshot_sha256": code_hash},
+            "results": results, "profiles": profiles,
             "timings": timings, "notes": _notes(results, args, keys, modes)}
 
 
-def profile_batch(table: str, model: str, path: str, top: int = 25) -> dict:
+def profile_batch(table: str, model: str, path: str, code_root: str, top: int = 25) -> dict:
     """The batch pipeline under cProfile: top functions by cumulative and by own time."""
-    result = run_worker({"what": "batch", "table": table, "model": model, "profile": path})
+    result = run_worker({"what": "batch", "table": table, "model": model, "profile": path}, code_root)
     stats = pstats.Stats(path)
     total = stats.total_tt
 
@@ -437,7 +465,7 @@ def _hot_spots(stats, total: float) -> list[dict]:
 
 def _func_name(func) -> str:
     filename, line, name = func
-    for marker in ("site-packages/", "/work/main/"):
+    for marker in ("site-packages/", "/code/", PROJECT_ROOT + "/"):
         if marker in filename:
             filename = filename.split(marker, 1)[1]
     return f"{filename}:{line}({name})" if line else name
@@ -482,15 +510,13 @@ def _config(args, keys, modes) -> dict:
 
 
 def _code_version() -> dict:
-    """The commit, and whether the measured code differed from it (others edit concurrently)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+    """The commit, and the uncommitted changes in the measured code (copied at the start)."""
     def git(*args):
-        done = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else None
+        done = subprocess.run(["git", "-C", PROJECT_ROOT, *args], capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
     dirty = git("status", "--porcelain", "--", "transforms", "pipelines", "models")
-    return {"git_commit": git("rev-parse", "--short", "HEAD"),
+    return {"git_commit": git("rev-parse", "--short", "HEAD").strip(),
             "uncommitted_changes_measured": sorted(line[3:] for line in dirty.splitlines()) if dirty else []}
 
 
@@ -637,7 +663,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_events", type=int, default=50_000,
                         help="at most this many events per batch pipeline run; 0 = all "
                              "(default %(default)s)")
-    parser.add_argument("--stream_events", type=int, default=1_000,
+    parser.add_argument("--stream_events", type=int, default=500,
                         help="at most this many events per streaming pipeline run; 0 = all "
                              "(default %(default)s)")
     parser.add_argument("--max_pipeline_keys", type=int, default=3_000,
@@ -647,7 +673,8 @@ def parse_args(argv=None):
     parser.add_argument("--skip_stream", action="store_true", help="no streaming runs")
     parser.add_argument("--profile", action="store_true",
                         help="also profile batch runs of the recommender with cProfile")
-    parser.add_argument("--profile_keys", default="1,1000", help="keys of the profiled runs (default %(default)s)")
+    parser.add_argument("--profile_keys", default="1,1000",
+                        help="key counts of the profiled runs (default %(default)s)")
     parser.add_argument("--profile_events", type=int, default=20_000,
                         help="events of the profiled runs (default %(default)s)")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default %(default)s)")

@@ -81,6 +81,9 @@ def parse_args(argv=None):
     kafka.add_argument("--learner_store", metavar="SQLITE",
                        help="Durable model snapshots, so a restarted job resumes without relearning "
                             "(default with --source kafka: OUTPUT/learner-GROUP.sqlite; 'none': off).")
+    kafka.add_argument("--feature_store", metavar="SQLITE",
+                       help="Durable entity profiles and served features, likewise "
+                            "(default with --source kafka: OUTPUT/features-GROUP.sqlite; 'none': off).")
     args, beam_args = parser.parse_known_args(argv)
     if args.hash_size < 1:
         parser.error("--hash_size must be >= 1")
@@ -90,10 +93,11 @@ def parse_args(argv=None):
         parser.error("--events is for --source file")
     if args.source == "kafka" and not (args.stop_at_end or args.kafka_out):
         parser.error("an endless Kafka stream writes no files: give --kafka_out PREFIX (or --stop_at_end)")
-    if args.learner_store is None and args.source == "kafka":
-        args.learner_store = f"{args.output.rstrip('/')}/learner-{args.group}.sqlite"
-    if args.learner_store == "none":
-        args.learner_store = None
+    for name in ("learner", "feature"):
+        store = getattr(args, f"{name}_store")
+        if store is None and args.source == "kafka":
+            store = f"{args.output.rstrip('/')}/{name}{'s' if name == 'feature' else ''}-{args.group}.sqlite"
+        setattr(args, f"{name}_store", None if store == "none" else store)
     return args, beam_args
 
 
@@ -121,7 +125,7 @@ def run(argv=None) -> dict:
             source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
                                                   id_field="event_id")
         validated = source.rows | "Validate" >> ValidateInteractions()
-        featured = validated.valid | "EntityFeatures" >> AddEntityFeatures()
+        featured = validated.valid | "EntityFeatures" >> AddEntityFeatures(store=args.feature_store)
         served = (featured
                   | "Impressions" >> beam.Filter(lambda r: r.fields["event_type"] == "impression")
                   | "Serve" >> beam.Map(served_example, MAIN))
