@@ -393,6 +393,8 @@ def benchmark(args, workdir: str) -> dict:
     keys = [int(k) for k in args.keys.split(",")]
     models = args.models.split(",")
     modes = ["batch"] + ([] if args.skip_stream else ["stream"])
+    started = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               **_code_version()}
     code_root, code_hash = snapshot_code(workdir)
     _log(f"simulating {args.events:,} impressions")
     rows = simulate_impressions(args.events, args.seed, os.path.join(workdir, "simulated.avro"))
@@ -411,7 +413,7 @@ def benchmark(args, workdir: str) -> dict:
             profiles[-1].update({"keys": k, "model": "recommender"})
         timings["profile_s"] = round(time.perf_counter() - t1, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-    return {"config": {**_config(args, keys, modes), "code_snapshot_sha256": code_hash},
+    return {"config": {**_config(args, keys, modes), **started, "code_snapshot_sha256": code_hash},
             "results": results, "profiles": profiles,
             "timings": timings, "notes": _notes(results, args, keys, modes)}
 
@@ -505,8 +507,7 @@ def _config(args, keys, modes) -> dict:
             "max_pipeline_keys": args.max_pipeline_keys, "seed": args.seed,
             "models": {n: MODELS[n] for n in args.models.split(",")},
             "python": platform.python_version(), "apache_beam": apache_beam.__version__,
-            "river": river.__version__, "cpus": os.cpu_count(), **_code_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "river": river.__version__, "cpus": os.cpu_count()}
 
 
 def _code_version() -> dict:

@@ -17,14 +17,18 @@ def read_windowed_metrics(path: str, scope: str = "*") -> list[dict]:
     return sorted((r for r in rows if r["scope"] == scope), key=lambda r: r["window_start"])
 
 
-def plot(rows: list[dict], path: str, title: str) -> None:
-    times = [datetime.datetime.fromtimestamp(r["window_start"] / 1000, datetime.timezone.utc) for r in rows]
-    names = sorted({name for r in rows for name in r["metrics"]})
+def plot(series: dict, path: str, title: str) -> None:
+    """One panel per metric, one line per scope (model key): {scope: windowed rows}."""
+    names = sorted({name for rows in series.values() for r in rows for name in r["metrics"]})
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.2 * len(names)), sharex=True)
     for ax, name in zip(axes if len(names) > 1 else [axes], names):
-        ax.plot(times, [r["metrics"].get(name) for r in rows], marker=".")
+        for scope, rows in sorted(series.items()):
+            times = [datetime.datetime.fromtimestamp(r["window_start"] / 1000, datetime.timezone.utc) for r in rows]
+            ax.plot(times, [r["metrics"].get(name) for r in rows], marker=".", label=scope)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+    if len(series) > 1:
+        (axes[0] if len(names) > 1 else axes).legend(fontsize=8)
     fig.suptitle(title)
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -33,17 +37,34 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
 
 def write(out: str, summary: dict) -> str:
-    """Writes `metrics.png` and `report.md` into `out`; returns the report's path."""
-    rows = read_windowed_metrics(os.path.join(out, "windowed_metrics.jsonl"))
+    """Writes `metrics.png` and `report.md` into `out`; returns the report's path. With
+    several models (`summary["models"]`), compares them, per window and overall."""
+    path = os.path.join(out, "windowed_metrics.jsonl")
+    models = summary.get("models") or {}
+    scopes = sorted(models) if len(models) > 1 else ["*"]
+    series = {scope: read_windowed_metrics(path, scope) for scope in scopes}
+    table_scope = next((k for k, m in models.items() if m == summary["progressive"]), scopes[0])
+    rows = series.get(table_scope) or series[scopes[0]]
     if rows:
-        plot(rows, os.path.join(out, "metrics.png"), "Prequential metrics per window (all keys)")
+        plot(series, os.path.join(out, "metrics.png"),
+             "Metrics per window of labels, by model" if len(scopes) > 1 else "Prequential metrics per window")
     lines = ["# Online learning report", "", "## Progressive metrics (predict, then learn)", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in summary["progressive"].items()]
+    if len(models) > 1:
+        names = sorted({n for m in models.values() for n in m if n != "count"})
+        lines += ["", "## Models compared (same impressions, same delayed labels)", "",
+                  "| model | predictions | " + " | ".join(names) + " |", "|---" * (2 + len(names)) + "|"]
+        lines += [f"| {key} | {m['count']} | " + " | ".join(f"{m[n]:.4f}" for n in names) + " |"
+                  for key, m in sorted(models.items())]
+    if summary.get("hashing"):
+        h = summary["hashing"]
+        lines += ["", f"Hashed ids: {h['tokens']} distinct user and item ids in {h['hash_size']} buckets, "
+                      f"collision rate {h['collision_rate']:.2%}."]
     lines += ["", "## Record accounting", "", "| what | records |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary["counts"].items()]
-    lines += ["", "## Windowed metrics", "", "![metrics over time](metrics.png)" if rows else "(none)", ""]
+    lines += ["", f"## Windowed metrics ({'all' if table_scope == '*' else table_scope})", "", "![metrics over time](metrics.png)" if rows else "(none)", ""]
     lines += ["| window start (UTC) | predictions | " + " | ".join(sorted(rows[0]["metrics"])) + " |",
               "|---" * (2 + len(rows[0]["metrics"])) + "|"] if rows else []
     for r in rows:

@@ -92,3 +92,29 @@ class _CommitDoFn(beam.DoFn):
     def _commit(self, topic, partition, offset):
         retrying(lambda: self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)],
                                                asynchronous=False), f"commit {topic}/{partition}@{offset}")
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict:
+    """{partition: end offset} of `topic` now."""
+    c = consumer(bootstrap, "streamml-end-offsets")
+    try:
+        partitions = retrying(lambda: c.list_topics(topic, timeout=10), f"partitions of {topic!r}").topics[topic].partitions
+        return {p: retrying(lambda: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1],
+                            f"end of {topic}/{p}") for p in partitions}
+    finally:
+        c.close()
+
+
+def commit_at_least(bootstrap: str, group_id: str, topic: str, offsets: dict) -> dict:
+    """Commits `offsets` for the partitions where they are ahead of the group's committed
+    offsets (a finished bounded run: everything below them was written); returns the
+    group's offsets after."""
+    c = consumer(bootstrap, group_id)
+    try:
+        committed = {tp.partition: tp.offset for tp in _committed(c, [TopicPartition(topic, p) for p in offsets])}
+        ahead = [TopicPartition(topic, p, o) for p, o in offsets.items() if o > committed.get(p, -1)]
+        if ahead:
+            retrying(lambda: c.commit(offsets=ahead, asynchronous=False), f"commit {topic}")
+        return {**committed, **{tp.partition: tp.offset for tp in ahead}}
+    finally:
+        c.close()

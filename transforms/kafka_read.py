@@ -109,15 +109,26 @@ def _committed(c: Consumer, partitions, patience_s: float = 120.0):
     return retrying(lambda: c.committed(partitions, timeout=10), "committed offsets", patience_s)
 
 
+CHECKPOINT = ("checkpoint",)  # a claim that allows the next checkpoint (see try_split)
+
+
 class _PartitionsTracker(RestrictionTracker):
+    """Claims (partition, offset, timestamp) positions. It splits only when the reader asks
+    to checkpoint (claiming `CHECKPOINT`, then deferring): runner-initiated splits of a
+    running read made Prism 2.77 deliver some records twice downstream."""
+
     def __init__(self, restriction):
         self._positions = {p: [nxt, stop, latest] for p, nxt, stop, latest in restriction}
         self._checkpointed = False
+        self._may_checkpoint = False
 
     def current_restriction(self):
         return tuple((p, nxt, stop, latest) for p, (nxt, stop, latest) in sorted(self._positions.items()))
 
     def try_claim(self, position):
+        if position == CHECKPOINT:
+            self._may_checkpoint = True
+            return False
         partition, offset, timestamp_ms = position
         entry = self._positions[partition]
         if self._checkpointed or offset < entry[0] or offset >= entry[1]:
@@ -126,7 +137,7 @@ class _PartitionsTracker(RestrictionTracker):
         return True
 
     def try_split(self, fraction_of_remainder):
-        if fraction_of_remainder != 0 or self._checkpointed:
+        if fraction_of_remainder != 0 or self._checkpointed or not self._may_checkpoint:
             return None
         self._checkpointed = True
         done = tuple((p, nxt, nxt, latest) for p, nxt, _, latest in self.current_restriction())
@@ -232,6 +243,7 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
             if not is_transient(e.args[0]):
                 raise
             logging.warning("Kafka %s: watermark not advanced: %s", topic, e)
+        tracker.try_claim(CHECKPOINT)
         tracker.defer_remainder(Duration(seconds=0 if read else 0.2))
 
     @staticmethod

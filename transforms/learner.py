@@ -26,6 +26,7 @@ event replayed from the source gets its stored prediction again instead of being
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from typing import NamedTuple
 
@@ -95,6 +96,10 @@ class _PredictThenLearnDoFn(beam.DoFn):
     APPLIED = userstate.ReadModifyWriteStateSpec("applied_up_to", coders.TupleCoder(
         [coders.VarIntCoder(), coders.StrUtf8Coder()]))
     PENDING = userstate.BagStateSpec("pending", record_coders.ExampleCoder())
+    # Events a firing leaves for later, in one cell: on Prism 2.77 a bag cleared and refilled
+    # within a timer callback lost some elements and repeated others; the bag is now only
+    # appended to (process) and cleared (timer).
+    WAITING = userstate.ReadModifyWriteStateSpec("waiting", coders.FastPrimitivesCoder())
     PENDING_MIN = userstate.ReadModifyWriteStateSpec("pending_min", coders.VarIntCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
 
@@ -135,15 +140,19 @@ class _PredictThenLearnDoFn(beam.DoFn):
                            model_state=beam.DoFn.StateParam(MODEL),
                            applied=beam.DoFn.StateParam(APPLIED),
                            pending=beam.DoFn.StateParam(PENDING),
+                           waiting_state=beam.DoFn.StateParam(WAITING),
                            pending_min=beam.DoFn.StateParam(PENDING_MIN),
                            flush=beam.DoFn.TimerParam(FLUSH)):
         fired_ms = millis(fired_at)
         ready, waiting = [], []
-        for example in pending.read():
+        left = [Example(*fields) for fields in waiting_state.read() or ()]
+        for example in itertools.chain(left, pending.read()):
             (ready if self.batch or example.event_time <= fired_ms else waiting).append(example)
         pending.clear()
-        for example in waiting:
-            pending.add(example)
+        if waiting:
+            waiting_state.write(tuple(_fields(e) for e in waiting))
+        elif left:
+            waiting_state.clear()
         if waiting:
             earliest = min(e.event_time for e in waiting)
             pending_min.write(earliest)
@@ -219,6 +228,10 @@ class _PredictThenLearnDoFn(beam.DoFn):
         return Prediction(event_id=example.event_id, model_key=key, event_time=example.event_time,
                           y_true=example.y, y_pred=model.predict_one(example.x), y_proba=proba,
                           model_step=step, origin=example.origin)
+
+
+def _fields(example: Example) -> tuple:
+    return tuple(getattr(example, f.name) for f in dataclasses.fields(example))
 
 
 def _learned_id(example: Example) -> str:
