@@ -172,22 +172,22 @@ def _featurise_all(keyed_rows, kind: str):
 def _featurise(profile, rows: list) -> list:
     """Featurises the impressions among `rows` (sorted by event time, event id) and applies
     all of them to `profile`, one instant at a time; returns the rows."""
-    out = []
+    out, times = [], [r.event_time for r in rows]
     for i, row in enumerate(rows):
         if row.fields["event_type"] == "impression":
             row = _with_features(row, profile.features(row.event_time, row.fields.get("item_genres") or ()))
         out.append(row)
         # Apply an instant's events only after every impression of that instant is featurised.
         if i + 1 == len(rows) or rows[i + 1].event_time != row.event_time:
-            for done in rows[_instant_start(rows, i):i + 1]:
+            for done in rows[_instant_start(times, i):i + 1]:
                 profile.apply(done.fields)
     return out
 
 
-def _instant_start(rows, i: int) -> int:
-    """Index of the first row with the event time of rows[i] (rows sorted by time)."""
+def _instant_start(times, i: int) -> int:
+    """Index of the first of the sorted `times` equal to times[i]."""
     j = i
-    while j > 0 and rows[j - 1].event_time == rows[i].event_time:
+    while j > 0 and times[j - 1] == times[i]:
         j -= 1
     return j
 
@@ -211,6 +211,7 @@ def reference_features(events) -> dict:
     profiles = {kind: {} for kind in PROFILES}
     out = {}
     ordered = sorted(events, key=lambda e: (e["event_time"], e["event_id"]))
+    times = [e["event_time"] for e in ordered]
     for i, event in enumerate(ordered):
         if event["event_type"] == "impression":
             features = {}
@@ -219,14 +220,7 @@ def reference_features(events) -> dict:
                 features.update(profile.features(event["event_time"], event.get("item_genres") or ()))
             out[event["event_id"]] = features
         if i + 1 == len(ordered) or ordered[i + 1]["event_time"] != event["event_time"]:
-            for done in ordered[_instant_start_dicts(ordered, i):i + 1]:
+            for done in ordered[_instant_start(times, i):i + 1]:
                 for kind, (profile_type, field, _) in PROFILES.items():
                     profiles[kind].setdefault(done[field], profile_type()).apply(done)
     return out
-
-
-def _instant_start_dicts(events, i: int) -> int:
-    j = i
-    while j > 0 and events[j - 1]["event_time"] == events[i]["event_time"]:
-        j -= 1
-    return j
