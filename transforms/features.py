@@ -26,7 +26,7 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
 from models import snapshots
-from transforms import coders as record_coders
+from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
 from transforms.eventtime import ITEM_FEATURES_US, USER_FEATURES_US, millis, stamp
 from transforms.profiles import ItemProfile, UserProfile
 from transforms.records import Row
