@@ -9,6 +9,10 @@ being learned a second time.
 
 Bytes are stored as given: the learner signs them (`models.serde`) and checks them on load.
 
+`Snapshots` is the interface the pipeline uses; `open_store(location)` picks the
+implementation. SQLite is the embedded default; a PostgreSQL or Redis store implements the
+same four methods.
+
 >>> store = SnapshotStore(":memory:")
 >>> store.load("k") is None
 True
@@ -21,6 +25,7 @@ True
 from __future__ import annotations
 
 import sqlite3
+from typing import Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -31,6 +36,35 @@ CREATE TABLE IF NOT EXISTS predictions (
     blob BLOB NOT NULL, PRIMARY KEY (model_key, event_id));
 CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (model_key, event_time);
 """
+
+
+class Snapshots(Protocol):
+    """What the learner and the feature stages need from a snapshot store."""
+
+    def load(self, model_key: str) -> tuple[bytes, tuple[int, str]] | None: ...
+
+    def predictions(self, model_key: str, event_ids) -> dict[str, bytes]: ...
+
+    def save(self, model_key: str, blob: bytes, applied: tuple, predictions, keep_after_ms: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(location: str) -> Snapshots:
+    """The store at `location`: a SQLite file path, or `sqlite:///relative` / `sqlite:////absolute`.
+
+    >>> open_store("redis://localhost:6379")
+    Traceback (most recent call last):
+    ...
+    ValueError: no snapshot store for 'redis://' locations (have: SQLite file paths, sqlite:///PATH); implement models.snapshots.Snapshots
+    """
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        return SnapshotStore(location)
+    if scheme == "sqlite":
+        return SnapshotStore(rest[1:] if rest.startswith("/") else rest)  # sqlite:////abs, sqlite:///rel
+    raise ValueError(f"no snapshot store for '{scheme}://' locations (have: SQLite file paths, "
+                     "sqlite:///PATH); implement models.snapshots.Snapshots")
 
 
 class SnapshotStore:

@@ -83,8 +83,10 @@ def parse_args(argv=None):
                        help="Durable model snapshots, so a restarted job resumes without relearning "
                             "(default with --source kafka: OUTPUT/learner-GROUP.sqlite; 'none': off).")
     kafka.add_argument("--feature_store", metavar="SQLITE",
-                       help="Durable entity profiles and served features, likewise "
-                            "(default with --source kafka: OUTPUT/features-GROUP.sqlite; 'none': off).")
+                       help="Durable entity profiles and served features, likewise, or the snapshot "
+                            "of a backfill (pipelines.backfill) to start from; read by the streaming "
+                            "feature stage (default with --source kafka: OUTPUT/features-GROUP.sqlite; "
+                            "'none': off).")
     args, beam_args = parser.parse_known_args(argv)
     if args.hash_size < 1:
         parser.error("--hash_size must be >= 1")
@@ -99,6 +101,8 @@ def parse_args(argv=None):
         if store is None and args.source == "kafka":
             store = f"{args.output.rstrip('/')}/{name}{'s' if name == 'feature' else ''}-{args.group}.sqlite"
         setattr(args, f"{name}_store", None if store == "none" else store)
+    if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
+        parser.error("--feature_store is read by the streaming feature stage: add --streaming")
     return args, beam_args
 
 

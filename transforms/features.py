@@ -15,6 +15,11 @@ and only for such late records.
 With a store, the same path serves events read again after
 a restart: they get the features stored when they were first served, and are not applied
 twice.
+
+`SnapshotProfiles` is the backfill: the batch pass over history up to a cut-off, writing
+each profile and its clock to a store. A streaming `AddEntityFeatures(store=...)` over the
+events from the cut-off on starts from those profiles and computes the features a stream
+over the whole history would have.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ class AddEntityFeatures(beam.PTransform):
     Args:
         streaming: force the streaming (stateful) or batch (grouped) form; default: from the
             input and the pipeline options.
-        store: SQLite path of a `models.snapshots.SnapshotStore` for the profiles (streaming):
+        store: location of a `models.snapshots` store (a SQLite path) for the profiles (streaming):
             each step saves the profile, its clock and the features it served, so a restarted
             job resumes the profiles, and an impression read again gets its features again.
     """
@@ -81,7 +86,7 @@ class _ProfileDoFn(beam.DoFn):
         self.profile_type, _, self.offset_us = PROFILES[kind]
 
     def setup(self):
-        self._store = snapshots.SnapshotStore(self.store) if self.store else None
+        self._store = snapshots.open_store(self.store) if self.store else None
 
     def teardown(self):
         if self._store is not None:
@@ -116,7 +121,7 @@ class _ProfileDoFn(beam.DoFn):
             pending_min.clear()
         if not ready:
             return
-        store_key = f"{self.kind}:{key}"
+        store_key = profile_key(self.kind, key)
         state, clock = profile_state.read() or (None, None)
         if state is None and self._store is not None:  # a new job: resume from the snapshot
             saved = self._store.load(store_key)
@@ -149,6 +154,58 @@ class _ProfileDoFn(beam.DoFn):
             elif row.fields["event_type"] == "impression":  # a late impression: what we know now
                 row = _with_features(row, profile.features(row.event_time, row.fields.get("item_genres") or ()))
             yield beam.window.TimestampedValue(row, stamp(row.event_time, self.offset_us))
+
+
+class SnapshotProfiles(beam.PTransform):
+    """Valid interaction `Row`s -> the store keys written: every user and item profile as of
+    `cutoff_ms` (events strictly before it applied, later ones ignored), with its clock, in the
+    store at `store`.
+    """
+
+    def __init__(self, store: str, cutoff_ms: int):
+        super().__init__()
+        self.store, self.cutoff_ms = store, cutoff_ms
+
+    def expand(self, rows):
+        before = rows | "BeforeCutoff" >> beam.Filter(lambda r, cut=self.cutoff_ms: r.event_time < cut)
+        profiles = []
+        for kind, (_, field, _) in PROFILES.items():
+            profiles.append(
+                before
+                | f"By{kind.title()}" >> beam.Map(lambda r, f=field: (r.fields[f], r)).with_output_types(
+                    beam.typehints.KV[str, Row])
+                | f"Group{kind.title()}s" >> beam.GroupByKey()
+                | f"{kind.title()}Profiles" >> beam.MapTuple(_final_profile, kind))
+        return profiles | "AllProfiles" >> beam.Flatten() | "Save" >> beam.ParDo(_SaveProfileDoFn(self.store))
+
+
+def profile_key(kind: str, key: str) -> str:
+    """The store key of the `kind` profile of `key`."""
+    return f"{kind}:{key}"
+
+
+def _final_profile(key, rows, kind=None):
+    profile_type = PROFILES[kind][0]
+    rows = sorted(rows, key=_order)
+    profile = profile_type()
+    _featurise(profile, rows)
+    return profile_key(kind, key), json.dumps(profile.state()).encode(), _order(rows[-1])
+
+
+class _SaveProfileDoFn(beam.DoFn):
+    def __init__(self, store: str):
+        self.store = store
+
+    def setup(self):
+        self._store = snapshots.open_store(self.store)
+
+    def teardown(self):
+        self._store.close()
+
+    def process(self, snapshot):
+        key, blob, clock = snapshot
+        self._store.save(key, blob, clock, [], keep_after_ms=clock[0] - REPLAY_HORIZON_MS)
+        yield key
 
 
 def _pack(row: Row) -> tuple:

@@ -64,7 +64,7 @@ class LearnOnline(beam.PTransform):
             dict of them per model key ("*" for any other key).
         signing_key: HMAC key for model state; defaults to `models.serde.default_key()`, or
             with a store to `models.serde.store_key(store)`.
-        store: SQLite path of a `models.snapshots.SnapshotStore` that outlives the job.
+        store: location of a `models.snapshots` store (a SQLite path) that outlives the job.
         replay_horizon_s: event time for which the store keeps predictions to re-emit for
             replayed events; an older replay is a `late` dead letter.
     """
@@ -114,7 +114,7 @@ class _PredictThenLearnDoFn(beam.DoFn):
         specs = self.model_spec if isinstance(self.model_spec, dict) else {"*": self.model_spec}
         self._specs = specs
         self._is_classifier = {k: factory.task_of(factory.build(s)) != "regression" for k, s in specs.items()}
-        self._store = snapshots.SnapshotStore(self.store) if self.store else None
+        self._store = snapshots.open_store(self.store) if self.store else None
 
     def teardown(self):
         if self._store is not None:

@@ -1,0 +1,80 @@
+"""The feature backfill: a snapshot up to a cut-off, then a stream from it, equals one stream."""
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from models import snapshots
+from pipelines import backfill, simulate
+from pipelines.local import pipeline_options
+from tests.test_features import _events, _stream
+from transforms.features import AddEntityFeatures, reference_features
+from transforms.interactions import invalid_reason
+
+
+def _history(tmp_path):
+    """Valid events with planted leaks, plus the simulator's malformed records, in one file;
+    the cut-off at an impression that has planted clicks at its very instant."""
+    config = simulate.SimulatorConfig(impressions=300, seed=4, users=20, items=15, late_fraction=0.0,
+                                      malformed_fraction=0.02)
+    malformed = [e for e in simulate.generate(config) if invalid_reason(e) is not None]
+    events = _events()
+    leaked = sorted(e["event_time"] for e in events if e["event_id"].startswith("leak-"))
+    cutoff = leaked[len(leaked) // 2]
+    path = str(tmp_path / "history.avro")
+    simulate.write_avro(sorted(events + malformed, key=lambda e: e["event_time"]), path)
+    return events, malformed, cutoff, path
+
+
+def test_snapshot_then_stream_gives_the_features_of_one_stream_over_all_history(tmp_path):
+    events, malformed, cutoff, path = _history(tmp_path)
+    store = str(tmp_path / "features.sqlite")
+    summary = backfill.run(["--events", path, "--cutoff", str(cutoff), "--store", store,
+                            "--output", str(tmp_path / "out")])
+
+    before = [e for e in events if e["event_time"] < cutoff]
+    later = [e for e in events if e["event_time"] >= cutoff]
+    assert before and later and any(e["event_time"] == cutoff for e in later)
+    counts = summary["counts"]
+    assert counts["events_applied"] == len(before) and counts["events_after_cutoff"] == len(later)
+    assert counts["profiles.user"] == len({e["user_id"] for e in before})
+    assert counts["profiles.item"] == len({e["item_id"] for e in before})
+    assert sum(v for k, v in counts.items() if k.startswith("dead_letters.")) == len(malformed) > 0
+
+    # What a stream over the whole history computes (test_features proves the streaming stage
+    # equals this reference) for the impressions from the cut-off on.
+    whole = reference_features(events)
+    expected = sorted((e["event_id"], sorted(whole[e["event_id"]].items()))
+                      for e in later if e["event_type"] == "impression")
+    cold = reference_features(later)
+    assert any(sorted(cold[k].items()) != f for k, f in expected), "the history must matter"
+
+    with TestPipeline(options=pipeline_options(["--streaming"])) as p:
+        resumed = (p | _stream(later) | AddEntityFeatures(store=store)
+                   | beam.Filter(lambda r: r.fields["event_type"] == "impression")
+                   | beam.Map(lambda r: (r.event_id, sorted(r.fields["features"].items()))))
+        assert_that(resumed, equal_to(expected))
+
+
+def test_backfill_refuses_to_overwrite_a_store_and_bad_cutoffs(tmp_path, capsys):
+    events, _, cutoff, path = _history(tmp_path)
+    store = tmp_path / "features.sqlite"
+    store.write_bytes(b"")
+    with pytest.raises(SystemExit):
+        backfill.parse_args(["--events", path, "--cutoff", str(cutoff), "--store", str(store)])
+    assert "exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        backfill.parse_args(["--events", path, "--cutoff", "yesterday-ish", "--store", str(tmp_path / "new")])
+    assert "unparseable event time" in capsys.readouterr().err
+    args, _ = backfill.parse_args(["--events", path, "--cutoff", "1970-01-01T00:00:02Z",
+                                   "--store", str(tmp_path / "new")])
+    assert args.cutoff == 2000
+
+
+def test_stores_other_than_sqlite_are_an_interface_to_implement(tmp_path):
+    with pytest.raises(ValueError, match="implement models.snapshots.Snapshots"):
+        snapshots.open_store("postgresql://localhost/features")
+    store = snapshots.open_store(f"sqlite:///{tmp_path}/s.sqlite")  # absolute: four slashes in all
+    store.save("user:u1", b"{}", (1, "e1"), [], keep_after_ms=0)
+    store.close()
+    assert snapshots.SnapshotStore(str(tmp_path / "s.sqlite")).load("user:u1") == (b"{}", (1, "e1"))
