@@ -30,7 +30,7 @@ from transforms.features import SnapshotProfiles
 from transforms.interactions import ValidateInteractions
 from transforms.progress import CountTags
 from transforms.sinks import WriteRecords
-from transforms.sources import ReadRows, parse_event_time
+from transforms.sources import ReadRows, event_time_arg
 
 
 def parse_args(argv=None):
@@ -38,7 +38,7 @@ def parse_args(argv=None):
         prog="python -m pipelines.backfill", description=__doc__.split("\n\n")[0],
         epilog="Any other flag goes to Beam (e.g. --runner).")
     parser.add_argument("--events", required=True, help="History of interactions, an Avro file.")
-    parser.add_argument("--cutoff", required=True, type=_cutoff,
+    parser.add_argument("--cutoff", required=True, type=event_time_arg,
                         help="Apply events strictly before this event time: epoch milliseconds or ISO-8601.")
     parser.add_argument("--store", default="out/backfill/features.sqlite",
                         help="Snapshot store to write, a new SQLite file (default: %(default)s).")
@@ -53,12 +53,6 @@ def parse_args(argv=None):
         parser.error(f"{args.store} exists: give a new --store, or --replace to delete it first")
     return args, beam_args
 
-
-def _cutoff(text: str) -> int:
-    try:
-        return parse_event_time(int(text) if text.lstrip("-").isdigit() else text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def run(argv=None) -> dict:

@@ -35,7 +35,7 @@ from transforms.progress import CountTags, LogProgress
 from transforms.records import Example
 from transforms.scoring import ScoreDelayedLabels
 from transforms.sinks import WriteRecords
-from transforms.sources import ReadRows
+from transforms.sources import ReadRows, event_time_arg
 
 
 MAIN = "recommender"
@@ -74,6 +74,10 @@ def parse_args(argv=None):
     kafka.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers.")
     kafka.add_argument("--topic", default="interactions", help="Topic of interactions (Avro).")
     kafka.add_argument("--group", default="streamml-recommend", help="Consumer group.")
+    kafka.add_argument("--start_time", type=event_time_arg,
+                       help="Where a group without committed offsets starts: the first records stamped at "
+                            "or after this (epoch ms or ISO-8601; e.g. a backfill's cut-off); default: "
+                            "the earliest.")
     kafka.add_argument("--stop_at_end", action="store_true",
                        help="Stop at the topic's end offsets at start-up (replay), instead of running on.")
     kafka.add_argument("--kafka_out", metavar="PREFIX",
@@ -92,6 +96,8 @@ def parse_args(argv=None):
         parser.error("--hash_size must be >= 1")
     if "?" not in args.model and "hash_size" in inspect.signature(factory.load(args.model)).parameters:
         args.model = f"{args.model}?hash_size={args.hash_size}"
+    if args.source == "file" and args.start_time is not None:
+        parser.error("--start_time is for --source kafka")
     if args.source == "kafka" and args.events:
         parser.error("--events is for --source file")
     if args.source == "kafka" and not (args.stop_at_end or args.kafka_out):
@@ -104,6 +110,7 @@ def parse_args(argv=None):
     if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
         parser.error("--feature_store is read by the streaming feature stage: add --streaming")
     return args, beam_args
+
 
 
 def run(argv=None) -> dict:
@@ -129,7 +136,8 @@ def run(argv=None) -> dict:
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         if args.source == "kafka":
             source = (p | "ReadKafka" >> kafka.ReadFromKafka(args.bootstrap, [args.topic], args.group,
-                                                            stop_at_end=args.stop_at_end)
+                                                            stop_at_end=args.stop_at_end,
+                                                            start_time_ms=args.start_time)
                       | "DecodeEvents" >> kafka.DecodeAvro("interaction"))
         else:
             source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",

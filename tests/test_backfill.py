@@ -1,4 +1,6 @@
 """The feature backfill: a snapshot up to a cut-off, then a stream from it, equals one stream."""
+import uuid
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -8,6 +10,7 @@ from models import snapshots
 from pipelines import backfill, simulate
 from pipelines.local import pipeline_options
 from tests.test_features import _events, _stream
+from transforms import kafka
 from transforms.features import AddEntityFeatures, reference_features
 from transforms.interactions import invalid_reason
 
@@ -54,6 +57,30 @@ def test_snapshot_then_stream_gives_the_features_of_one_stream_over_all_history(
                    | beam.Filter(lambda r: r.fields["event_type"] == "impression")
                    | beam.Map(lambda r: (r.event_id, sorted(r.fields["features"].items()))))
         assert_that(resumed, equal_to(expected))
+
+
+@pytest.mark.kafka
+def test_a_kafka_stream_from_the_cutoff_resumes_from_the_snapshot(kafka_bootstrap, tmp_path):
+    """The whole history is on a topic; the job starts its group at the cut-off's offsets."""
+    events, _, cutoff, path = _history(tmp_path)
+    store = str(tmp_path / "features.sqlite")
+    backfill.run(["--events", path, "--cutoff", str(cutoff), "--store", store, "--output", str(tmp_path / "out")])
+    topic = f"history-{uuid.uuid4().hex[:8]}"
+    kafka.ensure_topic(kafka_bootstrap, topic, 3)
+    kafka.produce(sorted(events, key=lambda e: e["event_time"]), kafka_bootstrap, topic, "interaction", "user_id")
+
+    whole = reference_features(events)
+    expected = sorted((e["event_id"], sorted(whole[e["event_id"]].items()))
+                      for e in events if e["event_type"] == "impression" and e["event_time"] >= cutoff)
+    with TestPipeline(options=pipeline_options(["--streaming"])) as p:
+        rows = (p | kafka.ReadFromKafka(kafka_bootstrap, [topic], "g", stop_at_end=True, start_time_ms=cutoff)
+                | kafka.DecodeAvro("interaction")).rows
+        resumed = (rows | AddEntityFeatures(store=store)
+                   | beam.Filter(lambda r: r.fields["event_type"] == "impression")
+                   | beam.Map(lambda r: (r.event_id, sorted(r.fields["features"].items()))))
+        assert_that(resumed, equal_to(expected))
+        assert_that(rows | beam.Map(lambda r: r.event_time >= cutoff) | beam.combiners.Count.PerElement(),
+                    equal_to([(True, sum(e["event_time"] >= cutoff for e in events))]), label="FromCutoff")
 
 
 def test_backfill_refuses_to_overwrite_a_store_and_bad_cutoffs(tmp_path, capsys):

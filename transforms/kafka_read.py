@@ -64,25 +64,27 @@ class ReadFromKafka(beam.PTransform):
         bootstrap: Kafka bootstrap servers.
         topics: topic names.
         group_id: consumer group whose committed offsets are the starting points (else the
-            earliest offsets).
+            earliest offsets, or those of `start_time_ms`).
         stop_at_end: stop at the end offsets found at start-up (a bounded replay).
         poll_records: most records read per poll before the reader checkpoints itself.
+        start_time_ms: where a partition without a committed offset starts: its first record
+            with a Kafka timestamp at or after this (e.g. a feature backfill's cut-off).
     """
 
     def __init__(self, bootstrap: str, topics, group_id: str, stop_at_end: bool = False,
-                 poll_records: int = 500):
+                 poll_records: int = 500, start_time_ms: int | None = None):
         super().__init__()
         if not topics:
             raise ValueError("name at least one topic")
         self.bootstrap, self.topics, self.group_id = bootstrap, list(topics), group_id
-        self.stop_at_end, self.poll_records = stop_at_end, poll_records
+        self.stop_at_end, self.poll_records, self.start_time_ms = stop_at_end, poll_records, start_time_ms
 
     def expand(self, pbegin):
         reader = _ReadTopicDoFn if self.stop_at_end else _ReadTopicForeverDoFn
         return (pbegin
                 | "Topics" >> beam.Create(self.topics)
                 | "Read" >> beam.ParDo(reader(self.bootstrap, self.group_id, self.stop_at_end,
-                                              self.poll_records)))
+                                              self.poll_records, self.start_time_ms)))
 
 
 def is_transient(error: KafkaError) -> bool:
@@ -166,9 +168,9 @@ class _PartitionsTracker(RestrictionTracker):
 class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
     """Reads one topic, all partitions; it is its own restriction provider."""
 
-    def __init__(self, bootstrap, group_id, stop_at_end, poll_records):
+    def __init__(self, bootstrap, group_id, stop_at_end, poll_records, start_time_ms=None):
         self.bootstrap, self.group_id = bootstrap, group_id
-        self.stop_at_end, self.poll_records = stop_at_end, poll_records
+        self.stop_at_end, self.poll_records, self.start_time_ms = stop_at_end, poll_records, start_time_ms
 
     def initial_restriction(self, topic):
         return retrying(lambda: self._start_positions(topic), f"start positions of {topic!r}")
@@ -184,15 +186,25 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
                                  f"{found and found.error}")
             partitions = sorted(found.partitions)
             committed = _committed(c, [TopicPartition(topic, p) for p in partitions])
+            by_time = self._offsets_at_start_time(c, topic, partitions)
             restriction = []
             for tp in committed:
                 low, high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-                start = tp.offset if tp.offset >= 0 else low
+                at_time = by_time.get(tp.partition, low)
+                start = tp.offset if tp.offset >= 0 else (high if at_time < 0 else max(at_time, low))
                 restriction.append((tp.partition, start, max(start, high) if self.stop_at_end else UNBOUNDED,
                                     NO_TIME))
         finally:
             c.close()
         return tuple(restriction)
+
+    def _offsets_at_start_time(self, c, topic, partitions) -> dict:
+        """Partition -> its first offset stamped at or after start_time_ms (-1: none yet)."""
+        if self.start_time_ms is None:
+            return {}
+        found = c.offsets_for_times([TopicPartition(topic, p, self.start_time_ms) for p in partitions],
+                                    timeout=10)
+        return {tp.partition: tp.offset for tp in found}
 
     def create_tracker(self, restriction):
         return _PartitionsTracker(restriction)

@@ -6,6 +6,7 @@ be parsed, and rows without a usable timestamp, leave through the dead-letter ou
 """
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import math
@@ -107,6 +108,18 @@ def parse_event_time(value) -> int:
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
     return int(ts.value // 1_000_000)
+
+
+def event_time_arg(text: str) -> int:
+    """`parse_event_time` for a command-line flag: epoch milliseconds or ISO-8601 text.
+
+    >>> event_time_arg("1500"), event_time_arg("1970-01-01T00:00:02Z")
+    (1500, 2000)
+    """
+    try:
+        return parse_event_time(int(text) if text.lstrip("-").isdigit() else text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _required_text(fields: dict, name: str) -> str:
