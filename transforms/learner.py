@@ -290,11 +290,18 @@ class _ApplyGroupDoFn(_Learner, beam.DoFn):
 class _PredictThenLearnDoFn(_Learner, beam.DoFn):
     """Streaming: events wait in state until the watermark passes them, then are applied.
 
-    Two value cells per key: `clock` (the last applied event's order and the earliest event
-    waiting, read for every incoming event) and `model` (the signed model bytes and the events
-    a firing left for later, read and written once per firing). Bytes are cheap for Beam's
-    state cache to size; the live model of the last firing is kept in memory and reused while
-    the state still holds the very bytes it was written to.
+    Two timers per key: `flush` at the earliest waiting event (it holds the output watermark
+    there, so predictions keep their events' time) and `sweep` at the latest one. A firing
+    applies every waiting event at or before its own timestamp. Live, `flush` fires event time
+    by event time as the watermark advances; when the watermark has jumped past many waiting
+    events (a backlog, a replayed file), `sweep` applies them all in one firing instead of one
+    firing per event time.
+
+    Two value cells per key: `clock` (the last applied event's order and the earliest and
+    latest waiting event times, read for every incoming event) and `model` (the signed model
+    bytes and the events a firing left for later, read and written once per firing). Bytes are
+    cheap for Beam's state cache to size; the live model of the last firing stays in memory and
+    is reused while the state still holds the very bytes it was written as.
     """
 
     CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.FastPrimitivesCoder())
@@ -304,6 +311,7 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
     # bag is now only appended to (process) and cleared (timer).
     MODEL = userstate.ReadModifyWriteStateSpec("model", coders.FastPrimitivesCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
+    SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
     LIVE_MODELS = 10_000  # live models kept in memory (least recently used dropped)
 
     def setup(self):
@@ -312,37 +320,59 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK),
                 pending=beam.DoFn.StateParam(PENDING),
-                flush=beam.DoFn.TimerParam(FLUSH)):
+                flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         key, example = element
-        applied_up_to, earliest = clock_state.read() or (None, None)
+        applied_up_to, earliest, latest = clock_state.read() or (None, None, None)
         if applied_up_to is not None and example.order() <= tuple(applied_up_to):
             yield from self._replay_or_late(key, [example], tuple(applied_up_to))
             return
         pending.add(example)
-        if earliest is None or example.event_time < earliest:
-            clock_state.write((applied_up_to, example.event_time))
-            flush.set(stamp(example.event_time, LEARNER_US))
+        t = example.event_time
+        if earliest is None or t < earliest:
+            earliest = t
+            flush.set(stamp(t, LEARNER_US))
+        elif latest is not None and t <= latest:
+            return
+        if latest is None or t > latest:
+            latest = t
+            sweep.set(stamp(t, LEARNER_US))
+        clock_state.write((applied_up_to, earliest, latest))
 
     @userstate.on_timer(FLUSH)
-    def apply_ready_events(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                           clock_state=beam.DoFn.StateParam(CLOCK),
-                           model_state=beam.DoFn.StateParam(MODEL),
-                           pending=beam.DoFn.StateParam(PENDING),
-                           flush=beam.DoFn.TimerParam(FLUSH)):
+    def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
+                 clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
+                 pending=beam.DoFn.StateParam(PENDING),
+                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
+        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, flush, sweep,
+                                           other=sweep)
+
+    @userstate.on_timer(SWEEP)
+    def on_sweep(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
+                 clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
+                 pending=beam.DoFn.StateParam(PENDING),
+                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
+        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, flush, sweep,
+                                           other=flush)
+
+    def apply_ready_events(self, key, fired_at, clock_state, model_state, pending, flush, sweep, other):
         fired_ms = millis(fired_at)
-        clock, _ = clock_state.read() or (None, None)
+        clock, _, _ = clock_state.read() or (None, None, None)
         blob, left = model_state.read() or (None, ())
         ready, waiting = [], []
         for example in itertools.chain((Example(*fields) for fields in left), pending.read()):
             (ready if example.event_time <= fired_ms else waiting).append(example)
         pending.clear()
-        earliest = None
+        earliest = latest = None
         if waiting:
             earliest = min(e.event_time for e in waiting)
+            latest = max(e.event_time for e in waiting)
             flush.set(stamp(earliest, LEARNER_US))
+            sweep.set(stamp(latest, LEARNER_US))
+        elif ready:
+            other.clear()  # nothing waits: the other timer would find nothing to apply
         waiting_fields = tuple(_fields(e) for e in waiting)
         if not ready:
-            clock_state.write((clock, earliest))
+            clock_state.write((clock, earliest, latest))
             if left or waiting:
                 model_state.write((blob, waiting_fields))
             return
@@ -359,7 +389,7 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
         if last is not None:
             blob, clock = self._save(key, model, step, last, made, learned), last
         model_state.write((blob, waiting_fields))
-        clock_state.write((clock, earliest))
+        clock_state.write((clock, earliest, latest))
         if blob is not None:
             self._live[key] = (blob, model, step)
             if len(self._live) > self.LIVE_MODELS:
