@@ -1,23 +1,31 @@
 """Online learning inside Beam: predict, emit the prediction, then learn — per model key.
 
-`LearnOnline` holds one river model per model key in Beam state. Within a key, events are
-applied in (event time, event id) order once the watermark has passed them, so the result
-depends neither on bundling nor on batch vs streaming:
+`LearnOnline` keeps one river model per model key. Within a key, events are applied in
+(event time, event id) order, so the result depends neither on bundling nor on batch vs
+streaming:
 
-- an event-time timer at the earliest buffered event fires when the watermark passes it
-  (just after: see `transforms.eventtime`); its timestamp holds the output watermark, so
-  predictions keep their events' time;
-- streaming: the firing applies the events up to the timer's timestamp, and sets the timer
-  to the next buffered event (a bounded source may still advance the watermark step by step);
-- batch: timers fire only once the input has ended (the watermark jumps to the end), so the
-  first firing applies every buffered event in one sorted pass (one model read and write per
-  key).
+- batch (bounded input): every event is known before any is applied, so the events are
+  grouped per key (GroupByKey) and each group is applied in one sorted pass. No Beam state, no
+  timers: the model lives only in that call (and in the store, if any);
+- streaming: events wait in Beam state until the watermark passes them. An event-time timer
+  at the earliest waiting event (`flush`) fires when the watermark passes it (just after: see
+  `transforms.eventtime`); its timestamp holds the output watermark, so predictions keep their
+  events' time. A second timer at the latest waiting event (`sweep`) applies a whole backlog in
+  one firing once the watermark has passed it all (a replay, a file, a catch-up). A firing
+  applies every waiting event at or before its own timestamp.
 
 Events that arrive after their key's model already applied later events cannot be applied in
 order: they leave through the dead-letter output as `late` (a replay of an applied event is
 one too); two copies of one event waiting together leave one prediction and one `duplicate`.
-The model lives in Beam state (signed pickle, see `models.serde`), so a retried bundle
-starts again from the committed model and buffer: nothing is lost or learned twice.
+In streaming the model lives in Beam state as bytes (signed pickle, see `models.serde`: cheap
+for Beam's state cache to size), written once per firing, so a retried bundle starts again
+from the committed model and buffer: nothing is lost or learned twice. The live model object
+of the last firing is kept in memory and reused only while state still holds the very bytes
+it was saved as.
+
+Each event costs one `predict_proba_one` (a classifier's `y_pred` is its argmax, as river's
+own `predict_one`; models that override `predict_one` still get it called) and one
+`learn_one`. `mini_batch=N` is an opt-in, non-exact mode: see `LearnOnline`.
 
 Beam state lives as long as the job. With a `store` (`models.snapshots`), each learner step
 also saves the model and its predictions durably; a restarted job resumes from there, and an
