@@ -82,10 +82,8 @@ def run(argv=None):
         dead_letters | "WriteDeadLetters" >> WriteRecords(
             f"{out}/dead_letters", "dead_letter", args.output_format)
 
-        counts = (
-            learned.predictions | "TagPredictions" >> beam.Map(lambda _: "predictions"),
-            dead_letters | "TagDeadLetters" >> beam.Map(lambda _: "dead_letters"),
-        ) | "Count" >> CountTags()
+        # Predictions are counted by ProgressiveMetrics (its `count`); only dead letters here.
+        counts = (dead_letters | "TagDeadLetters" >> beam.Map(lambda _: "dead_letters"),) | "Count" >> CountTags()
         (learned.predictions
          | "ProgressiveMetrics" >> ProgressiveMetrics(task)
          | "WriteMetricsJson" >> beam.Map(
@@ -94,7 +92,7 @@ def run(argv=None):
 
 
 def _write_json(scores: dict, path: str, counts: dict, **extra):
-    summary = {**extra, **scores, "predictions": counts.get("predictions", 0),
+    summary = {**extra, **scores, "predictions": scores["count"],
                "dead_letters": counts.get("dead_letters", 0)}
     with filesystems.FileSystems.create(path) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode())
