@@ -306,8 +306,10 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
     firing per event time.
 
     Two value cells per key: `clock` (the last applied event's order and the earliest and
-    latest waiting event times, read for every incoming event) and `model` (the signed model
-    bytes and the events a firing left for later, read and written once per firing). Bytes are
+    latest waiting event times, read for every incoming event, written by firings without being
+    read) and `model` (the signed model bytes, the same clock and the events a firing left for
+    later, read and written once per firing). With a single waiting event time only `flush` is
+    set. Bytes are
     cheap for Beam's state cache to size; the live model of the last firing stays in memory and
     is reused while the state still holds the very bytes it was written as.
     """
@@ -336,14 +338,15 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
             return
         pending.add(example)
         t = example.event_time
+        if earliest is not None and earliest <= t <= latest:
+            return  # both timers already cover it
         if earliest is None or t < earliest:
             earliest = t
             flush.set(stamp(t, LEARNER_US))
-        elif latest is not None and t <= latest:
-            return
         if latest is None or t > latest:
             latest = t
-            sweep.set(stamp(t, LEARNER_US))
+        if latest > earliest:  # one event time waiting: `flush` alone applies it
+            sweep.set(stamp(latest, LEARNER_US))
         clock_state.write((applied_up_to, earliest, latest))
 
     @userstate.on_timer(FLUSH)
@@ -364,8 +367,8 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
 
     def apply_ready_events(self, key, fired_at, clock_state, model_state, pending, flush, sweep, other):
         fired_ms = millis(fired_at)
-        clock, _, _ = clock_state.read() or (None, None, None)
-        blob, left = model_state.read() or (None, ())
+        # The model cell keeps its own copy of the clock: a firing reads one cell, not two.
+        blob, clock, left = model_state.read() or (None, None, ())
         ready, waiting = [], []
         for example in itertools.chain((Example(*fields) for fields in left), pending.read()):
             (ready if example.event_time <= fired_ms else waiting).append(example)
@@ -375,14 +378,17 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
             earliest = min(e.event_time for e in waiting)
             latest = max(e.event_time for e in waiting)
             flush.set(stamp(earliest, LEARNER_US))
-            sweep.set(stamp(latest, LEARNER_US))
+            if latest > earliest:
+                sweep.set(stamp(latest, LEARNER_US))
+            else:
+                sweep.clear()
         elif ready:
             other.clear()  # nothing waits: the other timer would find nothing to apply
         waiting_fields = tuple(_fields(e) for e in waiting)
         if not ready:
             clock_state.write((clock, earliest, latest))
             if left or waiting:
-                model_state.write((blob, waiting_fields))
+                model_state.write((blob, clock, waiting_fields))
             return
 
         if blob is None and self._store is not None:  # a new job: resume from the snapshot
@@ -396,7 +402,7 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
         out, made, learned, last, step = self._apply(key, ready, model, step, clock)
         if last is not None:
             blob, clock = self._save(key, model, step, last, made, learned), last
-        model_state.write((blob, waiting_fields))
+        model_state.write((blob, clock, waiting_fields))
         clock_state.write((clock, earliest, latest))
         if blob is not None:
             self._live[key] = (blob, model, step)
