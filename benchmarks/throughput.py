@@ -410,8 +410,9 @@ def minibatch_row(runs: Runs, model: str, keys: int, events: int) -> dict:
     """The mini-batch mode (not exact: see `LearnOnline`): the batch pipeline with
     --mini_batch on the model's mini-batch twin, against bare per-event river on the model
     itself (`ratio_minibatch`) and on the twin (`ratio_minibatch_same_model`)."""
-    if MINI_BATCH_MODELS.get(model) is None:
-        return {"minibatch_events": None, "minibatch_model_spec": None}
+    if MINI_BATCH_MODELS.get(model) is None or keys >= events:
+        # (keys >= events: every key gets one event, a "mini-batch" of one: not measured)
+        return {"minibatch_events": None, "minibatch_model_spec": MINI_BATCH_MODELS.get(model)}
     startup_s = runs.get("minibatch", model, 1, STARTUP_EVENTS)["wall_s"]
     pipe = runs.get("minibatch", model, keys, events)
     same = runs.get("raw", model, keys, events)
@@ -616,6 +617,7 @@ def _notes(results, args, keys, modes) -> list[str]:
                  "file, groups events per key (batch) or keeps them in Beam state (streaming), and "
                  "writes predictions, windowed and final metrics")
     if "minibatch" in modes:
+        notes.append("minibatch not measured where every key gets one event (keys >= events)")
         notes.append(f"minibatch: the batch pipeline with --mini_batch {args.mini_batch} (opt-in, NOT "
                      "the same as per-event learning) on the model's mini-batch twin "
                      f"({MINI_BATCH_MODELS}); ratio_minibatch = its eps / bare per-event river on the "
