@@ -20,8 +20,8 @@ one too); two copies of one event waiting together leave one prediction and one 
 In streaming the model lives in Beam state as bytes (signed pickle, see `models.serde`: cheap
 for Beam's state cache to size), written once per firing, so a retried bundle starts again
 from the committed model and buffer: nothing is lost or learned twice. The live model object
-of the last firing is kept in memory and reused only while state still holds the very bytes
-it was saved as.
+of the last firing is kept in memory and reused only while state still holds the bytes it
+was saved as.
 
 Each event costs one `predict_proba_one` (a classifier's `y_pred` is its argmax, as river's
 own `predict_one`; models that override `predict_one` still get it called) and one
@@ -311,7 +311,7 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
     later, read and written once per firing). With a single waiting event time only `flush` is
     set. Bytes are
     cheap for Beam's state cache to size; the live model of the last firing stays in memory and
-    is reused while the state still holds the very bytes it was written as.
+    is reused while the state still holds the bytes it was saved as.
     """
 
     CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.FastPrimitivesCoder())
@@ -394,7 +394,8 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
         if blob is None and self._store is not None:  # a new job: resume from the snapshot
             blob, clock = self._store.load(key) or (None, None)
         live = self._live.pop(key, None)  # put back only once this firing has fully succeeded
-        if live is not None and live[0] is blob and blob is not None:
+        # Same bytes, same model: state read over the runner's API (Prism) is a fresh copy.
+        if live is not None and blob is not None and live[0] == blob:
             model, step = live[1], live[2]
         else:
             model, step = (factory.build(self._spec(key)), 0) if blob is None else serde.loads(
