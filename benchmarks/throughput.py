@@ -62,6 +62,12 @@ MODELS = {
     "scaled_logistic": "benchmarks.throughput:scaled_logistic",
     "recommender": "models.zoo:recommender",
 }
+# The opt-in mini-batch mode (`--mini_batch`) needs models whose every step learns DataFrames:
+# per model, the twin it is measured with (None: the model has no mini-batch twin).
+MINI_BATCH_MODELS = {
+    "scaled_logistic": "benchmarks.throughput:scaled_logistic_many",
+    "recommender": None,
+}
 STARTUP_EVENTS = 10
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE_PACKAGES = ("benchmarks", "models", "pipelines", "schemas", "transforms")
@@ -83,6 +89,26 @@ def scaled_logistic():
 
     return (compose.FuncTransformer(one_hot_text) | preprocessing.StandardScaler()
             | linear_model.LogisticRegression())
+
+
+def scaled_logistic_many(learning_rate: float = 2.0):
+    """The mini-batch twin of `scaled_logistic` (learn_many / predict_proba_many): the numeric
+    columns, scaled, into a logistic regression. The text columns are left out: one-hot over
+    DataFrames (river's OneHotEncoder) costs ~10 ms a call, more than the rest of a 1,024-event
+    mini-batch; per event, this model's ROC AUC equals `scaled_logistic`'s on the simulator's
+    table. A mini-batch is one SGD step on its mean gradient, hence the larger learning rate.
+    """
+    from river import compose, linear_model, optim, preprocessing
+
+    numeric = ["position", "hour"] + [_genre_column(g) for g in _genres()]
+    return (compose.Select(*numeric) | preprocessing.StandardScaler()
+            | linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate)))
+
+
+def _genres():
+    from pipelines import simulate
+
+    return simulate.SimulatorConfig().genres
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -170,7 +196,8 @@ def measure_raw(table: str, model: str, min_seconds: float = 1.0, max_repeats: i
             "eps": len(events) / wall, "rocauc": auc.get(), "dead_letters": 0}
 
 
-def measure_pipeline(table: str, model: str, streaming: bool, profile: str | None = None) -> dict:
+def measure_pipeline(table: str, model: str, streaming: bool, profile: str | None = None,
+                     mini_batch: int = 0) -> dict:
     """`pipelines.prequential` from the Avro table to written predictions and metrics."""
     import logging
 
@@ -181,6 +208,7 @@ def measure_pipeline(table: str, model: str, streaming: bool, profile: str | Non
     argv = ["--input", table, "--target", TARGET, "--model", model, "--output", out,
             "--timestamp", "event_time", "--id", "event_id", "--model_key", "key"]
     argv += ["--streaming"] if streaming else ["--direct_running_mode=in_memory"]
+    argv += ["--mini_batch", str(mini_batch)] if mini_batch else []
     profiler = cProfile.Profile() if profile else None
     start = time.perf_counter()
     if profiler:
@@ -202,7 +230,7 @@ def worker_main(spec: dict) -> dict:
         result = measure_raw(spec["table"], spec["model"])
     else:
         result = measure_pipeline(spec["table"], spec["model"], spec["what"] == "stream",
-                                  spec.get("profile"))
+                                  spec.get("profile"), spec.get("mini_batch", 0))
     result["self_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -306,8 +334,9 @@ class Runs:
     and the same measurement.
     """
 
-    def __init__(self, rows: list[dict], workdir: str, code_root: str):
+    def __init__(self, rows: list[dict], workdir: str, code_root: str, mini_batch: int = 0):
         self.rows, self.workdir, self.code_root = rows, workdir, code_root
+        self.mini_batch = mini_batch
         self.results: dict[tuple, dict] = {}
 
     def table(self, keys: int, events: int) -> str:
@@ -322,8 +351,12 @@ class Runs:
         key = (what, model, keys, events)
         if key not in self.results:
             _log(f"{model}: {what}, {keys:,} keys, {events:,} events")
-            self.results[key] = run_worker({"what": what, "model": MODELS[model],
-                                            "table": self.table(keys, events)}, self.code_root)
+            spec = {"what": what, "model": MODELS[model], "table": self.table(keys, events)}
+            if what == "minibatch":  # the batch pipeline, learning mini-batches of the twin model
+                spec.update(what="batch", model=MINI_BATCH_MODELS[model], mini_batch=self.mini_batch)
+            if what == "raw_minibatch_model":  # bare river, per event, on the twin model
+                spec.update(what="raw", model=MINI_BATCH_MODELS[model])
+            self.results[key] = run_worker(spec, self.code_root)
             _log(f"  {self.results[key]['wall_s']:.1f} s, {self.results[key]['eps']:,.0f} events/s")
         return self.results[key]
 
@@ -331,7 +364,7 @@ class Runs:
 def pipeline_events(mode: str, keys: int, events: int, args) -> int:
     """Events of a pipeline run: all, or fewer under --batch_events / --stream_events /
     --max_pipeline_keys."""
-    cap = args.batch_events if mode == "batch" else args.stream_events
+    cap = args.stream_events if mode == "stream" else args.batch_events
     n = min(events, cap) if cap else events
     return min(n, args.max_pipeline_keys) if keys > args.max_pipeline_keys else n
 
@@ -347,6 +380,12 @@ def measure_config(runs: Runs, model: str, keys: int, modes: list[str], args) ->
            "rss_per_key_kb": {"raw": rss_per_key(runs, "raw", model, keys, n)}}
     for mode in modes:
         events = pipeline_events(mode, keys, n, args)
+        if mode == "minibatch":
+            row.update(minibatch_row(runs, model, keys, events))
+            if row.get("minibatch_events"):
+                row["peak_rss_mb"][mode] = runs.get(mode, model, keys, events)["peak_tree_rss_mb"]
+                row["rss_per_key_kb"][mode] = rss_per_key(runs, mode, model, keys, events)
+            continue
         startup_s = runs.get(mode, model, 1, STARTUP_EVENTS)["wall_s"]
         pipe = runs.get(mode, model, keys, events)
         same = runs.get("raw", model, keys, events)
@@ -365,6 +404,35 @@ def measure_config(runs: Runs, model: str, keys: int, modes: list[str], args) ->
         row["peak_rss_mb"][mode] = pipe["peak_tree_rss_mb"]
         row["rss_per_key_kb"][mode] = rss_per_key(runs, mode, model, keys, events)
     return row
+
+
+def minibatch_row(runs: Runs, model: str, keys: int, events: int) -> dict:
+    """The mini-batch mode (not exact: see `LearnOnline`): the batch pipeline with
+    --mini_batch on the model's mini-batch twin, against bare per-event river on the model
+    itself (`ratio_minibatch`) and on the twin (`ratio_minibatch_same_model`)."""
+    if MINI_BATCH_MODELS.get(model) is None or keys >= events:
+        # (keys >= events: every key gets one event, a "mini-batch" of one: not measured)
+        return {"minibatch_events": None, "minibatch_model_spec": MINI_BATCH_MODELS.get(model)}
+    startup_s = runs.get("minibatch", model, 1, STARTUP_EVENTS)["wall_s"]
+    pipe = runs.get("minibatch", model, keys, events)
+    same = runs.get("raw", model, keys, events)
+    twin = runs.get("raw_minibatch_model", model, keys, events)
+    excl = events / (pipe["wall_s"] - startup_s) if pipe["wall_s"] > startup_s else None
+    return {
+        "minibatch_events": events, "minibatch_size": runs.mini_batch,
+        "minibatch_model_spec": MINI_BATCH_MODELS[model],
+        "pipeline_minibatch_wall_s": round(pipe["wall_s"], 2), "minibatch_startup_s": round(startup_s, 2),
+        "pipeline_minibatch_eps": round(pipe["eps"], 1),
+        "pipeline_minibatch_eps_excl_startup": None if excl is None else round(excl, 1),
+        "raw_river_eps_minibatch_events": round(same["eps"]),
+        "raw_river_eps_minibatch_model": round(twin["eps"]),
+        "ratio_minibatch": round(pipe["eps"] / same["eps"], 5),
+        "ratio_minibatch_excl_startup": None if excl is None else round(excl / same["eps"], 5),
+        "ratio_minibatch_same_model": round(pipe["eps"] / twin["eps"], 5),
+        "minibatch_all_predicted": pipe["events"] == events and pipe["dead_letters"] == 0,
+        "minibatch_rocauc": pipe["rocauc"], "raw_rocauc_minibatch_model_per_event": twin["rocauc"],
+        "raw_rocauc": same["rocauc"],
+    }
 
 
 def rss_per_key(runs: Runs, what: str, model: str, keys: int, events: int) -> float | None:
@@ -392,13 +460,14 @@ def benchmark(args, workdir: str) -> dict:
     t0 = time.perf_counter()
     keys = [int(k) for k in args.keys.split(",")]
     models = args.models.split(",")
-    modes = ["batch"] + ([] if args.skip_stream else ["stream"])
+    modes = (["batch"] + ([] if args.skip_stream else ["stream"])
+             + ([] if args.skip_minibatch or not args.mini_batch else ["minibatch"]))
     started = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                **_code_version()}
     code_root, code_hash = snapshot_code(workdir)
     _log(f"simulating {args.events:,} impressions")
     rows = simulate_impressions(args.events, args.seed, os.path.join(workdir, "simulated.avro"))
-    runs = Runs(rows[:args.events], workdir, code_root)
+    runs = Runs(rows[:args.events], workdir, code_root, args.mini_batch)
     timings = {"prepare_s": round(time.perf_counter() - t0, 1)}
     results = [measure_config(runs, model, k, modes, args) for model in models for k in keys]
     timings["measure_s"] = round(time.perf_counter() - t0 - timings["prepare_s"], 1)
@@ -441,9 +510,8 @@ def profile_batch(table: str, model: str, path: str, code_root: str, top: int = 
 HOT_SPOTS = [
     ("Beam state cache: deep size of each cached value (objsize)",
      "apache_beam/runners/worker/statecache.py", ("get_deep_size",)),
-    ("LearnOnline.process: buffer each event in state, set the timer", "transforms/learner.py", ("process",)),
-    ("LearnOnline.apply_ready_events: read buffer + model, predict, learn, write model",
-     "transforms/learner.py", ("apply_ready_events",)),
+    ("LearnOnline (batch): a key's group, sorted, predicted and learned", "transforms/learner.py", ("process",)),
+    ("LearnOnline: apply ready events in order", "transforms/learner.py", ("_apply",)),
     ("river: predict_proba_one + predict_one + learn_one", "river/compose/pipeline.py",
      ("predict_proba_one", "predict_one", "learn_one")),
     ("models.factory.build: a fresh model per key", "models/factory.py", ("build",)),
@@ -505,6 +573,7 @@ def _config(args, keys, modes) -> dict:
     return {"events": args.events, "keys": keys, "modes": modes,
             "batch_events_cap": args.batch_events, "stream_events_cap": args.stream_events,
             "max_pipeline_keys": args.max_pipeline_keys, "seed": args.seed,
+            "mini_batch": args.mini_batch,
             "models": {n: MODELS[n] for n in args.models.split(",")},
             "python": platform.python_version(), "apache_beam": apache_beam.__version__,
             "river": river.__version__, "cpus": os.cpu_count()}
@@ -528,13 +597,13 @@ def _notes(results, args, keys, modes) -> list[str]:
             notes.append(f"{k:,} keys > {args.events:,} events: only {args.events:,} keys get events")
     for mode in modes:
         capped = sorted({(r["keys"], r[f"{mode}_events"]) for r in results
-                         if r[f"{mode}_events"] < r["events"]})
+                         if r.get(f"{mode}_events") and r[f"{mode}_events"] < r["events"]})
         if capped:
             notes.append(f"{mode} runs over fewer events than bare river (keys: events): "
                          + ", ".join(f"{k:,}: {e:,}" for k, e in capped)
                          + f"; ratio_{mode} compares with bare river over those same events")
     own_key = sorted({(m, r[f"{m}_events"]) for r in results for m in modes
-                      if r["keys"] >= r[f"{m}_events"]})
+                      if r.get(f"{m}_events") and r["keys"] >= r[f"{m}_events"]})
     if own_key:
         notes.append("at keys >= a run's events every event has its own key: one measurement, "
                      "shared by every such key count (" + ", ".join(
@@ -543,9 +612,17 @@ def _notes(results, args, keys, modes) -> list[str]:
            for r in results for m in modes):
         notes.append("WARNING: a pipeline run did not predict every event, or its ROC AUC differs "
                      "from bare river's over the same events (see *_all_predicted, *_rocauc_equals_raw)")
-    notes.append("bare river calls predict_proba_one + learn_one; the pipeline also calls "
-                 "predict_one per event, keeps models and buffered events in Beam state, and "
+    notes.append("bare river calls predict_proba_one + learn_one; so does the pipeline (y_pred is the "
+                 "argmax of the probabilities, as river's predict_one), which also reads the Avro "
+                 "file, groups events per key (batch) or keeps them in Beam state (streaming), and "
                  "writes predictions, windowed and final metrics")
+    if "minibatch" in modes:
+        notes.append("minibatch not measured where every key gets one event (keys >= events)")
+        notes.append(f"minibatch: the batch pipeline with --mini_batch {args.mini_batch} (opt-in, NOT "
+                     "the same as per-event learning) on the model's mini-batch twin "
+                     f"({MINI_BATCH_MODELS}); ratio_minibatch = its eps / bare per-event river on the "
+                     "row's model, ratio_minibatch_same_model = / bare per-event river on the twin; "
+                     "compare minibatch_rocauc with raw_rocauc for accuracy")
     noisy = _rss_below_noise(results)
     if noisy:
         notes.append("RSS/key within noise (difference < 10% of the peak, e.g. buffered events and "
@@ -567,23 +644,34 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         cells = [r["model"], _fmt(r["keys"]), _fmt(r["events"]), _fmt(r["raw_river_eps"])]
         for mode in modes:
-            cells += [_fmt(r[f"{mode}_events"]), _fmt(r[f"raw_river_eps_{mode}_events"]),
-                      _fmt(r[f"pipeline_{mode}_eps"]), _fmt(r[f"pipeline_{mode}_eps_excl_startup"]),
-                      _fmt(r[f"ratio_{mode}"]), _fmt(r[f"ratio_{mode}_excl_startup"])]
+            cells += [_fmt(r.get(f"{mode}_events")), _fmt(r.get(f"raw_river_eps_{mode}_events")),
+                      _fmt(r.get(f"pipeline_{mode}_eps")), _fmt(r.get(f"pipeline_{mode}_eps_excl_startup")),
+                      _fmt(r.get(f"ratio_{mode}")), _fmt(r.get(f"ratio_{mode}_excl_startup"))]
         lines.append(_md_row(cells))
     whats = ["raw"] + modes
     head = (["model", "keys"] + [f"peak RSS MB {w}" for w in whats]
             + [f"RSS/key KB {w}" for w in whats] + [f"wall s {w}" for w in whats])
     lines += ["", _md_row(head), _md_row(["---"] * len(head))]
     for r in report["results"]:
-        walls = [r["raw_wall_s"]] + [r[f"pipeline_{m}_wall_s"] for m in modes]
+        walls = [r["raw_wall_s"]] + [r.get(f"pipeline_{m}_wall_s") for m in modes]
         lines.append(_md_row([r["model"], _fmt(r["keys"])]
-                             + [_fmt(r["peak_rss_mb"][w]) for w in whats]
-                             + [_fmt(r["rss_per_key_kb"][w]) for w in whats]
+                             + [_fmt(r["peak_rss_mb"].get(w)) for w in whats]
+                             + [_fmt(r["rss_per_key_kb"].get(w)) for w in whats]
                              + [_fmt(w) for w in walls]))
-    startups = sorted({(m, r["model"], r[f"{m}_startup_s"]) for r in report["results"] for m in modes})
+    startups = sorted({(m, r["model"], r[f"{m}_startup_s"]) for r in report["results"] for m in modes
+                       if r.get(f"{m}_startup_s") is not None})
     lines += ["", f"Start-up (wall of a {STARTUP_EVENTS}-event run): "
               + "; ".join(f"{m} {model} {s:.1f} s" for m, model, s in startups)]
+    if "minibatch" in modes:
+        lines += ["", _md_row(["model", "keys", "mini-batch", "minibatch eps", "ratio vs raw (model)",
+                               "ratio vs raw (twin)", "ROC AUC minibatch", "ROC AUC raw (model)",
+                               "ROC AUC raw per event (twin)"]), _md_row(["---"] * 9)]
+        for r in report["results"]:
+            if r.get("minibatch_events"):
+                lines.append(_md_row([r["model"], _fmt(r["keys"]), r["minibatch_size"],
+                                      _fmt(r["pipeline_minibatch_eps"]), _fmt(r["ratio_minibatch"]),
+                                      _fmt(r["ratio_minibatch_same_model"]), _fmt(r["minibatch_rocauc"]),
+                                      _fmt(r["raw_rocauc"]), _fmt(r["raw_rocauc_minibatch_model_per_event"])]))
     lines += [f"- {n}" for n in report["notes"]]
     lines += [f"- run time: {json.dumps(report['timings'])}"]
     for profile in report["profiles"]:
@@ -633,7 +721,7 @@ def plot(report: dict, path: str) -> None:
                    (f"pipeline_{mode}_eps_excl_startup", f"{mode} pipeline excl. start-up")]
     results = report["results"]
     labels = [f"{r['model']}\n{r['keys']:,} keys\n" + " / ".join(
-        f"{m} {r[f'{m}_events']:,} ev" for m in modes) for r in results]
+        f"{m} {r.get(f'{m}_events') or 0:,} ev" for m in modes) for r in results]
     width = 0.85 / len(series)
     fig, ax = plt.subplots(figsize=(max(9, 2.2 * len(results)), 5.5))
     for i, (field, label) in enumerate(series):
@@ -664,7 +752,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_events", type=int, default=50_000,
                         help="at most this many events per batch pipeline run; 0 = all "
                              "(default %(default)s)")
-    parser.add_argument("--stream_events", type=int, default=500,
+    parser.add_argument("--stream_events", type=int, default=20_000,
                         help="at most this many events per streaming pipeline run; 0 = all "
                              "(default %(default)s)")
     parser.add_argument("--max_pipeline_keys", type=int, default=3_000,
@@ -672,6 +760,10 @@ def parse_args(argv=None):
                              "events, so that at most this many keys get a model: Beam's per-key "
                              "state cost dominates there (default %(default)s)")
     parser.add_argument("--skip_stream", action="store_true", help="no streaming runs")
+    parser.add_argument("--mini_batch", type=int, default=1024,
+                        help="mini-batch size of the opt-in mini-batch mode (default %(default)s; "
+                             "0 = do not measure it)")
+    parser.add_argument("--skip_minibatch", action="store_true", help="no mini-batch runs")
     parser.add_argument("--profile", action="store_true",
                         help="also profile batch runs of the recommender with cProfile")
     parser.add_argument("--profile_keys", default="1,1000",

@@ -7,9 +7,13 @@ import math
 from river import compose, linear_model, optim, preprocessing, tree
 
 
-def logistic_regression():
-    """Binary classifier: scaled numeric features into a logistic regression."""
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+def logistic_regression(learning_rate: float = 0.01):
+    """Binary classifier: scaled numeric features into a logistic regression (SGD).
+
+    Also learns mini-batches (`learn_many`): a mini-batch is one step on its mean gradient, so
+    mini-batch learning may want a larger `learning_rate` than the per-event default.
+    """
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate))
 
 
 def multiclass_logistic_regression():

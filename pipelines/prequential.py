@@ -10,7 +10,8 @@ Rows in file order are the stream order (event time = row index in seconds) unle
   accuracy, macro_f1; regression: mae, rmse), the counts of predictions and dead letters;
 - `predictions.jsonl`, `windowed_metrics.jsonl`, `dead_letters.jsonl`.
 
-The final metrics equal river's `evaluate.progressive_val_score` over the same rows.
+The final metrics equal river's `evaluate.progressive_val_score` over the same rows (not with
+`--mini_batch N`, which predicts and learns N events of a key at a time: faster, different).
 """
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def parse_args(argv=None):
     parser.add_argument("--model_key", help="Column whose value picks one model per value; default: one model.")
     parser.add_argument("--window", type=float, default=1000.0,
                         help="Windowed-metrics window, seconds of event time (default: %(default)s).")
+    parser.add_argument("--mini_batch", type=int, default=0,
+                        help="Opt-in mini-batch learning: per model key, predict N events with "
+                             "predict_proba_many, then learn them with learn_many (pandas). Faster, "
+                             "but NOT the same as per-event learning (see LearnOnline). 0 (default): "
+                             "exact per-event predict-then-learn.")
     parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl",
                         help="Format of predictions, windowed metrics and dead letters.")
     return parser.parse_known_args(argv)
@@ -64,7 +70,7 @@ def run(argv=None):
         examples = source.rows | "ToExamples" >> RowsToExamples(
             args.target, exclude=[f for f in (args.timestamp, args.id_field) if f],
             model_key_field=args.model_key)
-        learned = examples.examples | "LearnOnline" >> LearnOnline(args.model)
+        learned = examples.examples | "LearnOnline" >> LearnOnline(args.model, mini_batch=args.mini_batch)
         dead_letters = (source.dead_letters, examples.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
 
@@ -76,10 +82,8 @@ def run(argv=None):
         dead_letters | "WriteDeadLetters" >> WriteRecords(
             f"{out}/dead_letters", "dead_letter", args.output_format)
 
-        counts = (
-            learned.predictions | "TagPredictions" >> beam.Map(lambda _: "predictions"),
-            dead_letters | "TagDeadLetters" >> beam.Map(lambda _: "dead_letters"),
-        ) | "Count" >> CountTags()
+        # Predictions are counted by ProgressiveMetrics (its `count`); only dead letters here.
+        counts = (dead_letters | "TagDeadLetters" >> beam.Map(lambda _: "dead_letters"),) | "Count" >> CountTags()
         (learned.predictions
          | "ProgressiveMetrics" >> ProgressiveMetrics(task)
          | "WriteMetricsJson" >> beam.Map(
@@ -88,7 +92,7 @@ def run(argv=None):
 
 
 def _write_json(scores: dict, path: str, counts: dict, **extra):
-    summary = {**extra, **scores, "predictions": counts.get("predictions", 0),
+    summary = {**extra, **scores, "predictions": scores["count"],
                "dead_letters": counts.get("dead_letters", 0)}
     with filesystems.FileSystems.create(path) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode())

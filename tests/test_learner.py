@@ -125,3 +125,80 @@ def test_a_store_written_with_another_key_is_refused(tmp_path):
     with pytest.raises(Exception, match="signature"):
         with TestPipeline(options=BATCH) as p:
             _ = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store, signing_key=b"two")
+
+
+MINI = "models.zoo:logistic_regression?learning_rate=0.5"  # one SGD step per mini-batch
+
+
+def _mini_batch_reference(examples, spec, size):
+    """Bare river, per key in event order: predict_proba_many then learn_many, `size` at a time."""
+    import pandas as pd
+
+    from models import factory
+
+    by_key, out = {}, []
+    for e in sorted(examples, key=lambda e: e.order()):
+        by_key.setdefault(e.model_key, []).append(e)
+    for key, events in by_key.items():
+        model = factory.build(spec)
+        for i in range(0, len(events), size):
+            chunk = events[i:i + size]
+            X = pd.DataFrame([e.x for e in chunk])
+            for e, proba in zip(chunk, model.predict_proba_many(X).to_dict("records")):
+                out.append((e.event_id, key, max(proba, key=proba.get), round(proba[True], 12), i))
+            model.learn_many(X, pd.Series([e.y for e in chunk]))
+    return out
+
+
+def test_mini_batch_predicts_every_event_once_before_learning_its_mini_batch():
+    """Opt-in mini-batch mode: one prediction per event, made by the model as it was before
+    the event's mini-batch (model_step = events learned before it), equal to bare river's
+    predict_proba_many + learn_many over the same mini-batches, in any input order."""
+    examples = phishing_examples(600, ("a", "b"))
+    shuffled = examples[:]
+    random.Random(7).shuffle(shuffled)
+    with TestPipeline(options=BATCH) as p:
+        out = p | beam.Create(_timestamped(shuffled)) | LearnOnline(MINI, mini_batch=25)
+        assert_that(out.predictions | beam.Map(_summary),
+                    equal_to(_mini_batch_reference(examples, MINI, 25)))
+        assert_that(out.dead_letters, equal_to([]), label="NoDeadLetters")
+
+
+def test_mini_batch_accuracy_is_comparable_to_per_event_learning():
+    from river import metrics
+
+    examples = phishing_examples(600)
+    per_event, mini = metrics.ROCAUC(), metrics.ROCAUC()
+    ref = river_predictions(examples)
+    for e in examples:
+        per_event.update(e.y, ref[e.event_id][1])
+    for event_id, _, _, p_true, _ in _mini_batch_reference(examples, MINI, 25):
+        mini.update(next(e.y for e in examples if e.event_id == event_id), {True: p_true, False: 1 - p_true})
+    assert per_event.get() > 0.9
+    assert mini.get() > per_event.get() - 0.03
+
+
+def test_mini_batch_in_streaming_predicts_every_event_once():
+    """Streaming mini-batches never span two firings: boundaries may differ from batch, but
+    every event is predicted once, before its own mini-batch is learned."""
+    examples = phishing_examples(200, ("a", "b"))
+
+    def check(predictions):
+        assert sorted(p.event_id for p in predictions) == sorted(e.event_id for e in examples)
+        for key in ("a", "b"):
+            mine = sorted((p for p in predictions if p.model_key == key), key=lambda p: p.event_time)
+            steps = [p.model_step for p in mine]
+            assert steps == sorted(steps) and all(s <= i for i, s in enumerate(steps))
+            assert steps[-1] < len(mine)
+
+    with TestPipeline(options=STREAMING) as p:
+        out = p | _stream_of(examples) | LearnOnline(MINI, mini_batch=10)
+        assert_that(out.predictions, check)
+        assert_that(out.dead_letters, equal_to([]), label="NoDeadLetters")
+
+
+def test_mini_batch_refuses_models_that_cannot_learn_mini_batches():
+    with pytest.raises(ValueError, match="mini_batch needs a model that learns mini-batches"):
+        LearnOnline("models.zoo:hoeffding_tree", mini_batch=10)
+    with pytest.raises(ValueError, match="mini_batch must be >= 0"):
+        LearnOnline(MINI, mini_batch=-1)

@@ -6,10 +6,27 @@ free of arbitrary unpickling.
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 from apache_beam import coders
+from apache_beam.coders import coder_impl
 
 from transforms.records import DeadLetter, Example, Prediction, Row, WindowedMetric
+
+
+class _DataclassCoderImpl(coder_impl.StreamCoderImpl):
+    """Writes the record's field tuple straight to the stream (no intermediate bytes)."""
+
+    def __init__(self, record_type: type):
+        self._fields = operator.attrgetter(*[f.name for f in dataclasses.fields(record_type)])
+        self._record_type = record_type
+        self._tuple = coders.FastPrimitivesCoder().get_impl()
+
+    def encode_to_stream(self, value, stream, nested):
+        self._tuple.encode_to_stream(self._fields(value), stream, nested)
+
+    def decode_from_stream(self, stream, nested):
+        return self._record_type(*self._tuple.decode_from_stream(stream, nested))
 
 
 class _DataclassCoder(coders.Coder):
@@ -17,15 +34,14 @@ class _DataclassCoder(coders.Coder):
 
     record_type: type = None
 
-    def __init__(self):
-        self._fields = [f.name for f in dataclasses.fields(self.record_type)]
-        self._tuple = coders.FastPrimitivesCoder()
+    def _create_impl(self):
+        return _DataclassCoderImpl(self.record_type)
 
     def encode(self, value):
-        return self._tuple.encode(tuple(getattr(value, f) for f in self._fields))
+        return self.get_impl().encode(value)
 
     def decode(self, encoded):
-        return self.record_type(*self._tuple.decode(encoded))
+        return self.get_impl().decode(encoded)
 
     def is_deterministic(self):
         return False  # dicts inside

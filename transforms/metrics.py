@@ -70,7 +70,10 @@ class WindowedMetrics(beam.PTransform):
         return (
             predictions
             | "Window" >> beam.WindowInto(windowing)
-            | "ByScope" >> beam.FlatMap(lambda p: [(p.model_key, p), (ALL_KEYS, p)])
+            # One group per window, split by scope when scored: the '*' scope needs the whole
+            # window on one key anyway, and each prediction crosses the shuffle once, not twice.
+            # Typed, so that the grouping encodes predictions with their coder, not pickle.
+            | "ByWindow" >> beam.Map(lambda p: ("", p)).with_output_types(beam.typehints.KV[str, Prediction])
             # GroupByKey, not CombinePerKey: Beam 2.77's Python streaming runner fails to
             # expand CombinePerKey; and scoring needs the whole window in event order anyway.
             | "Group" >> beam.GroupByKey()
@@ -83,11 +86,24 @@ class _ScoreWindowDoFn(beam.DoFn):
         self.task = task
 
     def process(self, element, w=beam.DoFn.WindowParam):
-        scope, predictions = element
-        predictions = list(predictions)
-        yield WindowedMetric(scope=scope, window_start=w.start.micros // 1000,
-                             window_end=w.end.micros // 1000, count=len(predictions),
-                             metrics=score(predictions, self.task))
+        _, predictions = element
+        by_key: dict[str, list] = {}
+        for p in predictions:
+            by_key.setdefault(p.model_key, []).append(p)
+        start, end = w.start.micros // 1000, w.end.micros // 1000
+        scores = {}
+        for scope, scoped in by_key.items():
+            scores[scope] = score(scoped, self.task)
+            yield WindowedMetric(scope=scope, window_start=start, window_end=end, count=len(scoped),
+                                 metrics=scores[scope])
+        if len(by_key) == 1:  # one key: '*' scores the very same predictions
+            (everything,) = by_key.values()
+            yield WindowedMetric(scope=ALL_KEYS, window_start=start, window_end=end,
+                                 count=len(everything), metrics=dict(scores[everything[0].model_key]))
+        elif by_key:
+            everything = [p for scoped in by_key.values() for p in scoped]
+            yield WindowedMetric(scope=ALL_KEYS, window_start=start, window_end=end,
+                                 count=len(everything), metrics=score(everything, self.task))
 
 
 class ProgressiveMetrics(beam.PTransform):
@@ -102,11 +118,12 @@ class ProgressiveMetrics(beam.PTransform):
         return (
             predictions
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "Key" >> beam.Map(lambda p: (p.model_key if self.by_key else None, p))
+            | "Key" >> beam.Map(lambda p: (p.model_key if self.by_key else "", p)).with_output_types(
+                beam.typehints.KV[str, Prediction])
             | "Group" >> beam.GroupByKey()
             | "Score" >> beam.MapTuple(self._score).with_output_types(typing.Any)
         )
 
     def _score(self, key, predictions):
         scores = {"count": len(list(predictions)), **score(predictions, self.task)}
-        return (key, scores) if self.by_key else scores
+        return (key, scores) if self.by_key else scores  # (key "" when not by key)

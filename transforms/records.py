@@ -84,7 +84,8 @@ class WindowedMetric:
     metrics: dict
 
     def to_avro(self) -> dict:
-        return dataclasses.asdict(self)
+        # Shallow (dataclasses.asdict deep-copies every value: ~0.3 ms a metric record).
+        return {**_fields(self), "metrics": dict(self.metrics)}
 
 
 @dataclasses.dataclass(frozen=True)
