@@ -36,7 +36,7 @@ FLINK_SLOTS=${FLINK_SLOTS:-2}
 # Sized for a 2-core 24 GB machine that runs other things too: the Python SDK harness runs in
 # the submitting process (LOOPBACK), so a TaskManager needs little more than Flink's own needs.
 FLINK_JM_MEMORY=${FLINK_JM_MEMORY:-1024m}
-FLINK_TM_MEMORY=${FLINK_TM_MEMORY:-2048m}
+FLINK_TM_MEMORY=${FLINK_TM_MEMORY:-2560m}
 FLINK_START_TIMEOUT=${FLINK_START_TIMEOUT:-180}
 FLINK_EXTRA_CONFIG=${FLINK_EXTRA_CONFIG:-}
 PYTHON=${PYTHON:-python3}
@@ -314,6 +314,13 @@ taskmanager.host: ${HOST}
 taskmanager.bind-host: ${HOST}
 taskmanager.numberOfTaskSlots: ${FLINK_SLOTS}
 taskmanager.memory.process.size: ${FLINK_TM_MEMORY}
+# Beam's batch translation makes many exchanges; each blocking (sort-shuffle) result partition
+# wants 512 network buffers by default, more than a small TaskManager has ("Insufficient number
+# of network buffers: required 512, but only 455 available" with the defaults).
+taskmanager.memory.network.fraction: 0.25
+taskmanager.memory.network.min: 256mb
+taskmanager.memory.network.max: 640mb
+taskmanager.network.sort-shuffle.min-buffers: 64
 parallelism.default: 1
 rest.address: ${HOST}
 rest.bind-address: ${HOST}
