@@ -1,0 +1,100 @@
+"""The pipelines on a real Apache Flink cluster (Beam's FlinkRunner) give the local run's results.
+
+The session fixture installs and starts the project's standalone Flink cluster
+(`scripts/flink.sh`: a JobManager and a TaskManager JVM on 127.0.0.1). A job goes to it from
+`.venv-flink` (Beam 2.62.0, the version of the job server that Maven Central serves), in a
+subprocess; the reference is the same job on the default local runner in this process (Beam
+2.77.0, FnApiRunner). Every output file must hold the same records.
+"""
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+from river import datasets
+
+from pipelines import prequential, recommend, simulate
+
+pytestmark = pytest.mark.flink
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+SCRIPT = ["bash", str(ROOT / "scripts" / "flink.sh")]
+FLINK_PYTHON = ROOT / ".venv-flink" / "bin" / "python"
+REST_PORT = int(os.environ.get("FLINK_REST_PORT", "18081"))
+MASTER = f"127.0.0.1:{REST_PORT}"
+
+
+def _rest(path):
+    with urllib.request.urlopen(f"http://{MASTER}{path}", timeout=10) as r:
+        return json.load(r)
+
+
+@pytest.fixture(scope="session")
+def flink_master():
+    """The project's Flink cluster, installed and started for the session if needed."""
+    installed = subprocess.run(SCRIPT + ["install"], capture_output=True, text=True, timeout=1800)
+    assert installed.returncode == 0, f"could not install Flink:\n{installed.stderr[-3000:]}"
+    was_running = subprocess.run(SCRIPT + ["status"], capture_output=True).returncode == 0
+    started = subprocess.run(SCRIPT + ["start"], capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, f"could not start Flink:\n{started.stderr[-3000:]}"
+    yield MASTER
+    if not was_running:
+        subprocess.run(SCRIPT + ["stop"], capture_output=True, timeout=120)
+
+
+def _finished_jobs():
+    return {j["jid"] for j in _rest("/jobs/overview")["jobs"] if j["state"] == "FINISHED"}
+
+
+def _on_flink(module, args, log):
+    """Run `python -m module args` from .venv-flink on the cluster; the Flink jobs it finished."""
+    before = _finished_jobs()
+    cmd = [str(FLINK_PYTHON), "-m", module, *args,
+           "--runner=FlinkRunner", f"--flink_master={MASTER}", "--parallelism=2"]
+    t0 = time.monotonic()
+    with open(log, "w") as f:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=900)
+    elapsed = time.monotonic() - t0
+    tail = log.read_text()[-4000:]
+    assert done.returncode == 0, f"{module} failed on Flink ({elapsed:.0f} s):\n{tail}"
+    print(f"{module} on Flink: {elapsed:.1f} s")
+    return _finished_jobs() - before
+
+
+def _records(folder, name):
+    """The lines of an output file, as a sorted list (shards and order are the runner's)."""
+    return sorted((folder / name).read_text().splitlines())
+
+
+def test_prequential_on_flink_equals_local(flink_master, tmp_path):
+    rows = [{**x, "target": y} for (x, y), _ in zip(datasets.Phishing(), range(400))]
+    data = tmp_path / "phishing.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    args = ["--input", str(data), "--target", "target", "--model", "models.zoo:logistic_regression"]
+    prequential.run([*args, "--output", str(tmp_path / "local")])
+    jobs = _on_flink("pipelines.prequential", [*args, "--output", str(tmp_path / "flink")],
+                     tmp_path / "flink.log")
+    assert len(jobs) == 1, "the job did not finish on the cluster"
+    local, flink = tmp_path / "local", tmp_path / "flink"
+    assert json.loads((flink / "metrics.json").read_text()) == json.loads((local / "metrics.json").read_text())
+    assert json.loads((flink / "metrics.json").read_text())["predictions"] == len(rows)
+    for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
+        assert _records(flink, name) == _records(local, name), name
+
+
+def test_recommend_on_flink_equals_local(flink_master, tmp_path):
+    events = tmp_path / "events.avro"
+    simulate.write_avro(simulate.generate(simulate.SimulatorConfig(impressions=600, seed=3)), str(events))
+    local = recommend.run(["--events", str(events), "--output", str(tmp_path / "local")])
+    jobs = _on_flink("pipelines.recommend", ["--events", str(events), "--output", str(tmp_path / "flink")],
+                     tmp_path / "flink.log")
+    assert len(jobs) == 1, "the job did not finish on the cluster"
+    flink_out, local_out = tmp_path / "flink", tmp_path / "local"
+    assert json.loads((flink_out / "summary.json").read_text()) == local
+    assert local["counts"]["predictions"] > 0
+    for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
+        assert _records(flink_out, name) == _records(local_out, name), name
+    assert "Progressive metrics" in (flink_out / "report.md").read_text()
