@@ -1,6 +1,6 @@
 """The pipelines on a real Apache Flink cluster (Beam's FlinkRunner) give the local run's results.
 
-The session fixture installs and starts the project's standalone Flink cluster
+The module's fixture installs and starts the project's standalone Flink cluster
 (`scripts/flink.sh`: a JobManager and a TaskManager JVM on 127.0.0.1). A job goes to it from
 `.venv-flink` (Beam 2.62.0, the version of the job server that Maven Central serves), in a
 subprocess; the reference is the same job on the default local runner in this process (Beam
@@ -32,9 +32,10 @@ def _rest(path):
         return json.load(r)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def flink_master():
-    """The project's Flink cluster, installed and started for the session if needed."""
+    """The project's Flink cluster, installed and started for these tests if needed (and
+    stopped after them, so that its JVMs do not hold memory through the rest of the suite)."""
     installed = subprocess.run(SCRIPT + ["install"], capture_output=True, text=True, timeout=1800)
     assert installed.returncode == 0, f"could not install Flink:\n{installed.stderr[-3000:]}"
     was_running = subprocess.run(SCRIPT + ["status"], capture_output=True).returncode == 0
@@ -98,3 +99,42 @@ def test_recommend_on_flink_equals_local(flink_master, tmp_path):
     for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
         assert _records(flink_out, name) == _records(local_out, name), name
     assert "Progressive metrics" in (flink_out / "report.md").read_text()
+
+
+@pytest.mark.kafka
+def test_recommend_streaming_from_kafka_on_flink_equals_the_batch_job(flink_master, kafka_bootstrap, tmp_path):
+    """The main job reading Kafka in streaming mode on Flink (a bounded replay: --stop_at_end)
+    writes the predictions of the batch job over the same events, to files and to Kafka."""
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from transforms import kafka
+
+    events = list(simulate.generate(simulate.SimulatorConfig(impressions=500, seed=11)))
+    path = tmp_path / "events.avro"
+    simulate.write_avro(events, str(path))
+    topic = f"flink-{uuid.uuid4().hex[:8]}"
+    kafka.ensure_topic(kafka_bootstrap, topic, 3)
+    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    prefix, group = f"flinkout-{uuid.uuid4().hex[:8]}", f"flink-{uuid.uuid4().hex[:8]}"
+    batch = recommend.run(["--events", str(path), "--output", str(tmp_path / "batch")])
+    jobs = _on_flink("pipelines.recommend", [
+        "--source", "kafka", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", group,
+        "--stop_at_end", "--streaming", "--kafka_out", prefix, "--output", str(tmp_path / "stream")],
+        tmp_path / "flink.log")
+    assert len(jobs) == 1, "the job did not finish on the cluster"
+    assert json.loads((tmp_path / "stream" / "summary.json").read_text()) == batch
+    assert _records(tmp_path / "stream", "predictions.jsonl") == _records(tmp_path / "batch", "predictions.jsonl")
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        def ends(name):
+            parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+            return {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in parts}
+        committed = {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in ends(topic)], timeout=10)}
+        assert committed == ends(topic)  # the job committed the group's offsets to the end
+        # Every model's prediction of every served impression reached Kafka (at least once).
+        assert sum(ends(f"{prefix}.predictions").values()) >= 3 * batch["counts"]["predictions"]
+    finally:
+        consumer.close()
