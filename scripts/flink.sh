@@ -303,6 +303,10 @@ write_config() {
   cat >"$CONF_DIR/config.yaml.tmp" <<EOF
 # Written by scripts/flink.sh on each start: standalone session cluster on loopback.
 env.java.opts.all: ${opens}
+# Full stack traces in the logs and the REST API's exception history, also for exceptions
+# the JIT would otherwise throw without one (a bare "java.lang.ClassCastException").
+env.java.opts.taskmanager: -XX:-OmitStackTraceInFastThrow
+env.java.opts.jobmanager: -XX:-OmitStackTraceInFastThrow
 env.log.dir: ${LOG_DIR}
 env.pid.dir: ${PID_DIR}
 jobmanager.rpc.address: ${HOST}
@@ -326,12 +330,13 @@ rest.address: ${HOST}
 rest.bind-address: ${HOST}
 rest.port: ${FLINK_REST_PORT}
 blob.server.port: 0
-# A killed TaskManager is noticed within seconds, not the default 50 s.
+# A killed TaskManager is noticed within seconds, not the default 50 s; a job retries for
+# 90 s, long enough for a replacement TaskManager to start and register.
 heartbeat.interval: 2000
 heartbeat.timeout: 10000
 restart-strategy.type: fixed-delay
-restart-strategy.fixed-delay.attempts: 5
-restart-strategy.fixed-delay.delay: 2 s
+restart-strategy.fixed-delay.attempts: 30
+restart-strategy.fixed-delay.delay: 3 s
 state.checkpoints.dir: file://${CHECKPOINT_DIR}
 state.savepoints.dir: file://${RUN_DIR}/savepoints
 EOF
@@ -412,10 +417,10 @@ cmd_start_taskmanager() {
   mkdir -p "$RUN_DIR"
   lock "$RUN_DIR/.lock" 9
   [[ -n $(live_pids "$JM_PID_FILE") ]] || die "no JobManager runs: 'start' first"
-  local before
-  before=$(taskmanagers)
   start_taskmanager
-  wait_taskmanagers "$(( ${before:-0} + 1 ))"
+  # As many as run here: not "the REST count + 1", which still counts a TaskManager killed
+  # a moment ago (until its heartbeat times out).
+  wait_taskmanagers "$(live_pids "$TM_PID_FILE" | wc -l)"
   log "TaskManagers: $(taskmanagers) (pids $(live_pids "$TM_PID_FILE" | tr '\n' ' '))"
 }
 
