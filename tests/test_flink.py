@@ -66,8 +66,33 @@ def _on_flink(module, args, log):
 
 
 def _records(folder, name):
-    """The lines of an output file, as a sorted list (shards and order are the runner's)."""
-    return sorted((folder / name).read_text().splitlines())
+    """The records of a JSON Lines output file, in a canonical order (order is the runner's)."""
+    lines = (folder / name).read_text().splitlines()
+    return sorted((json.loads(line) for line in lines), key=lambda r: json.dumps(_coarse(r), sort_keys=True))
+
+
+def _coarse(value):
+    return round(value, 6) if isinstance(value, float) else (
+        {k: _coarse(v) for k, v in value.items()} if isinstance(value, dict) else
+        [_coarse(v) for v in value] if isinstance(value, list) else value)
+
+
+def _same(got, want, where="") -> None:
+    """Equal, except floats within 1e-9: two runs of one job on one runner differ in the last
+    bit now and then (features summed in string-hash order, which varies per process: with
+    PYTHONHASHSEED fixed, runs repeat exactly). Counts, steps, labels and ids must be equal."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert abs(got - want) <= 1e-9, f"{where}: {got} != {want}"
+    elif isinstance(want, dict) and isinstance(got, dict):
+        assert got.keys() == want.keys(), f"{where}: keys {sorted(got)} != {sorted(want)}"
+        for k in want:
+            _same(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list) and isinstance(got, list):
+        assert len(got) == len(want), f"{where}: {len(got)} != {len(want)} items"
+        for i, (g, w) in enumerate(zip(got, want)):
+            _same(g, w, f"{where}[{i}]")
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
 
 
 def test_prequential_on_flink_equals_local(flink_master, tmp_path):
@@ -80,10 +105,10 @@ def test_prequential_on_flink_equals_local(flink_master, tmp_path):
                      tmp_path / "flink.log")
     assert len(jobs) == 1, "the job did not finish on the cluster"
     local, flink = tmp_path / "local", tmp_path / "flink"
-    assert json.loads((flink / "metrics.json").read_text()) == json.loads((local / "metrics.json").read_text())
+    _same(json.loads((flink / "metrics.json").read_text()), json.loads((local / "metrics.json").read_text()))
     assert json.loads((flink / "metrics.json").read_text())["predictions"] == len(rows)
     for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
-        assert _records(flink, name) == _records(local, name), name
+        _same(_records(flink, name), _records(local, name), name)
 
 
 def test_recommend_on_flink_equals_local(flink_master, tmp_path):
@@ -94,10 +119,10 @@ def test_recommend_on_flink_equals_local(flink_master, tmp_path):
                      tmp_path / "flink.log")
     assert len(jobs) == 1, "the job did not finish on the cluster"
     flink_out, local_out = tmp_path / "flink", tmp_path / "local"
-    assert json.loads((flink_out / "summary.json").read_text()) == local
+    _same(json.loads((flink_out / "summary.json").read_text()), local, "summary")
     assert local["counts"]["predictions"] > 0
     for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
-        assert _records(flink_out, name) == _records(local_out, name), name
+        _same(_records(flink_out, name), _records(local_out, name), name)
     assert "Progressive metrics" in (flink_out / "report.md").read_text()
 
 
@@ -124,8 +149,8 @@ def test_recommend_streaming_from_kafka_on_flink_equals_the_batch_job(flink_mast
         "--stop_at_end", "--streaming", "--kafka_out", prefix, "--output", str(tmp_path / "stream")],
         tmp_path / "flink.log")
     assert len(jobs) == 1, "the job did not finish on the cluster"
-    assert json.loads((tmp_path / "stream" / "summary.json").read_text()) == batch
-    assert _records(tmp_path / "stream", "predictions.jsonl") == _records(tmp_path / "batch", "predictions.jsonl")
+    _same(json.loads((tmp_path / "stream" / "summary.json").read_text()), batch, "summary")
+    _same(_records(tmp_path / "stream", "predictions.jsonl"), _records(tmp_path / "batch", "predictions.jsonl"))
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
     try:
         def ends(name):
