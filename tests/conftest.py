@@ -37,12 +37,13 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def kafka_bootstrap():
     """The project's real Kafka broker (scripts/kafka.sh), started for the session if needed."""
+    import os
     import subprocess
 
     script = ["bash", str(ROOT / "scripts" / "kafka.sh")]
     was_running = subprocess.run(script + ["status"], capture_output=True).returncode == 0
     started = subprocess.run(script + ["start"], capture_output=True, text=True)
     assert started.returncode == 0, f"could not start Kafka:\n{started.stderr[-3000:]}"
-    yield "127.0.0.1:19092"
+    yield f"127.0.0.1:{os.environ.get('KAFKA_PORT', '19092')}"  # kafka.sh's port
     if not was_running:
         subprocess.run(script + ["stop"], capture_output=True)

@@ -1,10 +1,20 @@
-"""Writes records as JSON Lines or Avro files (schemas from `schemas/`)."""
+"""Writes records as JSON Lines or Avro files (schemas from `schemas/`).
+
+One file per output, written once the input is complete (the end of the global window: in
+streaming, when the watermark passes the end of a bounded stream). Not with Beam's
+`WriteToText(num_shards=1)`: its keyed bundle writer stamps its results at MAX_TIMESTAMP, past
+the end of the global window, and Flink's runner rejects them in streaming ("TimestampCombiner
+moved element from TIMESTAMP_MAX_VALUE to earlier time ... (end of global window)").
+"""
 from __future__ import annotations
 
 import base64
 import json
+import os
 
 import apache_beam as beam
+import fastavro
+from apache_beam.io.filesystems import FileSystems
 
 import schemas
 
@@ -28,16 +38,29 @@ class WriteRecords(beam.PTransform):
 
     def expand(self, records):
         dicts = records | "ToAvro" >> beam.Map(lambda r: r.to_avro())
-        if self.fmt == "avro":
-            return dicts | "WriteAvro" >> beam.io.WriteToAvro(
-                self.path, schema=schemas.load(self.schema), file_name_suffix=".avro",
-                num_shards=1, shard_name_template="")
-        return (
-            dicts
-            | "ToJson" >> beam.Map(lambda d: json.dumps(d, default=_bytes_as_base64, sort_keys=True))
-            | "WriteJsonl" >> beam.io.WriteToText(
-                self.path, file_name_suffix=".jsonl", num_shards=1, shard_name_template="")
-        )
+        if self.fmt == "jsonl":
+            dicts = dicts | "ToJson" >> beam.Map(
+                lambda d: json.dumps(d, default=_bytes_as_base64, sort_keys=True))
+        everything = dicts | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+        return (records.pipeline
+                | "Once" >> beam.Create([None])
+                | "WriteFile" >> beam.FlatMap(_write_file, f"{self.path}.{self.fmt}", self.fmt,
+                                              self.schema, beam.pvalue.AsIter(everything)))
+
+
+def _write_file(_, path: str, fmt: str, schema: str, records):
+    """Writes all records to `path` through a temporary file beside it; yields the path."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with FileSystems.create(tmp) as f:
+        if fmt == "avro":
+            fastavro.writer(f, fastavro.parse_schema(schemas.load(schema)), records, codec="deflate")
+        else:
+            for line in records:
+                f.write(line.encode() + b"\n")
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+    yield path
 
 
 def _bytes_as_base64(value):

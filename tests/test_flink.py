@@ -1,0 +1,191 @@
+"""The pipelines on a real Apache Flink cluster (Beam's FlinkRunner) give the local run's results.
+
+The module's fixture installs and starts the project's standalone Flink cluster
+(`scripts/flink.sh`: a JobManager and a TaskManager JVM on 127.0.0.1). A job goes to it from
+`.venv-flink` (Beam 2.62.0, the version of the job server that Maven Central serves), in a
+subprocess; the reference is the same job on the default local runner in this process (Beam
+2.77.0, FnApiRunner). Every output file must hold the same records.
+"""
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+from river import datasets
+
+from pipelines import prequential, recommend, simulate
+
+pytestmark = pytest.mark.flink
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+SCRIPT = ["bash", str(ROOT / "scripts" / "flink.sh")]
+FLINK_PYTHON = ROOT / ".venv-flink" / "bin" / "python"
+REST_PORT = int(os.environ.get("FLINK_REST_PORT", "18081"))
+MASTER = f"127.0.0.1:{REST_PORT}"
+
+
+def _rest(path):
+    with urllib.request.urlopen(f"http://{MASTER}{path}", timeout=10) as r:
+        return json.load(r)
+
+
+@pytest.fixture(scope="module")
+def flink_master():
+    """The project's Flink cluster, installed and started for these tests if needed (and
+    stopped after them, so that its JVMs do not hold memory through the rest of the suite)."""
+    installed = subprocess.run(SCRIPT + ["install"], capture_output=True, text=True, timeout=1800)
+    assert installed.returncode == 0, f"could not install Flink:\n{installed.stderr[-3000:]}"
+    was_running = subprocess.run(SCRIPT + ["status"], capture_output=True).returncode == 0
+    started = subprocess.run(SCRIPT + ["start"], capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, f"could not start Flink:\n{started.stderr[-3000:]}"
+    yield MASTER
+    if not was_running:
+        subprocess.run(SCRIPT + ["stop"], capture_output=True, timeout=120)
+
+
+def _finished_jobs():
+    return {j["jid"] for j in _rest("/jobs/overview")["jobs"] if j["state"] == "FINISHED"}
+
+
+def _on_flink(module, args, log):
+    """Run `python -m module args` from .venv-flink on the cluster; the Flink jobs it finished."""
+    before = _finished_jobs()
+    cmd = [str(FLINK_PYTHON), "-m", module, *args,
+           "--runner=FlinkRunner", f"--flink_master={MASTER}", "--parallelism=2"]
+    t0 = time.monotonic()
+    with open(log, "w") as f:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=900)
+    elapsed = time.monotonic() - t0
+    tail = log.read_text()[-4000:]
+    assert done.returncode == 0, f"{module} failed on Flink ({elapsed:.0f} s):\n{tail}"
+    print(f"{module} on Flink: {elapsed:.1f} s")
+    return _finished_jobs() - before
+
+
+def _records(folder, name):
+    """The records of a JSON Lines output file, in a canonical order (order is the runner's)."""
+    lines = (folder / name).read_text().splitlines()
+    return sorted((json.loads(line) for line in lines), key=lambda r: json.dumps(_coarse(r), sort_keys=True))
+
+
+def _coarse(value):
+    return round(value, 6) if isinstance(value, float) else (
+        {k: _coarse(v) for k, v in value.items()} if isinstance(value, dict) else
+        [_coarse(v) for v in value] if isinstance(value, list) else value)
+
+
+def _same(got, want, where="") -> None:
+    """Equal, except floats within 1e-9: two runs of one job on one runner differ in the last
+    bit now and then (features summed in string-hash order, which varies per process: with
+    PYTHONHASHSEED fixed, runs repeat exactly). Counts, steps, labels and ids must be equal."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert abs(got - want) <= 1e-9, f"{where}: {got} != {want}"
+    elif isinstance(want, dict) and isinstance(got, dict):
+        assert got.keys() == want.keys(), f"{where}: keys {sorted(got)} != {sorted(want)}"
+        for k in want:
+            _same(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list) and isinstance(got, list):
+        assert len(got) == len(want), f"{where}: {len(got)} != {len(want)} items"
+        for i, (g, w) in enumerate(zip(got, want)):
+            _same(g, w, f"{where}[{i}]")
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def test_prequential_on_flink_equals_local(flink_master, tmp_path):
+    rows = [{**x, "target": y} for (x, y), _ in zip(datasets.Phishing(), range(400))]
+    data = tmp_path / "phishing.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    args = ["--input", str(data), "--target", "target", "--model", "models.zoo:logistic_regression"]
+    prequential.run([*args, "--output", str(tmp_path / "local")])
+    jobs = _on_flink("pipelines.prequential", [*args, "--output", str(tmp_path / "flink")],
+                     tmp_path / "flink.log")
+    assert len(jobs) == 1, "the job did not finish on the cluster"
+    local, flink = tmp_path / "local", tmp_path / "flink"
+    _same(json.loads((flink / "metrics.json").read_text()), json.loads((local / "metrics.json").read_text()))
+    assert json.loads((flink / "metrics.json").read_text())["predictions"] == len(rows)
+    for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
+        _same(_records(flink, name), _records(local, name), name)
+
+
+def test_recommend_on_flink_equals_local(flink_master, tmp_path):
+    events = tmp_path / "events.avro"
+    simulate.write_avro(simulate.generate(simulate.SimulatorConfig(impressions=600, seed=3)), str(events))
+    local = recommend.run(["--events", str(events), "--output", str(tmp_path / "local")])
+    jobs = _on_flink("pipelines.recommend", ["--events", str(events), "--output", str(tmp_path / "flink")],
+                     tmp_path / "flink.log")
+    assert len(jobs) == 1, "the job did not finish on the cluster"
+    flink_out, local_out = tmp_path / "flink", tmp_path / "local"
+    _same(json.loads((flink_out / "summary.json").read_text()), local, "summary")
+    assert local["counts"]["predictions"] > 0
+    for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
+        _same(_records(flink_out, name), _records(local_out, name), name)
+    assert "Progressive metrics" in (flink_out / "report.md").read_text()
+
+
+@pytest.mark.kafka
+def test_recommend_streaming_from_kafka_on_flink_equals_the_batch_job(flink_master, kafka_bootstrap, tmp_path):
+    """The main job reading Kafka in streaming mode on Flink (a bounded replay: --stop_at_end)
+    writes the predictions of the batch job over the same events, to files and to Kafka."""
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from transforms import kafka
+
+    events = list(simulate.generate(simulate.SimulatorConfig(impressions=500, seed=11)))
+    path = tmp_path / "events.avro"
+    simulate.write_avro(events, str(path))
+    topic = f"flink-{uuid.uuid4().hex[:8]}"
+    kafka.ensure_topic(kafka_bootstrap, topic, 3)
+    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    prefix, group = f"flinkout-{uuid.uuid4().hex[:8]}", f"flink-{uuid.uuid4().hex[:8]}"
+    batch = recommend.run(["--events", str(path), "--output", str(tmp_path / "batch")])
+    jobs = _on_flink("pipelines.recommend", [
+        "--source", "kafka", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", group,
+        "--stop_at_end", "--streaming", "--kafka_out", prefix, "--output", str(tmp_path / "stream")],
+        tmp_path / "flink.log")
+    assert len(jobs) == 1, "the job did not finish on the cluster"
+    _same(json.loads((tmp_path / "stream" / "summary.json").read_text()), batch, "summary")
+    _same(_records(tmp_path / "stream", "predictions.jsonl"), _records(tmp_path / "batch", "predictions.jsonl"))
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        def ends(name):
+            parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+            return {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in parts}
+        committed = {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in ends(topic)], timeout=10)}
+        assert committed == ends(topic)  # the job committed the group's offsets to the end
+        # Every model's prediction of every served impression reached Kafka (at least once).
+        assert sum(ends(f"{prefix}.predictions").values()) >= 3 * batch["counts"]["predictions"]
+    finally:
+        consumer.close()
+
+
+def _wait_for(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_killed_taskmanager_is_replaced(flink_master):
+    """scripts/flink.sh kill-taskmanager / start-taskmanager, as a recovery test would use them.
+
+    Not a job's recovery: with Beam 2.62's portable Flink runner, a checkpointed job of this
+    project either never advances event time (an endless Kafka read: apache/beam#19637) or
+    fails every checkpoint in a stage that feeds a side input (a bounded one; see docs/FLINK.md)."""
+    def registered():
+        return _rest("/overview")["taskmanagers"]
+
+    assert registered() >= 1
+    killed = subprocess.run(SCRIPT + ["kill-taskmanager"], capture_output=True, text=True, timeout=60)
+    assert killed.returncode == 0, killed.stderr
+    _wait_for(lambda: registered() == 0, 60, "the JobManager to notice the lost TaskManager")
+    started = subprocess.run(SCRIPT + ["start-taskmanager"], capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert registered() == 1 and _rest("/overview")["slots-total"] == 2
+    assert subprocess.run(SCRIPT + ["status"], capture_output=True).returncode == 0
