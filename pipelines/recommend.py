@@ -87,7 +87,7 @@ def parse_args(argv=None):
                        help="Durable model snapshots, so a restarted job resumes without relearning "
                             "(default with --source kafka: OUTPUT/learner-GROUP.sqlite; 'none': off).")
     kafka.add_argument("--feature_store", metavar="SQLITE",
-                       help="Durable entity profiles and served features, likewise, or the snapshot "
+                       help="Durable entity profiles, served features and labels, likewise, or the snapshot "
                             "of a backfill (pipelines.backfill) to start from; read by the streaming "
                             "feature stage (default with --source kafka: OUTPUT/features-GROUP.sqlite; "
                             "'none': off).")
@@ -147,7 +147,8 @@ def run(argv=None) -> dict:
         served = (featured
                   | "Impressions" >> beam.Filter(lambda r: r.fields["event_type"] == "impression")
                   | "Serve" >> beam.Map(served_example, MAIN))
-        labelled = featured | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60, MAIN)
+        labelled = featured | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60, MAIN,
+                                                                     store=args.feature_store)
         models = {MAIN: args.model, **({"no_features": args.model, "popularity": POPULARITY}
                                        if args.baselines else {})}
         learned = ((served, labelled.examples) | "ServeAndLabel" >> beam.Flatten()

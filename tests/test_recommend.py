@@ -43,6 +43,42 @@ def test_labels_by_outcome_within_the_window_in_streaming():
                               (NO_IMPRESSION, "c2"), (NO_IMPRESSION, "c9")]), label="Dead")
 
 
+def test_a_restarted_labeller_gives_replayed_records_the_fates_they_had(tmp_path):
+    """Job 1 labels imp1 (joined c1) and imp2 (c2 outside its window) and dies; its offsets were
+    committed up to imp1, so job 2 re-reads c1, imp2 and c2 with empty join state. Without
+    the store, c1 would become an orphan (a second fate for an outcome already in a label)."""
+    store = str(tmp_path / "labels.sqlite")
+
+    def run(rows, check):
+        stream = TestStream().add_elements(rows).advance_watermark_to_infinity()
+        with TestPipeline(options=pipeline_options(["--streaming"])) as p:
+            out = p | stream | LabelImpressions(WINDOW_MS / 1000, store=store)
+            check(out)
+
+    def first(out):
+        assert_that(out.examples | beam.Map(lambda e: (e.event_id, e.y, e.origin)),
+                    equal_to([("imp1", True, (("t", 0, 1, 1), ("t", 0, 2, 2))), ("imp2", False, (("t", 0, 3, 3),))]))
+        assert_that(out.joined_outcomes, equal_to(["c1"]), label="Joined")
+        assert_that(out.dead_letters | beam.Map(lambda d: json.loads(d.payload)["event_id"]),
+                    equal_to(["c2"]), label="Dead")
+
+    def again(out):  # the same fates, and imp2's label again (its delivery was not confirmed)
+        assert_that(out.examples | beam.Map(lambda e: (e.event_id, e.y, e.origin, e.x["user_id"])),
+                    equal_to([("imp2", False, (("t", 0, 3, 3),), "u1")]))
+        assert_that(out.joined_outcomes, equal_to(["c1"]), label="Joined")
+        assert_that(out.dead_letters | beam.Map(lambda d: (d.reason, json.loads(d.payload)["event_id"])),
+                    equal_to([(NO_IMPRESSION, "c2")]), label="Dead")
+
+    def at(row, offset):
+        return beam.window.TimestampedValue(Row(row.value.event_id, row.value.event_time, row.value.fields,
+                                                (("t", 0, offset, offset),)), row.timestamp)
+
+    imp1, c1 = at(_row("imp1", "impression", 1_000), 1), at(_row("c1", "click", 5_000, "imp1"), 2)
+    imp2, c2 = at(_row("imp2", "impression", 2_000), 3), at(_row("c2", "click", 70_000, "imp2"), 4)
+    run([imp1, c1, imp2, c2], first)
+    run([c2, c1, imp2], again)  # in any order
+
+
 def test_validation_reasons():
     good = _row("e", "click", 5, "imp").value.fields
     assert invalid_reason(good) is None
