@@ -63,10 +63,22 @@ def recommender(hash_size: int = 2 ** 16, learning_rate: float = 0.05, prior_ctr
     >>> model.predict_proba_one(x)[True] > 0.1
     True
     """
-    hashed = compose.Select(*CATEGORICAL) | preprocessing.FeatureHasher(hash_size, seed=0)
+    hashed = compose.FuncTransformer(categorical) | preprocessing.FeatureHasher(hash_size, seed=0)
     scaled = compose.Discard(*CATEGORICAL) | preprocessing.StandardScaler() | compose.FuncTransformer(clip)
     return (hashed + scaled) | linear_model.LogisticRegression(
         optimizer=optim.AdaGrad(learning_rate), intercept_init=math.log(prior_ctr / (1 - prior_ctr)))
+
+
+def categorical(x: dict) -> dict:
+    """The categorical features, always in the order of CATEGORICAL. (river's `Select` keeps
+    its keys in a set, whose order follows the process's string hashing: the model then summed
+    its terms in another order in each process, and a job restarted in a new process predicted
+    differently in the last bit.)
+
+    >>> list(categorical({"hour": "1", "device": "tv", "position": "2", "item_id": "i", "user_id": "u", "x": 1.0}))
+    ['user_id', 'item_id', 'device', 'position', 'hour']
+    """
+    return {k: x[k] for k in CATEGORICAL}
 
 
 def clip(x: dict, bound: float = 5.0) -> dict:
