@@ -36,18 +36,20 @@ BATCH_RUNNER = _known_runner("FnApiRunner", "apache_beam.runners.portability.fn_
 
 
 def prism_binary() -> str:
-    path = pathlib.Path(os.environ.get("STREAMML_PRISM", PRISM_BINARY))
-    if not path.is_file():
-        raise FileNotFoundError(f"no Prism binary at {path}: run `bash scripts/prism.sh install` "
-                                "(or name another runner with --runner)")
-    return str(path)
+    return _installed("STREAMML_PRISM", PRISM_BINARY, "Prism binary", "prism.sh install",
+                      "name another runner with --runner")
 
 
 def flink_job_server_jar() -> str:
-    path = pathlib.Path(os.environ.get("STREAMML_FLINK_JOB_SERVER_JAR", FLINK_JOB_SERVER_JAR))
+    return _installed("STREAMML_FLINK_JOB_SERVER_JAR", FLINK_JOB_SERVER_JAR, "Flink job server jar",
+                      "flink.sh install", "give --flink_job_server_jar")
+
+
+def _installed(variable: str, default: pathlib.Path, what: str, script: str, other: str) -> str:
+    """The file at $variable, else `default`; a clear error naming the script that installs it."""
+    path = pathlib.Path(os.environ.get(variable, default))
     if not path.is_file():
-        raise FileNotFoundError(f"no Flink job server jar at {path}: run `bash scripts/flink.sh install` "
-                                "(or give --flink_job_server_jar)")
+        raise FileNotFoundError(f"no {what} at {path}: run `bash scripts/{script}` (or {other})")
     return str(path)
 
 

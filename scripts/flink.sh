@@ -64,8 +64,9 @@ CHECKPOINT_DIR=$RUN_DIR/checkpoints
 TM_PID_FILE=$PID_DIR/flink-streamml-taskexecutor.pid
 JM_PID_FILE=$PID_DIR/flink-streamml-standalonesession.pid
 
-log() { printf 'flink.sh: %s\n' "$*" >&2; }
-die() { printf 'flink.sh: error: %s\n' "$*" >&2; exit 1; }
+LOCK_WAIT_S=1200
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock
 
 usage() {
   cat <<EOF
@@ -106,17 +107,7 @@ EOF
 }
 
 # ---- helpers ---------------------------------------------------------------
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH ($2)"; }
 
-LOCKED=" "
-lock() {
-  local file=$1 fd=$2
-  [[ $LOCKED == *" $fd "* ]] && return 0
-  command -v flock >/dev/null 2>&1 || return 0
-  eval "exec ${fd}>\"\$file\""
-  flock -w 1200 "$fd" || die "could not lock $file within 1200 s"
-  LOCKED+="$fd "
-}
 
 port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 

@@ -54,8 +54,9 @@ else
   JAVA=java
 fi
 
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
+LOCK_WAIT_S=600
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock
 
 usage() {
   cat <<EOF
@@ -91,19 +92,7 @@ EOF
 }
 
 # ---- helpers ---------------------------------------------------------------
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH ($2)"; }
 
-# Take an exclusive lock on a file for the rest of this process (serialises
-# concurrent `start`s, e.g. from parallel test workers). No-op without flock.
-LOCKED=" "
-lock() {
-  local file=$1 fd=$2
-  [[ $LOCKED == *" $fd "* ]] && return 0
-  command -v flock >/dev/null 2>&1 || return 0
-  eval "exec ${fd}>\"\$file\""
-  flock -w 600 "$fd" || die "could not lock $file within 600 s"
-  LOCKED+="$fd "
-}
 
 # Print the command line of a pid, or nothing if it is gone.
 cmdline_of() {
