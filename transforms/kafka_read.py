@@ -246,6 +246,8 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
                 continue  # past this partition's stop offset (a bounded replay)
             read += 1
             first, positions[m.partition()] = positions[m.partition()], m.offset() + 1
+            if first != m.offset():  # transaction markers and compaction leave gaps; else a clue
+                logging.warning("Kafka %s/%d: offsets %d..%d skipped", topic, m.partition(), first, m.offset() - 1)
             yield beam.window.TimestampedValue(
                 KafkaRecord(topic, m.partition(), m.offset(), m.key(), m.value(), timestamp_ms, first),
                 Timestamp(micros=timestamp_ms * 1000))
