@@ -24,6 +24,8 @@ FLINK_RUNNER = "FlinkRunner"
 PRISM_BINARY = ROOT / ".cache" / "prism" / "bin" / "prism"
 # scripts/flink.sh install: FlinkJobServerDriver with its jars (Beam 2.62.0, Flink 1.19).
 FLINK_JOB_SERVER_JAR = ROOT / ".cache" / "flink-jobserver" / "beam-flink-1.19-job-server-2.62.0.jar"
+# Beam's Java expansion service with KafkaIO, from the job server's jars (same script).
+KAFKA_EXPANSION_JAR = ROOT / ".cache" / "flink-jobserver" / "beam-kafka-expansion-service-2.62.0.jar"
 
 
 def _known_runner(short: str, qualified: str) -> str:
@@ -43,6 +45,15 @@ def prism_binary() -> str:
 def flink_job_server_jar() -> str:
     return _installed("STREAMML_FLINK_JOB_SERVER_JAR", FLINK_JOB_SERVER_JAR, "Flink job server jar",
                       "flink.sh install", "give --flink_job_server_jar")
+
+
+def kafka_expansion_jar() -> str:
+    return _installed("STREAMML_KAFKA_EXPANSION_JAR", KAFKA_EXPANSION_JAR, "Kafka expansion service jar",
+                      "flink.sh install", "set $STREAMML_KAFKA_EXPANSION_JAR")
+
+
+def is_flink(options: PipelineOptions) -> bool:
+    return (options.view_as(StandardOptions).runner or "").split(".")[-1].lower() == FLINK_RUNNER.lower()
 
 
 def _installed(variable: str, default: pathlib.Path, what: str, script: str, other: str) -> str:
@@ -79,7 +90,7 @@ def pipeline_options(beam_args: list[str], **overrides) -> PipelineOptions:
         experiments = options.view_as(DebugOptions)
         if "prism_disable_sdf_split" not in (experiments.experiments or []):
             experiments.add_experiment("prism_disable_sdf_split")
-    if standard.runner == FLINK_RUNNER:
+    if is_flink(options):
         flink = options.view_as(FlinkRunnerOptions)
         if not flink.flink_job_server_jar:
             flink.flink_job_server_jar = flink_job_server_jar()
