@@ -2,21 +2,29 @@
 
     bash scripts/kafka.sh start
     .venv/bin/python -m benchmarks.kafka_latency --events 3000 --rates 200,1000,0 --json out.json
+    bash scripts/flink.sh start     # for the Flink rows
+    .venv/bin/python -m benchmarks.kafka_latency --runners local,flink:1,flink:2 --json out.json
 
-For each rate (events/s; 0 = as fast as possible) it starts the streaming pipeline
-Kafka -> decode -> features -> LearnOnline (predict, then learn) -> Kafka on the default
-local streaming runner, produces simulated impressions stamped with the wall clock, and
-reads the predictions back. Latency = time the prediction is read - the event's time;
-events/s = predictions read / time from the first send to the last prediction read. The
-newest few events are never predicted: no later event moves the watermark past them.
+For each runner and rate (events/s; 0 = as fast as possible) it starts the streaming pipeline
+Kafka -> decode -> LearnOnline (predict, then learn) -> Kafka, produces simulated impressions
+stamped with the wall clock, and reads the predictions back. Latency = time the prediction is
+read - the event's time; events/s = predictions read / time from the first send to the last
+prediction read. Runners: `local` (Prism, the default streaming runner) and `flink:N` (the
+project's Flink cluster at parallelism N, run from .venv-flink; Kafka is read there by Beam's
+Java KafkaIO, see transforms/kafka_flink.py). On the local runner the newest few events are
+never predicted: no later event moves the watermark past them.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
+import subprocess
+import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 
 import apache_beam as beam
@@ -25,7 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 import schemas
 from pipelines import simulate
-from pipelines.local import pipeline_options
+from pipelines.local import ROOT, pipeline_options
 from transforms import kafka
 from transforms.interactions import impression_features
 from transforms.learner import LearnOnline
@@ -37,11 +45,51 @@ def _example(row):
     return Example(row.event_id, row.event_time, impression_features(row.fields), clicked)
 
 
-def measure(bootstrap: str, events: int, rate: float) -> dict:
+FLINK_MASTER = f"127.0.0.1:{os.environ.get('FLINK_REST_PORT', '18081')}"
+
+
+def runner_args(runner: str) -> list[str]:
+    """Beam flags of `local` or `flink:PARALLELISM`."""
+    if runner == "local":
+        return []
+    name, _, parallelism = runner.partition(":")
+    if name != "flink" or not parallelism.isdigit():
+        raise ValueError(f"runner {runner!r}: use local or flink:PARALLELISM (e.g. flink:2)")
+    return ["--runner=FlinkRunner", f"--flink_master={FLINK_MASTER}", f"--parallelism={parallelism}"]
+
+
+def _flink_jobs(state: str) -> set:
+    with urllib.request.urlopen(f"http://{FLINK_MASTER}/jobs/overview", timeout=10) as r:
+        return {j["jid"] for j in json.load(r)["jobs"] if j["state"] == state}
+
+
+def _wait_until_flink_runs(before: set, timeout_s: float = 300) -> None:
+    """Until a new Flink job runs with all its tasks (job server, expansion and deployment
+    take tens of seconds: not latency of the pipeline)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for jid in _flink_jobs("RUNNING") - before:
+            with urllib.request.urlopen(f"http://{FLINK_MASTER}/jobs/{jid}", timeout=10) as r:
+                if all(v["status"] == "RUNNING" for v in json.load(r)["vertices"]):
+                    return
+        time.sleep(1)
+    raise TimeoutError("the Flink job did not start running")
+
+
+def _cancel_flink_jobs(jids) -> None:
+    """Cancels Flink jobs by REST: cancelling through Beam's job service left them running."""
+    for jid in jids:
+        request = urllib.request.Request(f"http://{FLINK_MASTER}/jobs/{jid}?mode=cancel", method="PATCH")
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> dict:
     topic, out_topic = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
     kafka.ensure_topic(bootstrap, topic, 3)
     kafka.ensure_topic(bootstrap, out_topic, 1)
-    p = beam.Pipeline(options=pipeline_options(["--streaming"]))
+    flink = runner != "local"
+    before = _flink_jobs("RUNNING") if flink else set()
+    p = beam.Pipeline(options=pipeline_options(["--streaming"] + runner_args(runner)))
     rows = (p | "Read" >> kafka.ReadFromKafka(bootstrap, [topic], f"bench-{uuid.uuid4().hex[:6]}",
                                                poll_records=200)
             | "Decode" >> kafka.DecodeAvro("interaction")).rows
@@ -69,6 +117,8 @@ def measure(bootstrap: str, events: int, rate: float) -> dict:
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
+    if flink:
+        _wait_until_flink_runs(before)
     time.sleep(5)  # let the pipeline start reading
 
     def stamped():  # event time = wall clock at send time
@@ -81,12 +131,27 @@ def measure(bootstrap: str, events: int, rate: float) -> dict:
     reader.join(timeout=60 + len(impressions) / 20)
     elapsed = max(last_at[0] - start, 1e-9)
     done.set()
-    result.cancel()
+    if flink:
+        _cancel_flink_jobs(_flink_jobs("RUNNING") - before)
+    else:
+        result.cancel()
     latencies.sort()
     pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000, 3)  # noqa: E731
-    return {"rate": rate or "max", "events": len(impressions), "predictions": len(latencies),
+    return {"runner": runner, "rate": rate or "max", "events": len(impressions), "predictions": len(latencies),
             "eps": round(len(latencies) / elapsed, 1), "p50_s": pick(0.5) if latencies else None,
             "p99_s": pick(0.99) if latencies else None}
+
+
+def measure_in_flink_venv(args, runner: str) -> list[dict]:
+    """The Flink rows, measured by this module run from .venv-flink (the job server's Beam)."""
+    python = ROOT / ".venv-flink" / "bin" / "python"
+    if not python.exists():
+        raise FileNotFoundError(f"no {python}: run `bash scripts/flink.sh install`")
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([str(python), "-m", "benchmarks.kafka_latency", "--bootstrap", args.bootstrap,
+                        "--events", str(args.events), "--rates", args.rates, "--runners", runner,
+                        "--json", out.name], cwd=ROOT, check=True)
+        return json.load(open(out.name))
 
 
 def main(argv=None):
@@ -94,12 +159,24 @@ def main(argv=None):
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
     parser.add_argument("--events", type=int, default=3000, help="impressions per rate (default %(default)s)")
     parser.add_argument("--rates", default="200,1000,0", help="events/s, comma-separated; 0 = max")
+    parser.add_argument("--runners", default="local",
+                        help="comma-separated: local (Prism) and/or flink:PARALLELISM (default %(default)s)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    results = [measure(args.bootstrap, args.events, float(r)) for r in args.rates.split(",")]
-    print(f"{'rate':>6} {'events':>7} {'predictions':>11} {'eps':>8} {'p50 s':>7} {'p99 s':>7}")
+    runners = args.runners.split(",")
+    for runner in runners:
+        runner_args(runner)  # a bad name fails before anything runs
+    in_flink_venv = beam.__version__ == "2.62.0"
+    results = []
+    for runner in runners:
+        if runner != "local" and not in_flink_venv:
+            results += measure_in_flink_venv(args, runner)
+        else:
+            results += [measure(args.bootstrap, args.events, float(r), runner) for r in args.rates.split(",")]
+    print(f"{'runner':>8} {'rate':>6} {'events':>7} {'predictions':>11} {'eps':>8} {'p50 s':>7} {'p99 s':>7}")
     for r in results:
-        print(f"{r['rate']:>6} {r['events']:>7} {r['predictions']:>11} {r['eps']:>8} {r['p50_s']!s:>7} {r['p99_s']!s:>7}")
+        print(f"{r['runner']:>8} {r['rate']:>6} {r['events']:>7} {r['predictions']:>11} {r['eps']:>8} "
+              f"{r['p50_s']!s:>7} {r['p99_s']!s:>7}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -22,7 +22,7 @@ import apache_beam as beam
 
 from models import factory, zoo
 from pipelines import report, simulate
-from pipelines.local import pipeline_options
+from pipelines.local import has_flag, pipeline_options
 from transforms import kafka
 from transforms.features import AddEntityFeatures
 from transforms.interactions import LabelImpressions, ValidateInteractions, served_example
@@ -85,12 +85,13 @@ def parse_args(argv=None):
                             "and commit the group's offsets once results are delivered there.")
     kafka.add_argument("--learner_store", metavar="SQLITE",
                        help="Durable model snapshots, so a restarted job resumes without relearning "
-                            "(default with --source kafka: OUTPUT/learner-GROUP.sqlite; 'none': off).")
+                            "(default with --source kafka: OUTPUT/learner-GROUP.sqlite, unless the runner "
+                            "checkpoints (--checkpointing_interval on Flink); 'none': off).")
     kafka.add_argument("--feature_store", metavar="SQLITE",
                        help="Durable entity profiles, served features and labels, likewise, or the snapshot "
                             "of a backfill (pipelines.backfill) to start from; read by the streaming "
-                            "feature stage (default with --source kafka: OUTPUT/features-GROUP.sqlite; "
-                            "'none': off).")
+                            "feature stage (default with --source kafka: OUTPUT/features-GROUP.sqlite, unless "
+                            "the runner checkpoints; 'none': off).")
     args, beam_args = parser.parse_known_args(argv)
     if args.hash_size < 1:
         parser.error("--hash_size must be >= 1")
@@ -102,9 +103,16 @@ def parse_args(argv=None):
         parser.error("--events is for --source file")
     if args.source == "kafka" and not (args.stop_at_end or args.kafka_out):
         parser.error("an endless Kafka stream writes no files: give --kafka_out PREFIX (or --stop_at_end)")
+    # A runner that checkpoints (Flink's --checkpointing_interval) restores the job's state
+    # itself after a failure; a store would run ahead of the restored state, and the events
+    # replayed from the checkpoint's offsets would meet a model that already learned them.
+    checkpointed = has_flag(beam_args, "--checkpointing_interval")
     for name in ("learner", "feature"):
         store = getattr(args, f"{name}_store")
-        if store is None and args.source == "kafka":
+        if checkpointed and store not in (None, "none"):
+            parser.error(f"--{name}_store with --checkpointing_interval: the runner's checkpoints hold the "
+                         "job's state, and a store would run ahead of a restored checkpoint")
+        if store is None and args.source == "kafka" and not checkpointed:
             store = f"{args.output.rstrip('/')}/{name}{'s' if name == 'feature' else ''}-{args.group}.sqlite"
         setattr(args, f"{name}_store", None if store == "none" else store)
     if args.source == "file" and args.feature_store and "--streaming" not in beam_args:

@@ -172,12 +172,98 @@ def _wait_for(condition, timeout_s, what):
         time.sleep(0.5)
 
 
-def test_a_killed_taskmanager_is_replaced(flink_master):
-    """scripts/flink.sh kill-taskmanager / start-taskmanager, as a recovery test would use them.
+def _running_jobs():
+    return {j["jid"] for j in _rest("/jobs/overview")["jobs"] if j["state"] == "RUNNING"}
 
-    Not a job's recovery: with Beam 2.62's portable Flink runner, a checkpointed job of this
-    project either never advances event time (an endless Kafka read: apache/beam#19637) or
-    fails every checkpoint in a stage that feeds a side input (a bounded one; see docs/FLINK.md)."""
+
+def _cancel(jid):
+    request = urllib.request.Request(f"http://{MASTER}/jobs/{jid}?mode=cancel", method="PATCH")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+@pytest.mark.kafka
+def test_endless_stream_on_flink_recovers_from_a_killed_taskmanager(flink_master, kafka_bootstrap, tmp_path):
+    """The main job on an endless Kafka stream on Flink (Beam's Java KafkaIO), checkpointing
+    every 2 s. Its TaskManager is killed (SIGKILL) once a third of the predictions are out and
+    a replacement is started: the job restores its last checkpoint (Kafka offsets, models,
+    profiles, timers) and goes on. At the end every prediction of the three models equals the
+    batch job's over the same events (repeats are identical copies), which it could not if an
+    event had been learned twice or its model state lost; every dead letter is there; and the
+    group's offsets are committed to the end."""
+    import uuid
+
+    from tests.test_kafka import _committed_offsets, _consume_all, _end_offsets
+    from transforms import kafka
+
+    events = list(simulate.generate(simulate.SimulatorConfig(impressions=1500, seed=17)))
+    path = tmp_path / "events.avro"
+    simulate.write_avro(events, str(path))
+    batch = recommend.run(["--events", str(path), "--output", str(tmp_path / "batch")])
+    expected = {(p["model_key"], p["event_id"]): p for p in map(
+        json.loads, (tmp_path / "batch" / "predictions.jsonl").read_text().splitlines())}
+    topic, prefix = f"flink-{uuid.uuid4().hex[:8]}", f"flinkout-{uuid.uuid4().hex[:8]}"
+    group = f"flink-{uuid.uuid4().hex[:8]}"
+    kafka.ensure_topic(kafka_bootstrap, topic, 3)
+    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    ends = _end_offsets(kafka_bootstrap, topic)
+
+    def delivered():
+        return sum(_end_offsets(kafka_bootstrap, f"{prefix}.predictions").values())
+
+    cmd = [str(FLINK_PYTHON), "-m", "pipelines.recommend", "--source", "kafka", "--bootstrap", kafka_bootstrap,
+           "--topic", topic, "--group", group, "--kafka_out", prefix, "--output", str(tmp_path / "stream"),
+           "--streaming", "--runner=FlinkRunner", f"--flink_master={MASTER}", "--parallelism=2",
+           "--checkpointing_interval=2000"]
+    before = _running_jobs()
+    log = open(tmp_path / "flink.log", "w")
+    job = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    jid = None
+    try:
+        _wait_for(lambda: len(_running_jobs() - before) == 1 or job.poll() is not None, 240, "the job to run")
+        assert job.poll() is None, (tmp_path / "flink.log").read_text()[-4000:]
+        jid, = _running_jobs() - before
+        _wait_for(lambda: delivered() >= len(expected) // 3, 300, "a third of the predictions")
+        checkpoints = _rest(f"/jobs/{jid}/checkpoints")["counts"]["completed"]
+        killed = subprocess.run(SCRIPT + ["kill-taskmanager"], capture_output=True, text=True, timeout=60)
+        assert killed.returncode == 0, killed.stderr
+        at_kill = delivered()
+        assert at_kill < len(expected), "the job had finished before the kill"
+        started = subprocess.run(SCRIPT + ["start-taskmanager"], capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stderr[-2000:]
+
+        def done():
+            return (_committed_offsets(kafka_bootstrap, topic, group) == ends
+                    and delivered() >= len(expected))
+        _wait_for(done, 400, "every prediction and the offsets committed to the end")
+        restored = _rest(f"/jobs/{jid}/checkpoints")["latest"]["restored"]
+    finally:
+        if jid is not None:
+            _cancel(jid)
+        try:
+            job.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            job.kill()
+    assert restored is not None, "the job did not restore a checkpoint"
+    print(f"checkpoints before the kill: {checkpoints}, predictions out at the kill: {at_kill} of "
+          f"{len(expected)}, restored checkpoint {restored['id']}")
+
+    copies = {}
+    for _, p in _consume_all(kafka_bootstrap, f"{prefix}.predictions", delivered(), "prediction"):
+        copies.setdefault((p["model_key"], p["event_id"]), []).append(json.dumps(p, sort_keys=True))
+    assert all(len(set(c)) == 1 for c in copies.values()), "a repeated prediction differs"
+    got = {key: json.loads(c[0]) for key, c in copies.items()}
+    assert got.keys() == expected.keys()
+    for key, p in got.items():  # the same model steps and labels; probabilities to 1e-9
+        e = expected[key]
+        assert (p["model_step"], p["y_true"], p["y_pred"]) == (e["model_step"], e["y_true"], e["y_pred"]), key
+        assert all(abs(p["y_proba"][k] - e["y_proba"][k]) < 1e-9 for k in e["y_proba"]), (key, p, e)
+    dead = {(d["stage"], d["reason"], d["payload"])
+            for _, d in _consume_all(kafka_bootstrap, f"{prefix}.dead_letters", 1, "dead_letter")}
+    assert len(dead) == sum(v for k, v in batch["counts"].items() if k.startswith("dead_letters."))
+
+
+def test_a_killed_taskmanager_is_replaced(flink_master):
+    """scripts/flink.sh kill-taskmanager / start-taskmanager, on an idle cluster."""
     def registered():
         return _rest("/overview")["taskmanagers"]
 
