@@ -15,6 +15,12 @@ exceeds those of the stages feeding it:
 
 Without this, two events of one millisecond reached by paths of different depth could be
 applied in a different order than in batch (seen as rare batch/streaming mismatches).
+
+Ordered stages (entity features, the learner) keep two event-time timers per key: `flush` at
+the earliest waiting event holds the output watermark there, so what they emit keeps its
+event's time; `sweep` at the latest applies a whole backlog in one firing once the watermark
+has passed it (a replay, a catch-up), not one firing per event time (a bundle round trip each
+on Prism and Flink). `await_event` and `rearm` set them.
 """
 from __future__ import annotations
 
@@ -35,3 +41,34 @@ def stamp(event_time_ms: int, offset_us: int = 0) -> Timestamp:
 def millis(timestamp: Timestamp) -> int:
     """The event-time millisecond of a Beam timestamp."""
     return timestamp.micros // 1000
+
+
+def await_event(t: int, earliest, latest, flush, sweep, offset_us: int):
+    """Timers for an event at `t` (ms) joining those waiting in [earliest, latest]; returns the
+    new (earliest, latest), or None when both timers already cover `t`."""
+    if earliest is not None and earliest <= t <= latest:
+        return None
+    if earliest is None or t < earliest:
+        earliest = t
+        flush.set(stamp(t, offset_us))
+    if latest is None or t > latest:
+        latest = t
+    if latest > earliest:  # one event time waiting: `flush` alone applies it
+        sweep.set(stamp(latest, offset_us))
+    return earliest, latest
+
+
+def rearm(waiting_times, applied: bool, flush, sweep, other, offset_us: int):
+    """After a firing: timers for the events still waiting (their times); `other` is the timer
+    that did not fire. Returns the new (earliest, latest), (None, None) when nothing waits."""
+    if waiting_times:
+        earliest, latest = min(waiting_times), max(waiting_times)
+        flush.set(stamp(earliest, offset_us))
+        if latest > earliest:
+            sweep.set(stamp(latest, offset_us))
+        else:
+            sweep.clear()
+        return earliest, latest
+    if applied:
+        other.clear()  # nothing waits: the other timer would find nothing to apply
+    return None, None

@@ -32,7 +32,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from models import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.eventtime import ITEM_FEATURES_US, USER_FEATURES_US, millis, stamp
+from transforms.eventtime import ITEM_FEATURES_US, USER_FEATURES_US, await_event, millis, rearm, stamp
 from transforms.profiles import ItemProfile, UserProfile
 from transforms.records import Row
 
@@ -75,10 +75,8 @@ class AddEntityFeatures(beam.PTransform):
 
 class _ProfileDoFn(beam.DoFn):
     """A profile per key; rows wait in state until the watermark passes them, then are applied
-    in order. As in the learner: `flush` at the earliest waiting row holds the output watermark
-    there; `sweep` at the latest applies a whole backlog in one firing once the watermark has
-    passed it (a replay, a catch-up), instead of one firing per event time (on Flink each is a
-    bundle round trip: about 6 rows/s for a replayed topic without it)."""
+    in order, with `flush` and `sweep` timers as in the learner (`transforms.eventtime`; without
+    `sweep`, a topic replayed on Flink went at about 6 rows/s)."""
 
     PROFILE = userstate.ReadModifyWriteStateSpec("profile", coders.FastPrimitivesCoder())
     # Pending rows in one cell, not a bag: on Prism 2.77 a bag cleared and refilled in a timer
@@ -105,18 +103,9 @@ class _ProfileDoFn(beam.DoFn):
                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         _, row = element
         pending.write((pending.read() or ()) + (_pack(row),))
-        t = row.event_time
-        earliest, latest = pending_span.read() or (None, None)
-        if earliest is not None and earliest <= t <= latest:
-            return  # both timers already cover it
-        if earliest is None or t < earliest:
-            earliest = t
-            flush.set(stamp(t, self.offset_us))
-        if latest is None or t > latest:
-            latest = t
-        if latest > earliest:  # one event time waiting: `flush` alone applies it
-            sweep.set(stamp(latest, self.offset_us))
-        pending_span.write((earliest, latest))
+        span = await_event(row.event_time, *(pending_span.read() or (None, None)), flush, sweep, self.offset_us)
+        if span is not None:
+            pending_span.write(span)
 
     @userstate.on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
@@ -139,21 +128,13 @@ class _ProfileDoFn(beam.DoFn):
         ready, waiting = [], []
         for row in map(_unpack, pending.read() or ()):
             (ready if row.event_time <= fired_ms else waiting).append(row)
+        span = rearm([r.event_time for r in waiting], bool(ready), flush, sweep, other, self.offset_us)
         if waiting:
             pending.write(tuple(map(_pack, waiting)))
-            earliest = min(r.event_time for r in waiting)
-            latest = max(r.event_time for r in waiting)
-            pending_span.write((earliest, latest))
-            flush.set(stamp(earliest, self.offset_us))
-            if latest > earliest:
-                sweep.set(stamp(latest, self.offset_us))
-            else:
-                sweep.clear()
+            pending_span.write(span)
         else:
             pending.clear()
             pending_span.clear()
-            if ready:
-                other.clear()  # nothing waits: the other timer would find nothing to apply
         if not ready:
             return
         store_key = profile_key(self.kind, key)

@@ -47,7 +47,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from models import factory, serde, snapshots
 from transforms import coders as record_coders
-from transforms.eventtime import LEARNER_US, millis, stamp
+from transforms.eventtime import LEARNER_US, await_event, millis, rearm, stamp
 from transforms.records import LEARN, PREDICT, DeadLetter, Example, Prediction
 
 DEAD_LETTERS = "dead_letters"
@@ -337,17 +337,9 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
             yield from self._replay_or_late(key, [example], tuple(applied_up_to))
             return
         pending.add(example)
-        t = example.event_time
-        if earliest is not None and earliest <= t <= latest:
-            return  # both timers already cover it
-        if earliest is None or t < earliest:
-            earliest = t
-            flush.set(stamp(t, LEARNER_US))
-        if latest is None or t > latest:
-            latest = t
-        if latest > earliest:  # one event time waiting: `flush` alone applies it
-            sweep.set(stamp(latest, LEARNER_US))
-        clock_state.write((applied_up_to, earliest, latest))
+        span = await_event(example.event_time, earliest, latest, flush, sweep, LEARNER_US)
+        if span is not None:
+            clock_state.write((applied_up_to, *span))
 
     @userstate.on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
@@ -373,17 +365,7 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
         for example in itertools.chain((Example(*fields) for fields in left), pending.read()):
             (ready if example.event_time <= fired_ms else waiting).append(example)
         pending.clear()
-        earliest = latest = None
-        if waiting:
-            earliest = min(e.event_time for e in waiting)
-            latest = max(e.event_time for e in waiting)
-            flush.set(stamp(earliest, LEARNER_US))
-            if latest > earliest:
-                sweep.set(stamp(latest, LEARNER_US))
-            else:
-                sweep.clear()
-        elif ready:
-            other.clear()  # nothing waits: the other timer would find nothing to apply
+        earliest, latest = rearm([e.event_time for e in waiting], bool(ready), flush, sweep, other, LEARNER_US)
         waiting_fields = tuple(_fields(e) for e in waiting)
         if not ready:
             clock_state.write((clock, earliest, latest))
