@@ -52,7 +52,14 @@ def kafka_expansion_jar() -> str:
                       "flink.sh install", "set $STREAMML_KAFKA_EXPANSION_JAR")
 
 
-def is_flink(options: PipelineOptions) -> bool:
+def is_flink(options: PipelineOptions | None) -> bool:
+    """Whether `options` name Beam's FlinkRunner (short name or full path, any case).
+
+    >>> is_flink(PipelineOptions(["--runner=flinkrunner"])), is_flink(PipelineOptions([])), is_flink(None)
+    (True, False, False)
+    """
+    if options is None:
+        return False
     return (options.view_as(StandardOptions).runner or "").split(".")[-1].lower() == FLINK_RUNNER.lower()
 
 
