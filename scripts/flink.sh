@@ -193,6 +193,21 @@ install_flink() {
   log "Flink ${FLINK_VERSION} installed in $((SECONDS - t0)) s ($(du -sh "$PKGS_DIR" | cut -f1))"
 }
 
+# The <build> of both poms: the pinned maven-dependency-plugin (copy-dependencies).
+pom_build() {
+  cat <<EOF
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>${DEP_PLUGIN_VERSION}</version>
+      </plugin>
+    </plugins>
+  </build>
+EOF
+}
+
 write_jobserver_pom() {
   cat >"$1" <<EOF
 <?xml version="1.0" encoding="UTF-8"?>
@@ -218,15 +233,7 @@ write_jobserver_pom() {
       <version>${SLF4J_VERSION}</version>
     </dependency>
   </dependencies>
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>${DEP_PLUGIN_VERSION}</version>
-      </plugin>
-    </plugins>
-  </build>
+$(pom_build)
 </project>
 EOF
 }
@@ -266,15 +273,7 @@ write_kafkaio_pom() {
       <version>${JAMM_VERSION}</version>
     </dependency>
   </dependencies>
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>${DEP_PLUGIN_VERSION}</version>
-      </plugin>
-    </plugins>
-  </build>
+$(pom_build)
 </project>
 EOF
 }
