@@ -69,7 +69,7 @@ JM_PID_FILE=$PID_DIR/flink-streamml-standalonesession.pid
 
 LOCK_WAIT_S=1200
 # shellcheck source=scripts/lib.sh
-source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock
+source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock, pom_build
 
 usage() {
   cat <<EOF
@@ -191,21 +191,6 @@ install_flink() {
   mv "$tmp" "$PKGS_DIR"
   printf '%s\n' "$FLINK_STAMP_WANT" >"$FLINK_STAMP"
   log "Flink ${FLINK_VERSION} installed in $((SECONDS - t0)) s ($(du -sh "$PKGS_DIR" | cut -f1))"
-}
-
-# The <build> of both poms: the pinned maven-dependency-plugin (copy-dependencies).
-pom_build() {
-  cat <<EOF
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>${DEP_PLUGIN_VERSION}</version>
-      </plugin>
-    </plugins>
-  </build>
-EOF
 }
 
 write_jobserver_pom() {

@@ -56,7 +56,7 @@ fi
 
 LOCK_WAIT_S=600
 # shellcheck source=scripts/lib.sh
-source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock
+source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock, pom_build
 
 usage() {
   cat <<EOF
@@ -243,15 +243,7 @@ write_pom() {
       <version>${LOG4J_VERSION}</version>
     </dependency>
   </dependencies>
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>${DEP_PLUGIN_VERSION}</version>
-      </plugin>
-    </plugins>
-  </build>
+$(pom_build)
 </project>
 EOF
 }
