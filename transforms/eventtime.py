@@ -20,7 +20,7 @@ Ordered stages (entity features, the learner) keep two event-time timers per key
 the earliest waiting event holds the output watermark there, so what they emit keeps its
 event's time; `sweep` at the latest applies a whole backlog in one firing once the watermark
 has passed it (a replay, a catch-up), not one firing per event time (a bundle round trip each
-on Prism and Flink). `await_event` and `rearm` set them.
+on Prism and Flink). `await_events` and `rearm` set them.
 """
 from __future__ import annotations
 
@@ -43,16 +43,17 @@ def millis(timestamp: Timestamp) -> int:
     return timestamp.micros // 1000
 
 
-def await_event(t: int, earliest, latest, flush, sweep, offset_us: int):
-    """Timers for an event at `t` (ms) joining those waiting in [earliest, latest]; returns the
-    new (earliest, latest), or None when both timers already cover `t`."""
-    if earliest is not None and earliest <= t <= latest:
+def await_events(first: int, last: int, earliest, latest, flush, sweep, offset_us: int):
+    """Timers for events at times `first`..`last` (ms) joining those waiting in
+    [earliest, latest]; returns the new (earliest, latest), or None when both timers already
+    cover them."""
+    if earliest is not None and earliest <= first and last <= latest:
         return None
-    if earliest is None or t < earliest:
-        earliest = t
-        flush.set(stamp(t, offset_us))
-    if latest is None or t > latest:
-        latest = t
+    if earliest is None or first < earliest:
+        earliest = first
+        flush.set(stamp(first, offset_us))
+    if latest is None or last > latest:
+        latest = last
     if latest > earliest:  # one event time waiting: `flush` alone applies it
         sweep.set(stamp(latest, offset_us))
     return earliest, latest

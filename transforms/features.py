@@ -32,7 +32,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from models import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.eventtime import ITEM_FEATURES_US, USER_FEATURES_US, await_event, millis, rearm, stamp
+from transforms.eventtime import ITEM_FEATURES_US, USER_FEATURES_US, await_events, millis, rearm, stamp
 from transforms.profiles import ItemProfile, UserProfile
 from transforms.records import Row
 
@@ -103,7 +103,7 @@ class _ProfileDoFn(beam.DoFn):
                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         _, row = element
         pending.write((pending.read() or ()) + (_pack(row),))
-        span = await_event(row.event_time, *(pending_span.read() or (None, None)), flush, sweep, self.offset_us)
+        span = await_events(row.event_time, row.event_time, *(pending_span.read() or (None, None)), flush, sweep, self.offset_us)
         if span is not None:
             pending_span.write(span)
 

@@ -37,6 +37,7 @@ import collections
 import dataclasses
 import itertools
 import json
+import zlib
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -47,13 +48,15 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from models import factory, serde, snapshots
 from transforms import coders as record_coders
-from transforms.eventtime import LEARNER_US, await_event, millis, rearm, stamp
+from transforms.chunks import ChunkPerKey, flatten
+from transforms.eventtime import LEARNER_US, await_events, millis, rearm, stamp
 from transforms.records import LEARN, PREDICT, DeadLetter, Example, Prediction
 
 DEAD_LETTERS = "dead_letters"
 
 
 LEARNED = "learned"
+SHARDS = 256  # batch: groups of model keys, each applied by one call
 
 
 class LearnerOutputs(NamedTuple):
@@ -106,20 +109,35 @@ class LearnOnline(beam.PTransform):
         self.signing_key = signing_key
 
     def expand(self, examples):
-        keyed = examples | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
-            beam.typehints.KV[str, Example])
         args = (self.model_spec, self.signing_key, self.store, self.replay_horizon_ms, self.mini_batch)
         if _streaming(examples):
-            results = keyed | "PredictThenLearn" >> beam.ParDo(_PredictThenLearnDoFn(*args)).with_outputs(
-                DEAD_LETTERS, LEARNED, main="predictions")
+            results = (examples
+                       | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
+                           beam.typehints.KV[str, Example])
+                       | "Chunk" >> ChunkPerKey()
+                       | "PredictThenLearn" >> beam.ParDo(_PredictThenLearnDoFn(*args)).with_outputs(
+                           DEAD_LETTERS, LEARNED, main="predictions"))
         else:
             # Bounded input: every event of a key is known before any is applied, so one group
-            # per key, sorted once, replaces state and timers (and Beam's state cache).
-            results = (keyed
-                       | "GroupByModel" >> beam.GroupByKey()
-                       | "PredictThenLearn" >> beam.ParDo(_ApplyGroupDoFn(*args)).with_outputs(
+            # per key, sorted once, replaces state and timers (and Beam's state cache). Keys are
+            # grouped in shards, so that a key with few events does not cost a grouping each.
+            results = (examples
+                       | "KeyByShard" >> beam.Map(lambda e: (shard_of(e.model_key), e)).with_output_types(
+                           beam.typehints.KV[int, Example])
+                       | "Chunk" >> ChunkPerKey()
+                       | "GroupByShard" >> beam.GroupByKey()
+                       | "PredictThenLearn" >> beam.ParDo(_ApplyShardDoFn(*args)).with_outputs(
                            DEAD_LETTERS, LEARNED, main="predictions"))
         return LearnerOutputs(results.predictions, results[DEAD_LETTERS], results[LEARNED])
+
+
+def shard_of(model_key: str, shards: int = SHARDS) -> int:
+    """The shard of a model key in batch runs: stable across processes and runs.
+
+    >>> shard_of("default") == shard_of("default"), 0 <= shard_of("k7") < SHARDS
+    (True, True)
+    """
+    return zlib.crc32(model_key.encode()) % shards
 
 
 def check_mini_batch(model, spec="the model") -> None:
@@ -276,23 +294,30 @@ class _Learner:
                                             f"up to {clock} (a late event or a replay)")
 
 
-class _ApplyGroupDoFn(_Learner, beam.DoFn):
-    """Batch: all events of one model key at once (after a GroupByKey), applied in one pass.
+class _ApplyShardDoFn(_Learner, beam.DoFn):
+    """Batch: all events of the model keys of one shard at once (after a GroupByKey); each
+    key's events applied in one pass.
 
-    No Beam state: a key's group is complete, so the model lives only in this call (and, with
-    a store, is resumed from and saved to it, as in streaming).
+    No Beam state: a key's events are all there, so its model lives only in this call (and,
+    with a store, is resumed from and saved to it, as in streaming).
     """
 
     def process(self, element):
-        key, examples = element
-        ready = list(examples)
+        _, chunks = element
+        by_key = collections.defaultdict(list)
+        for example in flatten(chunks):
+            by_key[example.model_key].append(example)
+        for key in sorted(by_key):
+            yield from self._apply_key(key, by_key[key])
+
+    def _apply_key(self, key, ready):
         blob, clock = (self._store.load(key) or (None, None)) if self._store is not None else (None, None)
         model, step = (factory.build(self._spec(key)), 0) if blob is None else serde.loads(
             blob, self.signing_key)
         out, made, learned, last, step = self._apply(key, ready, model, step, clock)
         if last is not None and self._store is not None:
             self._save(key, model, step, last, made, learned)
-        yield from self._emit(out, made, learned)
+        return self._emit(out, made, learned)
 
 
 class _PredictThenLearnDoFn(_Learner, beam.DoFn):
@@ -331,15 +356,22 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK),
                 pending=beam.DoFn.StateParam(PENDING),
                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
-        key, example = element
+        key, chunk = element
         applied_up_to, earliest, latest = clock_state.read() or (None, None, None)
-        if applied_up_to is not None and example.order() <= tuple(applied_up_to):
-            yield from self._replay_or_late(key, [example], tuple(applied_up_to))
-            return
-        pending.add(example)
-        span = await_event(example.event_time, earliest, latest, flush, sweep, LEARNER_US)
-        if span is not None:
-            clock_state.write((applied_up_to, *span))
+        applied = tuple(applied_up_to) if applied_up_to is not None else None
+        seen, times = [], []
+        for example in chunk:
+            if applied is not None and example.order() <= applied:
+                seen.append(example)
+            else:
+                pending.add(example)
+                times.append(example.event_time)
+        if seen:
+            yield from self._replay_or_late(key, seen, applied)
+        if times:
+            span = await_events(min(times), max(times), earliest, latest, flush, sweep, LEARNER_US)
+            if span is not None:
+                clock_state.write((applied_up_to, *span))
 
     @userstate.on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,

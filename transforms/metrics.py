@@ -13,6 +13,7 @@ from apache_beam.transforms import window
 from river import metrics as river_metrics
 
 from transforms import coders  # noqa: F401  (registers the record coders)
+from transforms.chunks import ChunkPerKey, flatten
 from transforms.records import ALL_KEYS, Prediction, WindowedMetric
 
 METRICS = {
@@ -69,11 +70,11 @@ class WindowedMetrics(beam.PTransform):
                      else window.SlidingWindows(self.size_s, self.period_s))
         return (
             predictions
-            | "Window" >> beam.WindowInto(windowing)
             # One group per window, split by scope when scored: the '*' scope needs the whole
             # window on one key anyway, and each prediction crosses the shuffle once, not twice.
             # Typed, so that the grouping encodes predictions with their coder, not pickle.
             | "ByWindow" >> beam.Map(lambda p: ("", p)).with_output_types(beam.typehints.KV[str, Prediction])
+            | "Chunk" >> ChunkPerKey(windowfn=windowing)
             # GroupByKey, not CombinePerKey: Beam 2.77's Python streaming runner fails to
             # expand CombinePerKey; and scoring needs the whole window in event order anyway.
             | "Group" >> beam.GroupByKey()
@@ -86,9 +87,9 @@ class _ScoreWindowDoFn(beam.DoFn):
         self.task = task
 
     def process(self, element, w=beam.DoFn.WindowParam):
-        _, predictions = element
+        _, chunks = element
         by_key: dict[str, list] = {}
-        for p in predictions:
+        for p in flatten(chunks):
             by_key.setdefault(p.model_key, []).append(p)
         start, end = w.start.micros // 1000, w.end.micros // 1000
         scores = {}
@@ -117,13 +118,14 @@ class ProgressiveMetrics(beam.PTransform):
     def expand(self, predictions):
         return (
             predictions
-            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             | "Key" >> beam.Map(lambda p: (p.model_key if self.by_key else "", p)).with_output_types(
                 beam.typehints.KV[str, Prediction])
+            | "Chunk" >> ChunkPerKey(windowfn=window.GlobalWindows())
             | "Group" >> beam.GroupByKey()
             | "Score" >> beam.MapTuple(self._score).with_output_types(typing.Any)
         )
 
-    def _score(self, key, predictions):
-        scores = {"count": len(list(predictions)), **score(predictions, self.task)}
+    def _score(self, key, chunks):
+        predictions = list(flatten(chunks))
+        scores = {"count": len(predictions), **score(predictions, self.task)}
         return (key, scores) if self.by_key else scores  # (key "" when not by key)

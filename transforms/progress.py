@@ -4,6 +4,8 @@ import time
 
 import apache_beam as beam
 
+from transforms.chunks import ChunkPerKey
+
 
 class LogProgress(beam.PTransform):
     """Passes elements through; logs `what` every `every` elements seen by a worker."""
@@ -41,7 +43,7 @@ class CountTags(beam.PTransform):
         return (
             tag_collections
             | "Flatten" >> beam.Flatten()
-            | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
             | "One" >> beam.Map(lambda tag: (tag, 1))
+            | "Chunk" >> ChunkPerKey(windowfn=beam.window.GlobalWindows())
             | "Group" >> beam.GroupByKey()
-            | "Count" >> beam.MapTuple(lambda tag, ones: (tag, sum(ones))))
+            | "Count" >> beam.MapTuple(lambda tag, chunks: (tag, sum(len(c) for c in chunks))))

@@ -17,6 +17,7 @@ import fastavro
 from apache_beam.io.filesystems import FileSystems
 
 import schemas
+from transforms.chunks import ChunkPerKey, flatten
 
 FORMATS = ("jsonl", "avro")
 
@@ -37,19 +38,28 @@ class WriteRecords(beam.PTransform):
         self.path, self.schema, self.fmt = path, schema, fmt
 
     def expand(self, records):
-        dicts = records | "ToAvro" >> beam.Map(lambda r: r.to_avro())
-        if self.fmt == "jsonl":
-            dicts = dicts | "ToJson" >> beam.Map(
-                lambda d: json.dumps(d, default=_bytes_as_base64, sort_keys=True))
-        everything = dicts | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+        encode = _json_line if self.fmt == "jsonl" else _avro_record
+        everything = (records
+                      | "Encode" >> beam.Map(lambda r: (None, encode(r)))
+                      | "Chunk" >> ChunkPerKey(windowfn=beam.window.GlobalWindows()))
         return (records.pipeline
                 | "Once" >> beam.Create([None])
                 | "WriteFile" >> beam.FlatMap(_write_file, f"{self.path}.{self.fmt}", self.fmt,
                                               self.schema, beam.pvalue.AsIter(everything)))
 
 
-def _write_file(_, path: str, fmt: str, schema: str, records):
-    """Writes all records to `path` through a temporary file beside it; yields the path."""
+def _json_line(record) -> str:
+    return json.dumps(record.to_avro(), default=_bytes_as_base64, sort_keys=True)
+
+
+def _avro_record(record) -> dict:
+    return record.to_avro()
+
+
+def _write_file(_, path: str, fmt: str, schema: str, chunks):
+    """Writes all records (chunks of them) to `path` through a temporary file beside it;
+    yields the path."""
+    records = flatten(chunk for _, chunk in chunks)
     tmp = f"{path}.tmp-{os.getpid()}"
     with FileSystems.create(tmp) as f:
         if fmt == "avro":
