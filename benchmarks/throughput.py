@@ -19,16 +19,21 @@ events, features and model for every measurement; per model and per K:
   the run; `..._excl_startup`: events / (wall - wall of the same pipeline over 10 events);
 - `pipeline_stream_eps`: the same with `--streaming` (Prism);
 - `ratio_batch`, `ratio_stream`: pipeline eps / bare-river eps over the same events;
+- `floor_eps`: the batch pipeline's work without Beam (`measure_floor`: the project's own
+  decode, examples, learner, metrics and JSON functions in one plain loop), with its cost per
+  event by part; `ratio_floor` = floor / bare river is the most `ratio_batch` can reach
+  with this work, and `batch_vs_floor_excl_startup` what Beam keeps of it;
 - peak RSS of the process tree (the measuring process and its children, e.g. Prism),
   sampled from /proc, and `rss_per_key_kb` = (peak at K keys - peak at 1 key, over the same
   events) / keys used.
 
 Pipeline runs may use fewer events than bare river, and say so in the results
-(`batch_events`, `stream_events`, notes): the streaming learner applies one event time per
-timer firing and rereads the key's buffer each time (tens of events/s per key), and in batch
-each model key costs ~10 ms, mostly Beam's state cache sizing every cached value with
-objsize (100,000 keys: ~17 min per run). See `--batch_events`, `--stream_events`,
-`--max_pipeline_keys`. Bare river is then measured again over those same events for the ratio.
+(`batch_events`, `stream_events`, notes), to keep a 200,000-event run under 10 minutes on
+2 cores: a pipeline costs several times bare river per event, streaming on Prism pays a
+state round trip per key (~5 ms), and at 100,000 keys river itself builds a model per key
+(its `compose.Pipeline` inspects each step's signature once per new model). See
+`--batch_events`, `--stream_events`, `--max_pipeline_keys`. Bare river is then measured again
+over those same events for the ratio.
 
 Every measurement runs in a fresh Python process, so one run's memory and caches do not leak
 into the next, on a copy of the project's packages taken at the start (others may edit the
@@ -225,9 +230,67 @@ def measure_pipeline(table: str, model: str, streaming: bool, profile: str | Non
             "wall_s": wall, "eps": summary["predictions"] / wall, "rocauc": summary["rocauc"]}
 
 
+def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
+    """The batch pipeline's work without Beam: one plain Python pass of the project's own
+    functions over the Avro file (decode to rows, rows to examples, per key in event order
+    predict + learn, windowed metrics per key and over all keys, final metrics, predictions
+    and windowed metrics as JSON lines). What Beam adds is the pipeline's time beyond this;
+    `floor_eps` / bare river is the most `ratio_batch` can reach with this work.
+    """
+    import collections
+
+    from apache_beam.transforms.window import IntervalWindow
+
+    from models import factory
+    from transforms import metrics, sinks, sources
+    from transforms.examples import _ToExampleDoFn
+    from transforms.learner import _Learner
+
+    clock = [time.perf_counter()]
+    parts = {}
+
+    def lap(name):
+        clock.append(time.perf_counter())
+        parts[name] = clock[-1] - clock[-2]
+
+    read = sources._ReadFileDoFn("avro", "event_time", "event_id")
+    rows = [timestamped.value for timestamped in read.process(table)]
+    lap("decode_us")
+    to_examples = _ToExampleDoFn(TARGET, ("event_time", "event_id"), "key")
+    examples = [example for row in rows for example in to_examples.process(row)]
+    lap("examples_us")
+    by_key = collections.defaultdict(list)
+    for example in examples:
+        by_key[example.model_key].append(example)
+    learner = _Learner(model, b"floor")
+    learner.setup()
+    predictions = []
+    for key in sorted(by_key):
+        predictions += learner._apply(key, by_key[key], factory.build(learner._spec(key)), 0, None)[1]
+    lap("predict_learn_us")
+    size_ms = int(window_s * 1000)
+    windows = collections.defaultdict(list)
+    for p in predictions:
+        windows[p.event_time // size_ms * size_ms].append(p)
+    scorer = metrics._ScoreWindowDoFn("binary")
+    windowed = [m for start, ps in sorted(windows.items())
+                for m in scorer.process(("", [ps]), IntervalWindow(start / 1000, (start + size_ms) / 1000))]
+    lap("windowed_metrics_us")
+    final = metrics.score(predictions, "binary")
+    lap("final_metrics_us")
+    lines = [sinks._json_line(r) for r in predictions] + [sinks._json_line(r) for r in windowed]
+    lap("write_us")
+    n = len(predictions)
+    wall = clock[-1] - clock[0]
+    return {"events": n, "wall_s": wall, "eps": n / wall, "rocauc": final["rocauc"], "dead_letters": 0,
+            "lines": len(lines), "parts_us_per_event": {k: round(v * 1e6 / n, 2) for k, v in parts.items()}}
+
+
 def worker_main(spec: dict) -> dict:
     if spec["what"] == "raw":
         result = measure_raw(spec["table"], spec["model"])
+    elif spec["what"] == "floor":
+        result = measure_floor(spec["table"], spec["model"])
     else:
         result = measure_pipeline(spec["table"], spec["model"], spec["what"] == "stream",
                                   spec.get("profile"), spec.get("mini_batch", 0))
@@ -403,7 +466,25 @@ def measure_config(runs: Runs, model: str, keys: int, modes: list[str], args) ->
         })
         row["peak_rss_mb"][mode] = pipe["peak_tree_rss_mb"]
         row["rss_per_key_kb"][mode] = rss_per_key(runs, mode, model, keys, events)
+        if mode == "batch":
+            row.update(floor_row(runs, model, keys, events, row))
     return row
+
+
+def floor_row(runs: Runs, model: str, keys: int, events: int, row: dict) -> dict:
+    """The batch pipeline's work without Beam (`measure_floor`) over the batch run's events:
+    the most the batch ratio can be with this work, and how far Beam is from it."""
+    floor = runs.get("floor", model, keys, events)
+    same = runs.get("raw", model, keys, events)
+    parts = floor["parts_us_per_event"]
+    other_us = sum(parts.values()) - parts["predict_learn_us"]
+    excl = row.get("pipeline_batch_eps_excl_startup")
+    return {"floor_eps": round(floor["eps"]), "floor_parts_us_per_event": parts,
+            "ratio_floor": round(floor["eps"] / same["eps"], 5),
+            "batch_vs_floor_excl_startup": None if excl is None else round(excl / floor["eps"], 5),
+            "floor_rocauc_equals_raw": abs(floor["rocauc"] - same["rocauc"]) < 1e-9,
+            # Were predict + learn free, the rest of the work alone would allow this many events/s:
+            "floor_eps_without_predict_learn": round(1e6 / other_us) if other_us > 0 else None}
 
 
 def minibatch_row(runs: Runs, model: str, keys: int, events: int) -> dict:
@@ -629,6 +710,11 @@ def _notes(results, args, keys, modes) -> list[str]:
                      "GC timing dominate): " + ", ".join(noisy))
     notes.append("model size grows with the distinct features a key has seen, so RSS/key "
                  "depends on events per key (events / keys)")
+    if "batch" in modes:
+        notes.append("floor = the batch pipeline's work (decode, examples, predict + learn per key in "
+                     "event order, windowed and final metrics, JSON lines) in one plain Python pass of "
+                     "the project's own functions, no Beam: ratio floor = floor eps / bare river eps is "
+                     "the most ratio_batch can reach with this work; batch / floor is what Beam keeps")
     notes.append("eps excl. start-up = events / (wall - wall of the same pipeline over "
                  f"{STARTUP_EVENTS} events, 1 key)")
     return notes
@@ -648,6 +734,19 @@ def markdown(report: dict) -> str:
                       _fmt(r.get(f"pipeline_{mode}_eps")), _fmt(r.get(f"pipeline_{mode}_eps_excl_startup")),
                       _fmt(r.get(f"ratio_{mode}")), _fmt(r.get(f"ratio_{mode}_excl_startup"))]
         lines.append(_md_row(cells))
+    if "batch" in modes:
+        parts = list(next((r["floor_parts_us_per_event"] for r in report["results"]
+                           if r.get("floor_parts_us_per_event")), {}))
+        head = (["model", "keys", "batch events", "floor eps", "ratio floor (max batch ratio)",
+                 "batch / floor (excl. start-up)", "floor eps without predict+learn"]
+                + [p.removesuffix("_us").replace("_", " ") + " us/ev" for p in parts])
+        lines += ["", _md_row(head), _md_row(["---"] * len(head))]
+        for r in report["results"]:
+            lines.append(_md_row([r["model"], _fmt(r["keys"]), _fmt(r.get("batch_events")),
+                                  _fmt(r.get("floor_eps")), _fmt(r.get("ratio_floor")),
+                                  _fmt(r.get("batch_vs_floor_excl_startup")),
+                                  _fmt(r.get("floor_eps_without_predict_learn"))]
+                                 + [_fmt(r.get("floor_parts_us_per_event", {}).get(p)) for p in parts]))
     whats = ["raw"] + modes
     head = (["model", "keys"] + [f"peak RSS MB {w}" for w in whats]
             + [f"RSS/key KB {w}" for w in whats] + [f"wall s {w}" for w in whats])
@@ -715,6 +814,8 @@ def plot(report: dict, path: str) -> None:
 
     modes = report["config"]["modes"]
     series = [("raw_river_eps", "bare river (all events)")]
+    if "batch" in modes:
+        series += [("floor_eps", "batch work without Beam (batch events)")]
     for mode in modes:
         series += [(f"raw_river_eps_{mode}_events", f"bare river ({mode} events)"),
                    (f"pipeline_{mode}_eps", f"{mode} pipeline"),
@@ -757,8 +858,9 @@ def parse_args(argv=None):
                              "(default %(default)s)")
     parser.add_argument("--max_pipeline_keys", type=int, default=3_000,
                         help="pipeline runs at more keys than this run over at most this many "
-                             "events, so that at most this many keys get a model: Beam's per-key "
-                             "state cost dominates there (default %(default)s)")
+                             "events, so that at most this many keys get a model: per-key costs "
+                             "(a model built per key, Prism's state round trips) dominate there "
+                             "(default %(default)s)")
     parser.add_argument("--skip_stream", action="store_true", help="no streaming runs")
     parser.add_argument("--mini_batch", type=int, default=1024,
                         help="mini-batch size of the opt-in mini-batch mode (default %(default)s; "

@@ -5,14 +5,18 @@
 streaming:
 
 - batch (bounded input): every event is known before any is applied, so the events are
-  grouped per key (GroupByKey) and each group is applied in one sorted pass. No Beam state, no
-  timers: the model lives only in that call (and in the store, if any);
+  grouped (GroupByKey) in shards of model keys (`shard_of`: a key with two events does not
+  cost a grouping of its own), and each key's events are applied in one sorted pass. No Beam
+  state, no timers: the model lives only in that call (and in the store, if any);
 - streaming: events wait in Beam state until the watermark passes them. An event-time timer
   at the earliest waiting event (`flush`) fires when the watermark passes it (just after: see
   `transforms.eventtime`); its timestamp holds the output watermark, so predictions keep their
   events' time. A second timer at the latest waiting event (`sweep`) applies a whole backlog in
   one firing once the watermark has passed it all (a replay, a file, a catch-up). A firing
   applies every waiting event at or before its own timestamp.
+
+Either way, events reach the learner's grouping or state in chunks (`transforms.chunks`):
+one element per key and bundle, not one per event.
 
 Events that arrive after their key's model already applied later events cannot be applied in
 order: they leave through the dead-letter output as `late` (a replay of an applied event is
