@@ -6,7 +6,8 @@ passed in chunks, a chunk pays it once. `ChunkPerKey` is the step before such a 
 Beam's `BatchElements` is before `RunInference`, with two differences that event time needs:
 
 - a chunk keeps the window of its values (one chunk per key *and window*), so windowing done
-  before it (`WindowInto`) holds after the grouping;
+  before it (`WindowInto`) holds after the grouping; or it assigns the windows itself
+  (`windowfn`), once per chunk: a `WindowInto` costs Beam more per element than a grouping;
 - a chunk is stamped at the earliest timestamp of its values, not at the end of the window:
   what an event-time timer or watermark downstream sees of a chunk is its earliest event.
 
@@ -14,8 +15,6 @@ A chunk is emitted when it reaches `max_size` values or when the bundle ends, so
 waits for more input. Values keep their order within a chunk; chunks have no order.
 
 >>> import apache_beam as beam
-from apache_beam import typehints
-from apache_beam.typehints.typehints import TupleConstraint
 >>> from apache_beam.testing.util import assert_that, equal_to
 >>> with beam.Pipeline() as p:
 ...     chunks = (p | beam.Create([("a", 1), ("b", 2), ("a", 3)]) | ChunkPerKey(max_size=10)
@@ -26,8 +25,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam import typehints
-from apache_beam.typehints.typehints import TupleConstraint
 from apache_beam.transforms.window import WindowFn
+from apache_beam.typehints.typehints import TupleConstraint
 from apache_beam.utils.windowed_value import WindowedValue
 
 DEFAULT_MAX_SIZE = 4096
