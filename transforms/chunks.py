@@ -16,10 +16,10 @@ waits for more input. Values keep their order within a chunk; chunks have no ord
 
 >>> import apache_beam as beam
 >>> from apache_beam.testing.util import assert_that, equal_to
->>> with beam.Pipeline() as p:
+>>> with beam.Pipeline(runner="FnApiRunner") as p:
 ...     chunks = (p | beam.Create([("a", 1), ("b", 2), ("a", 3)]) | ChunkPerKey(max_size=10)
 ...               | beam.GroupByKey() | beam.MapTuple(lambda k, cs: (k, sorted(v for c in cs for v in c))))
-...     assert_that(chunks, equal_to([("a", [1, 3]), ("b", [2])]))
+...     _ = assert_that(chunks, equal_to([("a", [1, 3]), ("b", [2])]))
 """
 from __future__ import annotations
 
