@@ -12,8 +12,9 @@ column per genre, the label `clicked` (a click or a watch of the impression foll
 events, features and model for every measurement; per model and per K:
 
 - `raw_river_eps`: a bare Python loop of `predict_proba_one` + `learn_one` over the decoded
-  events, one model per key (reading and decoding the file excluded; a loop shorter than
-  1 s is repeated with fresh models, and the median counts);
+  events, one model per key, made as the learner makes them (`models.factory.Fresh`: a copy
+  of a pristine model) (reading and decoding the file excluded; a loop shorter than 1 s is
+  repeated with fresh models, and the median counts);
 - `pipeline_batch_eps`: `pipelines.prequential` (Avro -> predictions, windowed and final
   metrics, dead letters) on the default batch runner (FnApiRunner): events / wall time of
   the run; `..._excl_startup`: events / (wall - wall of the same pipeline over 10 events);
@@ -179,7 +180,7 @@ def measure_raw(table: str, model: str, min_seconds: float = 1.0, max_repeats: i
     from models import factory
 
     events = read_examples(table)
-    build = factory.load(model)
+    build = factory.Fresh(model)  # as the learner makes a model per key
     walls = []
     while not walls or (sum(walls) < min_seconds and len(walls) < max_repeats):
         models, probas = None, None  # free the previous repetition's models first
@@ -266,7 +267,7 @@ def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
     learner.setup()
     predictions = []
     for key in sorted(by_key):
-        predictions += learner._apply(key, by_key[key], factory.build(learner._spec(key)), 0, None)[1]
+        predictions += learner._apply(key, by_key[key], learner._new_model(key), 0, None)[1]
     lap("predict_learn_us")
     size_ms = int(window_s * 1000)
     windows = collections.defaultdict(list)
@@ -853,7 +854,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_events", type=int, default=50_000,
                         help="at most this many events per batch pipeline run; 0 = all "
                              "(default %(default)s)")
-    parser.add_argument("--stream_events", type=int, default=20_000,
+    parser.add_argument("--stream_events", type=int, default=10_000,
                         help="at most this many events per streaming pipeline run; 0 = all "
                              "(default %(default)s)")
     parser.add_argument("--max_pipeline_keys", type=int, default=3_000,

@@ -172,8 +172,8 @@ class _Learner:
 
     def setup(self):
         specs = self.model_spec if isinstance(self.model_spec, dict) else {"*": self.model_spec}
-        self._specs = specs
-        built = {k: factory.build(s) for k, s in specs.items()}
+        self._fresh = {k: factory.Fresh(s) for k, s in specs.items()}
+        built = {k: fresh() for k, fresh in self._fresh.items()}  # (fails here, not per key)
         self._is_classifier = {k: factory.task_of(m) != "regression" for k, m in built.items()}
         # predict_one of a classifier that keeps river's default is the argmax of
         # predict_proba_one: take it from the one probability call instead of a second pass.
@@ -184,10 +184,10 @@ class _Learner:
         if self._store is not None:
             self._store.close()
 
-    def _spec(self, key: str) -> str:
-        if key not in self._specs and "*" not in self._specs:
+    def _new_model(self, key: str):
+        if key not in self._fresh and "*" not in self._fresh:
             raise ValueError(f"no model spec for model key {key!r} (and no '*' default)")
-        return self._specs.get(key, self._specs.get("*"))
+        return self._fresh.get(key, self._fresh.get("*"))()
 
     def _per_key(self, table: dict, key: str):
         return table.get(key, table.get("*"))
@@ -316,7 +316,7 @@ class _ApplyShardDoFn(_Learner, beam.DoFn):
 
     def _apply_key(self, key, ready):
         blob, clock = (self._store.load(key) or (None, None)) if self._store is not None else (None, None)
-        model, step = (factory.build(self._spec(key)), 0) if blob is None else serde.loads(
+        model, step = (self._new_model(key), 0) if blob is None else serde.loads(
             blob, self.signing_key)
         out, made, learned, last, step = self._apply(key, ready, model, step, clock)
         if last is not None and self._store is not None:
@@ -416,7 +416,7 @@ class _PredictThenLearnDoFn(_Learner, beam.DoFn):
         if live is not None and blob is not None and live[0] == blob:
             model, step = live[1], live[2]
         else:
-            model, step = (factory.build(self._spec(key)), 0) if blob is None else serde.loads(
+            model, step = (self._new_model(key), 0) if blob is None else serde.loads(
                 blob, self.signing_key)
         out, made, learned, last, step = self._apply(key, ready, model, step, clock)
         if last is not None:
