@@ -822,13 +822,14 @@ def plot(report: dict, path: str) -> None:
                    (f"pipeline_{mode}_eps", f"{mode} pipeline"),
                    (f"pipeline_{mode}_eps_excl_startup", f"{mode} pipeline excl. start-up")]
     results = report["results"]
-    labels = [f"{r['model']}\n{r['keys']:,} keys\n" + " / ".join(
-        f"{m} {r.get(f'{m}_events') or 0:,} ev" for m in modes) for r in results]
+    labels = [f"{r['model']}\n{r['keys']:,} keys\n" + "\n".join(
+        f"{m}: {r[f'{m}_events']:,} ev" for m in modes if r.get(f"{m}_events")) for r in results]
     width = 0.85 / len(series)
-    fig, ax = plt.subplots(figsize=(max(9, 2.2 * len(results)), 5.5))
+    colors = plt.get_cmap("tab20").colors
+    fig, ax = plt.subplots(figsize=(max(9, 2.4 * len(results)), 6))
     for i, (field, label) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(results))]
-        ax.bar(xs, [r.get(field) or 0 for r in results], width, label=label)
+        ax.bar(xs, [r.get(field) or 0 for r in results], width, label=label, color=colors[i % len(colors)])
     ax.set_xticks(range(len(results)), labels, fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("events / s (log scale)")
