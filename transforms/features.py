@@ -103,7 +103,8 @@ class _ProfileDoFn(beam.DoFn):
                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         _, row = element
         pending.write((pending.read() or ()) + (_pack(row),))
-        span = await_events(row.event_time, row.event_time, *(pending_span.read() or (None, None)), flush, sweep, self.offset_us)
+        earliest, latest = pending_span.read() or (None, None)
+        span = await_events(row.event_time, row.event_time, earliest, latest, flush, sweep, self.offset_us)
         if span is not None:
             pending_span.write(span)
 
