@@ -31,7 +31,7 @@ events, features and model for every measurement; per model and per K:
 Pipeline runs may use fewer events than bare river, and say so in the results
 (`batch_events`, `stream_events`, notes), to keep a 200,000-event run under 10 minutes on
 2 cores: a pipeline costs several times bare river per event, streaming on Prism pays a
-state round trip per key (~5 ms), and at 100,000 keys river itself builds a model per key
+state round trips and two timer firings per key (10-15 ms), and at 100,000 keys river itself builds a model per key
 (its `compose.Pipeline` inspects each step's signature once per new model). See
 `--batch_events`, `--stream_events`, `--max_pipeline_keys`. Bare river is then measured again
 over those same events for the ratio.
@@ -242,7 +242,6 @@ def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
 
     from apache_beam.transforms.window import IntervalWindow
 
-    from models import factory
     from transforms import metrics, sinks, sources
     from transforms.examples import _ToExampleDoFn
     from transforms.learner import _Learner
@@ -596,10 +595,10 @@ HOT_SPOTS = [
     ("LearnOnline: apply ready events in order", "transforms/learner.py", ("_apply",)),
     ("river: predict_proba_one + predict_one + learn_one", "river/compose/pipeline.py",
      ("predict_proba_one", "predict_one", "learn_one")),
-    ("models.factory.build: a fresh model per key", "models/factory.py", ("build",)),
+    ("models.factory: a fresh model per key (copy of a prototype)", "models/factory.py", ("__call__",)),
     ("models.serde: pickle + HMAC of the model", "models/serde.py", ("dumps", "loads")),
     ("metrics.score: windowed and final river metrics", "transforms/metrics.py", ("score",)),
-    ("writing outputs: to_avro + JSON", "transforms/sinks.py", ("<lambda>",)),
+    ("writing outputs: to_avro + JSON", "transforms/sinks.py", ("_json_line", "_avro_record")),
     ("ReadRows: Avro decode", "transforms/sources.py", ("process",)),
     ("RowsToExamples", "transforms/examples.py", ("process",)),
     ("building the pipeline graph", "apache_beam/pipeline.py", ("apply",)),
