@@ -1,20 +1,43 @@
-"""Installs the project so Beam workers can ship it with `--setup_file ./setup.py`."""
-import pathlib
+"""Installs the project: `pip install .` for the jobs, `pip install ".[test]"` for the tests.
 
+Beam workers get the code with `--setup_file ./setup.py`. The dependencies are ranges: the
+exact versions are pinned in requirements.txt (main .venv, Beam 2.77.0), requirements-flink.txt
+(.venv-flink and the worker image, Beam 2.62.0) and requirements-test.txt, and set-up installs
+them with this file's ranges checked against the pins (scripts/setup.sh, scripts/flink.sh).
+"""
 import setuptools
 
-REQUIREMENTS = [
-    line.split("#")[0].strip()
-    for line in pathlib.Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    if line.split("#")[0].strip() and not line.startswith(("pytest", "matplotlib"))
+# What the jobs need at run time; nothing for tests.
+INSTALL_REQUIRES = [
+    "apache-beam>=2.62,<3",
+    "river>=0.26,<0.27",
+    "pandas>=2.2,<4",
+    "numpy>=2.2,<3",
+    "fastavro>=1.9,<2",
+    "confluent-kafka>=2.3,<3",
+    "matplotlib>=3.8,<4",  # pipelines.recommend writes a PNG report
+    "tqdm>=4.66,<5",  # progress bars
 ]
+
+TEST_REQUIRES = [
+    "pytest>=8,<10",
+    "pyyaml>=6,<7",  # the Kubernetes manifests (tests/test_deploy.py)
+    "jsonschema>=4.20,<5",
+    "kubernetes-validate>=1.32,<2",
+    "import-linter>=2.1,<3",
+]
+
+# Top-level packages and all their subpackages (transforms.io, transforms.features, ...);
+# not tests, not benchmarks.
+PACKAGES = ["core", "models", "stores", "transforms", "pipelines", "simulator", "serving", "schemas"]
 
 setuptools.setup(
     name="streamml",
     version="0.1.0",
     description="Real-time machine learning on Apache Beam: online learning with river models.",
-    packages=setuptools.find_packages(include=["pipelines*", "transforms*", "models*", "schemas*"]),
+    packages=setuptools.find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
     package_data={"schemas": ["*.avsc"]},
     python_requires=">=3.11",
-    install_requires=REQUIREMENTS,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
 )

@@ -32,12 +32,15 @@ import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 import schemas
-from pipelines import simulate
-from pipelines.local import ROOT, pipeline_options
-from transforms import kafka
-from transforms.interactions import impression_features
-from transforms.learner import LearnOnline
-from transforms.records import Example
+import simulator
+from core.interactions import impression_features
+from core.kafka import ensure_topic, produce
+from core.records import Example
+from pipelines.options import pipeline_options
+from transforms.io.kafka import DecodeAvro, WriteToKafka
+from transforms.io.kafka_read import ReadFromKafka
+from transforms.learning.learn_online import LearnOnline
+from transforms.runners import ROOT
 
 
 def _example(row):
@@ -85,22 +88,22 @@ def _cancel_flink_jobs(jids) -> None:
 
 def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> dict:
     topic, out_topic = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
-    kafka.ensure_topic(bootstrap, topic, 3)
-    kafka.ensure_topic(bootstrap, out_topic, 1)
+    ensure_topic(bootstrap, topic, 3)
+    ensure_topic(bootstrap, out_topic, 1)
     flink = runner != "local"
     before = _flink_jobs("RUNNING") if flink else set()
     p = beam.Pipeline(options=pipeline_options(["--streaming"] + runner_args(runner)))
-    rows = (p | "Read" >> kafka.ReadFromKafka(bootstrap, [topic], f"bench-{uuid.uuid4().hex[:6]}",
+    rows = (p | "Read" >> ReadFromKafka(bootstrap, [topic], f"bench-{uuid.uuid4().hex[:6]}",
                                                poll_records=200)
-            | "Decode" >> kafka.DecodeAvro("interaction")).rows
+            | "Decode" >> DecodeAvro("interaction")).rows
     learned = (rows | "ToExample" >> beam.Map(_example)
                | "Learn" >> LearnOnline("models.zoo:recommender"))
-    learned.predictions | "Write" >> kafka.WriteToKafka(bootstrap, out_topic, "prediction",
+    learned.predictions | "Write" >> WriteToKafka(bootstrap, out_topic, "prediction",
                                                          key=lambda pr: pr.event_id)
     result = p.run()
 
-    config = simulate.SimulatorConfig(impressions=events, late_fraction=0.0, malformed_fraction=0.0)
-    impressions = [r for r in simulate.generate(config) if r["event_type"] == "impression"]
+    config = simulator.SimulatorConfig(impressions=events, late_fraction=0.0, malformed_fraction=0.0)
+    impressions = [r for r in simulator.generate(config) if r["event_type"] == "impression"]
     latencies, done, last_at = [], threading.Event(), [0.0]
 
     def consume():
@@ -126,7 +129,7 @@ def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> 
             yield {**r, "event_time": int(time.time() * 1000)}
 
     start = time.monotonic()
-    kafka.produce(stamped(), bootstrap, topic, "interaction", "user_id", rate=rate or None)
+    produce(stamped(), bootstrap, topic, "interaction", "user_id", rate=rate or None)
     # The last events wait for a later one to move the watermark past them; give up on those.
     reader.join(timeout=60 + len(impressions) / 20)
     elapsed = max(last_at[0] - start, 1e-9)

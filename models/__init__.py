@@ -1,1 +1,2 @@
-"""Model factories (`MODULE:FUNCTION`), the default model zoo and signed model state."""
+"""River models by name: `factory` (`MODULE:FUNCTION` specs, fresh models per key), `zoo`
+(the default factories), `baselines`, and `serde` (model state as signed bytes)."""

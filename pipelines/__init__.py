@@ -1,1 +1,11 @@
-"""Entry points: `python -m pipelines.<name> --help`."""
+"""Entry points, each a dataflow read top to bottom: `python -m pipelines.<name> --help`.
+
+- `recommend`: the content-recommendation job (the main job), its `report` and `console` output;
+- `prequential`: prequential evaluation of any river model over a file;
+- `backfill`: entity profiles from history into a snapshot store;
+- `options`: PipelineOptions that run offline on this machine by default.
+"""
+
+from pipelines import logs as _logs
+
+_logs.install()

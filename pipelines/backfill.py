@@ -16,25 +16,26 @@ Writes `summary.json` (counts) and `dead_letters.jsonl` (malformed interactions)
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
+import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from models import snapshots
-from pipelines.local import pipeline_options
-from transforms.features import SnapshotProfiles
-from transforms.interactions import ValidateInteractions
+from core.decoding import event_time_arg
+from pipelines.console import QUIET, ArgumentParser, UserError, add_verbose_flag, main
+from pipelines.options import pipeline_options, runner_name
+from stores import snapshots
+from transforms.features.backfill import SnapshotProfiles
+from transforms.io.files import ReadRows
+from transforms.io.sinks import WriteRecords
 from transforms.progress import CountTags
-from transforms.sinks import WriteRecords
-from transforms.sources import ReadRows, event_time_arg
+from transforms.recsys.validation import ValidateInteractions
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipelines.backfill", description=__doc__.split("\n\n")[0],
         epilog="Any other flag goes to Beam (e.g. --runner).")
     parser.add_argument("--events", required=True, help="History of interactions, an Avro file.")
@@ -45,7 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--replace", action="store_true", help="Delete an existing --store first.")
     parser.add_argument("--output", default="out/backfill",
                         help="Folder for summary.json and dead letters (default: %(default)s).")
-    args, beam_args = parser.parse_known_args(argv)
+    add_verbose_flag(parser)
+    args, beam_args = parser.parse_job_args(argv)
     if not FileSystems.exists(args.events):
         parser.error(f"no such file: --events {args.events}")
     if os.path.exists(args.store) and not args.replace:
@@ -54,8 +56,8 @@ def parse_args(argv=None):
     return args, beam_args
 
 
-
-def run(argv=None) -> dict:
+def run(argv=None, console=QUIET) -> dict:
+    """Runs the backfill; returns its summary (`summary.json`)."""
     args, beam_args = parse_args(argv)
     out = args.output.rstrip("/")
     os.makedirs(out, exist_ok=True)
@@ -66,7 +68,10 @@ def run(argv=None) -> dict:
     os.makedirs(os.path.dirname(args.store) or ".", exist_ok=True)
     snapshots.open_store(args.store).close()  # fail here, not in a worker, on a bad location
 
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    options = pipeline_options(beam_args)
+    console.say(f"applying the events of {args.events} before {args.cutoff} ms to user and item profiles, "
+                f"into {args.store}, on {runner_name(options)}")
+    with beam.Pipeline(options=options) as p:
         source = p | "ReadEvents" >> ReadRows(args.events, "avro", timestamp_field="event_time",
                                               id_field="event_id")
         validated = source.rows | "Validate" >> ValidateInteractions()
@@ -82,7 +87,11 @@ def run(argv=None) -> dict:
         (counts | "AllCounts" >> beam.combiners.ToDict()
          | "WriteSummary" >> beam.Map(_write_summary, f"{out}/summary.json", args))
     summary = json.loads(open(f"{out}/summary.json").read())
-    logging.info("backfill: %s", summary)
+    counts = summary["counts"]
+    if not counts.get("events_applied") and not counts.get("events_after_cutoff"):
+        raise UserError(f"no valid interaction in {args.events}: nothing to backfill (see {out}/dead_letters.jsonl)")
+    console.say(", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    console.say(f"profiles in {args.store}; summary and dead letters in {out}/")
     return summary
 
 
@@ -94,5 +103,4 @@ def _write_summary(counts: dict, path: str, args):
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    run()
+    sys.exit(main(run))

@@ -15,26 +15,28 @@ The final metrics equal river's `evaluate.progressive_val_score` over the same r
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import os
+import sys
+import uuid
 
 import apache_beam as beam
 from apache_beam.io import filesystems
 
+from core.decoding import FORMATS, avro_records, format_of
+from core.scoring import METRICS
 from models import factory
-from pipelines.local import pipeline_options
-from transforms.examples import RowsToExamples
-from transforms.learner import LearnOnline
-from transforms.metrics import ProgressiveMetrics, WindowedMetrics
+from pipelines.console import QUIET, ArgumentParser, Bar, UserError, add_verbose_flag, main
+from pipelines.options import pipeline_options, runner_name
+from transforms.evaluation.metrics import ProgressiveMetrics, WindowedMetrics
+from transforms.io.files import ReadRows
+from transforms.io.sinks import WriteRecords
+from transforms.learning.examples import RowsToExamples
+from transforms.learning.learn_online import LearnOnline
 from transforms.progress import CountTags
-from transforms.sinks import WriteRecords
-from transforms.sources import FORMATS, ReadRows
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipelines.prequential", description=__doc__.split("\n\n")[0],
         epilog="Any other flag goes to Beam (e.g. --runner, --streaming, --direct_num_workers).")
     parser.add_argument("--input", required=True, help="CSV, JSONL or Avro file.")
@@ -55,22 +57,36 @@ def parse_args(argv=None):
                              "exact per-event predict-then-learn.")
     parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl",
                         help="Format of predictions, windowed metrics and dead letters.")
-    return parser.parse_known_args(argv)
+    add_verbose_flag(parser)
+    args, beam_args = parser.parse_job_args(argv)
+    if not filesystems.FileSystems.exists(args.input):
+        parser.error(f"no such file: --input {args.input}")
+    try:
+        args.task = factory.task_of(factory.build(args.model))
+    except (ValueError, TypeError) as e:
+        parser.error(f"--model: {e}")
+    return args, beam_args
 
 
-def run(argv=None):
+def run(argv=None, console=QUIET) -> dict:
+    """Runs the job; returns `metrics.json`'s content."""
     args, beam_args = parse_args(argv)
-    task = factory.task_of(factory.build(args.model))
+    task = args.task
     out = args.output.rstrip("/")
     if not filesystems.FileSystems.exists(out):
         filesystems.FileSystems.mkdirs(out)
 
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    options = pipeline_options(beam_args)
+    console.say(f"prequential evaluation ({task}) of {args.model} over {args.input} on {runner_name(options)}")
+    learning = f"prequential:{uuid.uuid4().hex}:learning"
+    rows = avro_records(args.input) if format_of(args.input, args.format) == "avro" else None
+    with console.progress([Bar(learning, rows, "events", "learning")]), beam.Pipeline(options=options) as p:
         source = p | "ReadRows" >> ReadRows(args.input, args.format, args.timestamp, args.id_field)
         examples = source.rows | "ToExamples" >> RowsToExamples(
             args.target, exclude=[f for f in (args.timestamp, args.id_field) if f],
             model_key_field=args.model_key)
-        learned = examples.examples | "LearnOnline" >> LearnOnline(args.model, mini_batch=args.mini_batch)
+        learned = examples.examples | "LearnOnline" >> LearnOnline(args.model, mini_batch=args.mini_batch,
+                                                                   progress=learning)
         dead_letters = (source.dead_letters, examples.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
 
@@ -90,15 +106,23 @@ def run(argv=None):
              _write_json, f"{out}/metrics.json", beam.pvalue.AsDict(counts),
              task=task, model=args.model))
 
+    if not filesystems.FileSystems.exists(f"{out}/metrics.json"):
+        raise UserError(f"no predictions from {args.input}: every row was a dead letter (see {out}/dead_letters)")
+    with filesystems.FileSystems.open(f"{out}/metrics.json") as f:
+        summary = json.loads(f.read())
+    console.say(f"{summary['predictions']:,} predictions, {summary['dead_letters']:,} dead letters; "
+                + ", ".join(f"{k} {summary[k]:.4f}" for k in METRICS[task]))
+    console.say(f"outputs in {out}/: metrics.json, predictions, windowed_metrics, dead_letters "
+                f"(.{args.output_format})")
+    return summary
+
 
 def _write_json(scores: dict, path: str, counts: dict, **extra):
     summary = {**extra, **scores, "predictions": scores["count"],
                "dead_letters": counts.get("dead_letters", 0)}
     with filesystems.FileSystems.create(path) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode())
-    logging.info("wrote %s", path)
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    run()
+    sys.exit(main(run))

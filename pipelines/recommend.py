@@ -11,39 +11,44 @@ and a report (`report.md`, `metrics.png`) to the output folder.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import json
-import logging
 import os
+import sys
+import uuid
 
 import apache_beam as beam
 
+import simulator
+from core.decoding import avro_records, event_time_arg
+from core.interactions import served_example
+from core.kafka import commit_at_least, end_offsets, topics as kafka_topics
+from core.profiles import is_entity_feature
+from core.records import Example
 from models import factory, zoo
-from pipelines import report, simulate
-from pipelines.local import has_flag, pipeline_options
-from transforms import kafka
-from transforms.features import AddEntityFeatures
-from transforms.interactions import LabelImpressions, ValidateInteractions, served_example
-from transforms import kafka_offsets
-from transforms.kafka_offsets import CommitOffsets
-from transforms.learner import LearnOnline
-from transforms.metrics import ProgressiveMetrics, WindowedMetrics
-from transforms.profiles import is_entity_feature
-from transforms.progress import CountTags, LogProgress
-from transforms.records import Example
-from transforms.scoring import ScoreDelayedLabels
-from transforms.sinks import WriteRecords
-from transforms.sources import ReadRows, event_time_arg
-
+from pipelines import report
+from pipelines.console import QUIET, ArgumentParser, Bar, UserError, add_verbose_flag, main
+from pipelines.options import has_flag, pipeline_options, runner_name
+from transforms.evaluation.delayed_labels import ScoreDelayedLabels
+from transforms.evaluation.metrics import ProgressiveMetrics, WindowedMetrics
+from transforms.features.entity import AddEntityFeatures
+from transforms.io.files import ReadRows
+from transforms.io.kafka import DecodeAvro, WriteToKafka
+from transforms.io.kafka_read import ReadFromKafka
+from transforms.io.offsets import CommitOffsets
+from transforms.io.sinks import WriteRecords
+from transforms.learning.learn_online import LearnOnline
+from transforms.progress import CountTags
+from transforms.recsys.labels import LabelImpressions
+from transforms.recsys.validation import ValidateInteractions
 
 MAIN = "recommender"
 POPULARITY = "models.baselines:popularity"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipelines.recommend", description=__doc__.split("\n\n")[0],
         epilog="Any other flag goes to Beam (e.g. --runner, --streaming).")
     parser.add_argument("--output", default="out/recommend", help="Output folder (default: %(default)s).")
@@ -92,11 +97,19 @@ def parse_args(argv=None):
                             "of a backfill (pipelines.backfill) to start from; read by the streaming "
                             "feature stage (default with --source kafka: OUTPUT/features-GROUP.sqlite, unless "
                             "the runner checkpoints; 'none': off).")
-    args, beam_args = parser.parse_known_args(argv)
+    add_verbose_flag(parser)
+    args, beam_args = parser.parse_job_args(argv)
+    if args.events and not os.path.isfile(args.events):
+        parser.error(f"no such file: --events {args.events}")
     if args.hash_size < 1:
         parser.error("--hash_size must be >= 1")
-    if "?" not in args.model and "hash_size" in inspect.signature(factory.load(args.model)).parameters:
-        args.model = f"{args.model}?hash_size={args.hash_size}"
+    try:
+        if "?" not in args.model and "hash_size" in inspect.signature(factory.load(args.model)).parameters:
+            args.model = f"{args.model}?hash_size={args.hash_size}"
+        if factory.task_of(factory.build(args.model)) != "binary":
+            parser.error(f"--model {args.model} must build a binary classifier (click or not)")
+    except (ValueError, TypeError) as e:
+        parser.error(f"--model: {e}")
     if args.source == "file" and args.start_time is not None:
         parser.error("--start_time is for --source kafka")
     if args.source == "kafka" and args.events:
@@ -120,50 +133,56 @@ def parse_args(argv=None):
     return args, beam_args
 
 
-
-def run(argv=None) -> dict:
+def run(argv=None, console=QUIET) -> dict:
+    """Runs the job; returns its summary (`summary.json`), or {} for an endless stream."""
     args, beam_args = parse_args(argv)
-    if factory.task_of(factory.build(args.model)) != "binary":
-        raise ValueError(f"{args.model} must build a binary classifier (click or not)")
     out = args.output.rstrip("/")
     os.makedirs(out, exist_ok=True)
     events = args.events
     bounded = args.source == "file" or args.stop_at_end
     if args.source == "file" and events is None:
         events = f"{out}/events.avro"
-        config = simulate.SimulatorConfig(seed=args.seed, impressions=args.impressions, users=args.users,
-                                          attribution_window_ms=int(args.attribution_minutes * 60_000))
-        written = simulate.write_avro(simulate.generate(config), events)
-        logging.info("simulated %d interactions into %s", written, events)
-
+        config = simulator.SimulatorConfig(seed=args.seed, impressions=args.impressions, users=args.users,
+                                           attribution_window_ms=int(args.attribution_minutes * 60_000))
+        written = simulator.write_avro(simulator.generate(config), events)
+        console.say(f"simulated {written:,} interactions ({args.impressions:,} impressions of {args.users:,} "
+                    f"users, seed {args.seed}) into {events}")
+    if args.source == "kafka" or args.kafka_out:
+        _check_kafka(args)
     if args.source == "kafka" and args.stop_at_end:
         # The reader stops at the end offsets it finds, at or past these: once the job has
         # finished, every record below them has its results written.
-        replayed_to = kafka_offsets.end_offsets(args.bootstrap, args.topic)
+        replayed_to = end_offsets(args.bootstrap, args.topic)
 
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    options = pipeline_options(beam_args)
+    console.say(f"learning {', '.join(sorted(_models(args)))} from "
+                f"{events or f'Kafka topic {args.topic!r}'} on {runner_name(options)}"
+                + ("" if bounded else f" (endless: predictions to {args.kafka_out}.predictions; Ctrl-C stops)"))
+    run_id = uuid.uuid4().hex  # this run's progress counters
+    with console.progress(_bars(run_id, events, len(_models(args)))), beam.Pipeline(options=options) as p:
         if args.source == "kafka":
-            source = (p | "ReadKafka" >> kafka.ReadFromKafka(args.bootstrap, [args.topic], args.group,
+            source = (p | "ReadKafka" >> ReadFromKafka(args.bootstrap, [args.topic], args.group,
                                                             stop_at_end=args.stop_at_end,
                                                             start_time_ms=args.start_time)
-                      | "DecodeEvents" >> kafka.DecodeAvro("interaction"))
+                      | "DecodeEvents" >> DecodeAvro("interaction"))
         else:
             source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
                                                   id_field="event_id")
         validated = source.rows | "Validate" >> ValidateInteractions()
-        featured = validated.valid | "EntityFeatures" >> AddEntityFeatures(store=args.feature_store)
+        featured = validated.valid | "EntityFeatures" >> AddEntityFeatures(
+            store=args.feature_store, progress=f"{run_id}:features")
         served = (featured
                   | "Impressions" >> beam.Filter(lambda r: r.fields["event_type"] == "impression")
                   | "Serve" >> beam.Map(served_example, MAIN))
         labelled = featured | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60, MAIN,
-                                                                     store=args.feature_store)
-        models = {MAIN: args.model, **({"no_features": args.model, "popularity": POPULARITY}
-                                       if args.baselines else {})}
+                                                                     store=args.feature_store,
+                                                                     progress=f"{run_id}:labels")
+        models = _models(args)
         learned = ((served, labelled.examples) | "ServeAndLabel" >> beam.Flatten()
                    | "WithBaselines" >> beam.FlatMap(_with_baselines, sorted(models))
-                   | "LearnOnline" >> LearnOnline(models, store=args.learner_store))
-        predictions = ((learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels()
-                       | "Progress" >> LogProgress("predictions"))
+                   | "LearnOnline" >> LearnOnline(models, store=args.learner_store,
+                                                        progress=f"{run_id}:learning"))
+        predictions = (learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels()
         dead_letters = (source.dead_letters, validated.dead_letters, labelled.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
 
@@ -171,12 +190,12 @@ def run(argv=None) -> dict:
         if args.kafka_out:
             prefix, servers = args.kafka_out, args.bootstrap
             delivered = (
-                predictions | "PredictionsToKafka" >> kafka.WriteToKafka(
+                predictions | "PredictionsToKafka" >> WriteToKafka(
                     servers, f"{prefix}.predictions", "prediction", key=_model_key),
-                dead_letters | "DeadLettersToKafka" >> kafka.WriteToKafka(
+                dead_letters | "DeadLettersToKafka" >> WriteToKafka(
                     servers, f"{prefix}.dead_letters", "dead_letter", key=_stage),
             ) | "Delivered" >> beam.Flatten()
-            windowed | "MetricsToKafka" >> kafka.WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope)
+            windowed | "MetricsToKafka" >> WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope)
             if args.source == "kafka":
                 delivered | "CommitOffsets" >> CommitOffsets(servers, args.group)
         if not bounded:
@@ -207,11 +226,39 @@ def run(argv=None) -> dict:
     if args.source == "kafka":
         # In-stream commits (CommitOffsets) stop where the stream ends: acks emitted as the
         # watermark jumps to the end arrive after it, and are dropped. Commit the rest here.
-        kafka_offsets.commit_at_least(args.bootstrap, args.group, args.topic, replayed_to)
+        commit_at_least(args.bootstrap, args.group, args.topic, replayed_to)
     summary = json.loads(open(f"{out}/summary.json").read())
+    if not summary["counts"].get("rows_read"):
+        raise UserError(f"read no records from {events or f'Kafka topic {args.topic!r}'}: nothing to learn from")
     report.write(out, summary)
-    logging.info("report: %s/report.md", out)
+    for line in report.summary_lines(summary, out, main=MAIN):
+        console.say(line)
     return summary
+
+
+def _bars(run_id: str, events: str | None, models: int) -> list[Bar]:
+    """The ordered stages' progress: every record is applied to a user and an item profile and
+    joined by the labelling; every impression is served, then learned, by each model."""
+    records = avro_records(events) if events else None
+    impressions = avro_records(events, where=("event_type", "impression")) if events else None
+    return [Bar(f"{run_id}:features", records and 2 * records, "records", "features"),
+            Bar(f"{run_id}:labels", records, "records", "labels"),
+            Bar(f"{run_id}:learning", impressions and 2 * models * impressions, "events", "learning")]
+
+
+def _models(args) -> dict:
+    """Model key -> spec: the main model and, unless --no_baselines, the baselines."""
+    return {MAIN: args.model, **({"no_features": args.model, "popularity": POPULARITY} if args.baselines else {})}
+
+
+def _check_kafka(args):
+    """A clear error before anything starts, when the broker is away or the topic is missing."""
+    try:
+        found = kafka_topics(args.bootstrap)
+    except ConnectionError as e:
+        raise UserError(f"{e}: is it running? (bash scripts/kafka.sh start)") from e
+    if args.source == "kafka" and args.topic not in found:
+        raise UserError(f"no topic {args.topic!r} at {args.bootstrap} (topics: {', '.join(sorted(found)) or 'none'})")
 
 
 def _model_key(prediction):
@@ -247,5 +294,4 @@ def _write_summary(scores: dict, path: str, counts: dict, hashing: dict):
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    run()
+    sys.exit(main(run))

@@ -75,3 +75,36 @@ def write(out: str, summary: dict) -> str:
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+OUTPUTS = ("report.md", "metrics.png", "summary.json", "predictions", "windowed_metrics", "dead_letters")
+
+
+def summary_lines(summary: dict, out: str, main: str) -> list[str]:
+    """The end of a run on one screen: record accounting, each model's metrics, the outputs.
+
+    >>> s = {"counts": {"rows_read": 10, "predictions": 6, "outcomes_joined": 3,
+    ...                 "dead_letters.ValidateInteractions": 1},
+    ...      "models": {"m": {"count": 6, "rocauc": 0.61, "logloss": 0.3, "accuracy": 0.9}}}
+    >>> print("\\n".join(summary_lines(s, "/nowhere", "m")))
+    records: 10 read = 6 predictions + 3 outcomes joined + 1 dead letters (ValidateInteractions 1)
+    model                ROC AUC  log loss  accuracy  predictions
+    m (main)               0.610     0.300     0.900            6
+    outputs in /nowhere/: (none)
+    """
+    counts = summary["counts"]
+    dead = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("dead_letters.")}
+    read, predicted, joined = counts.get("rows_read", 0), counts.get("predictions", 0), counts.get("outcomes_joined", 0)
+    balance = "=" if read == predicted + joined + sum(dead.values()) else "!= (records unaccounted for)"
+    lines = [f"records: {read:,} read {balance} {predicted:,} predictions + {joined:,} outcomes joined + "
+             f"{sum(dead.values()):,} dead letters"
+             + (f" ({', '.join(f'{stage} {n:,}' for stage, n in sorted(dead.items()))})" if dead else ""),
+             f"{'model':<20}{'ROC AUC':>8}{'log loss':>10}{'accuracy':>10}{'predictions':>13}"]
+    for key, m in sorted(summary.get("models", {}).items(), key=lambda kv: kv[0] != main):
+        name = f"{key} (main)" if key == main else key
+        lines.append(f"{name:<20}{m.get('rocauc', float('nan')):>8.3f}{m.get('logloss', float('nan')):>10.3f}"
+                     f"{m.get('accuracy', float('nan')):>10.3f}{m.get('count', 0):>13,}")
+    present = sorted(f for f in (os.listdir(out) if os.path.isdir(out) else ())
+                     if f.rsplit(".", 1)[0] in OUTPUTS or f in OUTPUTS)
+    lines.append(f"outputs in {out.rstrip('/')}/: {', '.join(present) or '(none)'}")
+    return lines

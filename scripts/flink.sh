@@ -163,10 +163,12 @@ install_venv() {
   log "creating .venv-flink with requirements-flink.txt (apache-beam ${BEAM_FLINK_VERSION}) ..."
   [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >"$VENV/pip.log" 2>&1 || true
+  # The pins, then the project with the pins as constraints: pip fails if setup.py's ranges
+  # refuse one of them (a clash shows here, not at run time on the workers).
   if ! "$VENV/bin/pip" install -q -r "$REQS" >>"$VENV/pip.log" 2>&1 ||
-     ! "$VENV/bin/pip" install -q --no-deps -e "$ROOT" >>"$VENV/pip.log" 2>&1; then
+     ! "$VENV/bin/pip" install -q -e "$ROOT" -c "$REQS" >>"$VENV/pip.log" 2>&1; then
     tail -n 30 "$VENV/pip.log" >&2
-    die "pip could not install requirements-flink.txt into .venv-flink (log: .venv-flink/pip.log)"
+    die "pip could not install requirements-flink.txt and the project into .venv-flink (log: .venv-flink/pip.log)"
   fi
   rm -f "$VENV"/.installed-* && touch "$(venv_stamp)"
   log ".venv-flink ready in $((SECONDS - t0)) s"

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Creates .venv with the pinned dependencies and the project installed (editable). Idempotent.
+# Creates .venv with the pinned dependencies and the project installed (editable), and fetches
+# what the tests need from the registries (nothing is downloaded while they run). Idempotent.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
-stamp=".venv/.installed-$(cat requirements.txt setup.py | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat requirements.txt requirements-test.txt setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
-  .venv/bin/pip install -q --no-deps -e .
+  # The exact pins (requirements-test.txt includes requirements.txt), then the project with
+  # its test extra and those pins as constraints: pip fails if setup.py's ranges refuse a pin.
+  .venv/bin/pip install -q -r requirements-test.txt
+  .venv/bin/pip install -q -e ".[test]" -c requirements-test.txt
+  checked=$(.venv/bin/pip check) || { echo "$checked" >&2; exit 1; }
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+bash scripts/k8s_schemas.sh install
 bash scripts/prism.sh install

@@ -4,8 +4,8 @@ import itertools
 import pytest
 from river import datasets
 
+from core.records import Example
 from models import factory
-from transforms.records import Example
 
 BINARY = "models.zoo:logistic_regression"
 

@@ -6,26 +6,30 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models import snapshots
-from pipelines import backfill, simulate
-from pipelines.local import pipeline_options
+import simulator
+from core.features import reference_features
+from core.interactions import invalid_reason
+from core.kafka import ensure_topic, produce
+from pipelines import backfill
+from pipelines.options import pipeline_options
+from stores import snapshots
 from tests.test_features import _events, _stream
-from transforms import kafka
-from transforms.features import AddEntityFeatures, reference_features
-from transforms.interactions import invalid_reason
+from transforms.features.entity import AddEntityFeatures
+from transforms.io.kafka import DecodeAvro
+from transforms.io.kafka_read import ReadFromKafka
 
 
 def _history(tmp_path):
     """Valid events with planted leaks, plus the simulator's malformed records, in one file;
     the cut-off at an impression that has planted clicks at its very instant."""
-    config = simulate.SimulatorConfig(impressions=300, seed=4, users=20, items=15, late_fraction=0.0,
+    config = simulator.SimulatorConfig(impressions=300, seed=4, users=20, items=15, late_fraction=0.0,
                                       malformed_fraction=0.02)
-    malformed = [e for e in simulate.generate(config) if invalid_reason(e) is not None]
+    malformed = [e for e in simulator.generate(config) if invalid_reason(e) is not None]
     events = _events()
     leaked = sorted(e["event_time"] for e in events if e["event_id"].startswith("leak-"))
     cutoff = leaked[len(leaked) // 2]
     path = str(tmp_path / "history.avro")
-    simulate.write_avro(sorted(events + malformed, key=lambda e: e["event_time"]), path)
+    simulator.write_avro(sorted(events + malformed, key=lambda e: e["event_time"]), path)
     return events, malformed, cutoff, path
 
 
@@ -66,15 +70,15 @@ def test_a_kafka_stream_from_the_cutoff_resumes_from_the_snapshot(kafka_bootstra
     store = str(tmp_path / "features.sqlite")
     backfill.run(["--events", path, "--cutoff", str(cutoff), "--store", store, "--output", str(tmp_path / "out")])
     topic = f"history-{uuid.uuid4().hex[:8]}"
-    kafka.ensure_topic(kafka_bootstrap, topic, 3)
-    kafka.produce(sorted(events, key=lambda e: e["event_time"]), kafka_bootstrap, topic, "interaction", "user_id")
+    ensure_topic(kafka_bootstrap, topic, 3)
+    produce(sorted(events, key=lambda e: e["event_time"]), kafka_bootstrap, topic, "interaction", "user_id")
 
     whole = reference_features(events)
     expected = sorted((e["event_id"], sorted(whole[e["event_id"]].items()))
                       for e in events if e["event_type"] == "impression" and e["event_time"] >= cutoff)
     with TestPipeline(options=pipeline_options(["--streaming"])) as p:
-        rows = (p | kafka.ReadFromKafka(kafka_bootstrap, [topic], "g", stop_at_end=True, start_time_ms=cutoff)
-                | kafka.DecodeAvro("interaction")).rows
+        rows = (p | ReadFromKafka(kafka_bootstrap, [topic], "g", stop_at_end=True, start_time_ms=cutoff)
+                | DecodeAvro("interaction")).rows
         resumed = (rows | AddEntityFeatures(store=store)
                    | beam.Filter(lambda r: r.fields["event_type"] == "impression")
                    | beam.Map(lambda r: (r.event_id, sorted(r.fields["features"].items()))))

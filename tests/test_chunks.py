@@ -6,7 +6,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from pipelines.local import pipeline_options
+from pipelines.options import pipeline_options
 from transforms.chunks import ChunkPerKey, flatten
 
 # (key, value, event time in seconds): two keys over three 10-second windows, out of order.

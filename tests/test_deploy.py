@@ -1,14 +1,20 @@
-"""The Kubernetes manifests in deploy/k8s are valid, and agree with the versions we pin.
+"""The Kubernetes manifests in deploy/k8s are valid, and agree with the versions we pin; the
+images (deploy/*Dockerfile) and the installed package hold what the jobs need, and no more.
 
 No Kubernetes cluster exists here, so validity is checked against schemas: core kinds against
 the Kubernetes API schemas shipped by `kubernetes-validate`, and the `FlinkDeployment`
-against the CRD of the Flink Kubernetes operator, taken from its API jar on Maven Central.
+against the CRD of the Flink Kubernetes operator, taken from its API jar on Maven Central
+(fetched at set-up by scripts/k8s_schemas.sh, never by the tests).
 Both strictly: an unknown field (a typo Kubernetes would silently prune) is an error.
+No Docker daemon either: the Dockerfiles and .dockerignore are checked as text.
 """
 import copy
+import fnmatch
 import pathlib
 import re
+import shlex
 import subprocess
+import sys
 import zipfile
 
 import jsonschema
@@ -21,6 +27,9 @@ MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
 KUBERNETES_VERSION = "1.32"
 OPERATOR_API = "org.apache.flink:flink-kubernetes-operator-api:1.10.0"
 CRD = "META-INF/fabric8/flinkdeployments.flink.apache.org-v1.yml"
+SCHEMAS_SCRIPT = "scripts/k8s_schemas.sh"
+SUBMIT_IMAGE = ROOT / "deploy" / "Dockerfile"
+WORKER_IMAGE = ROOT / "deploy" / "worker.Dockerfile"
 
 
 def _documents():
@@ -34,12 +43,10 @@ def _kind(kind):
 @pytest.fixture(scope="module")
 def flink_deployment_schema():
     """The FlinkDeployment v1beta1 schema, from the operator's API jar (Maven Central)."""
-    folder = ROOT / ".cache" / "k8s"
-    jar = folder / f"flink-kubernetes-operator-api-{OPERATOR_API.rsplit(':', 1)[1]}.jar"
+    jar = ROOT / ".cache" / "k8s" / f"flink-kubernetes-operator-api-{OPERATOR_API.rsplit(':', 1)[1]}.jar"
     if not jar.is_file():
-        got = subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={OPERATOR_API}",
-                              f"-DoutputDirectory={folder}"], capture_output=True, text=True, timeout=600)
-        assert got.returncode == 0, f"could not fetch {OPERATOR_API}:\n{got.stdout[-2000:]}{got.stderr[-2000:]}"
+        pytest.fail(f"{jar.relative_to(ROOT)} is missing: set-up fetches it ({OPERATOR_API} from Maven "
+                    f"Central); run `bash {SCHEMAS_SCRIPT}` (or `bash scripts/setup.sh`)", pytrace=False)
     with zipfile.ZipFile(jar) as z:
         crd = yaml.safe_load(z.read(CRD))
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
@@ -105,9 +112,18 @@ def test_manifests_agree_with_the_pinned_versions_and_each_other():
     assert deployment["spec"]["flinkVersion"] == f"v{flink_minor.group(1)}_{flink_minor.group(2)}"
     assert deployment["spec"]["image"].startswith(f"flink:{flink_minor.group(1)}.{flink_minor.group(2)}.")
 
+    # The set-up script fetches the operator API this test validates against.
+    script = (ROOT / SCHEMAS_SCRIPT).read_text()
+    assert re.search(r"^OPERATOR_VERSION=(\S+)", script, re.M).group(1) == OPERATOR_API.rsplit(":", 1)[1]
+
     containers = {c["name"]: c for c in deployment["spec"]["taskManager"]["podTemplate"]["spec"]["containers"]}
     pool = containers["beam-worker-pool"]
-    assert pool["image"] == f"apache/beam_python3.11_sdk:{beam}"  # the SDK must match the job server
+    # The project's worker image, built FROM Beam's SDK image at the job server's Beam version.
+    assert pool["image"] == f"streamml-worker:{beam}"
+    assert f"streamml-worker:{beam}" in WORKER_IMAGE.read_text()  # its build command, as documented
+    (base,) = [args for name, args in _instructions(WORKER_IMAGE) if name == "FROM"]
+    assert base == f"apache/beam_python3.11_sdk:{beam}"  # the SDK must match the job server
+    assert pool["args"] == ["--worker_pool"]
     pool_port = pool["ports"][0]["containerPort"]
 
     args = " ".join(job["spec"]["template"]["spec"]["containers"][0]["args"])
@@ -119,3 +135,177 @@ def test_manifests_agree_with_the_pinned_versions_and_each_other():
     claims = {v["persistentVolumeClaim"]["claimName"]
               for v in deployment["spec"]["taskManager"]["podTemplate"]["spec"]["volumes"]}
     assert claims <= {d["metadata"]["name"] for d in _kind("PersistentVolumeClaim")}
+
+
+# ---- images -------------------------------------------------------------------------------
+def _instructions(dockerfile):
+    """(INSTRUCTION, arguments) of a Dockerfile: continuation lines joined, comments dropped."""
+    out, current = [], ""
+    for line in pathlib.Path(dockerfile).read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        current += line.strip()
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        if current:
+            name, _, args = current.partition(" ")
+            out.append((name.upper(), " ".join(args.split())))
+        current = ""
+    return out
+
+
+def _final_stage(dockerfile):
+    """The instructions of the image's last build stage (from its last FROM on)."""
+    instructions = _instructions(dockerfile)
+    last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
+    return instructions[last_from:]
+
+
+def _dockerignored(path, patterns):
+    """Whether Docker leaves `path` (relative to the build context) out, by .dockerignore's
+    rules: patterns are matched against the path and each of its parent folders, `**` spans
+    folders, `!` re-includes, and the last matching pattern decides."""
+    parts = path.split("/")
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        regex = "^" + re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*") \
+            .replace(r"\*", "[^/]*").replace(r"\?", "[^/]") + "$"
+        if any(re.match(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            ignored = not negate
+    return ignored
+
+
+def _dockerignore_patterns():
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_build_context_leaves_out_environments_outputs_caches_and_keys():
+    patterns = _dockerignore_patterns()
+    for path in [".venv/bin/python", ".venv-flink/lib/python3.11/site-packages/x.py", "out/recs/report.png",
+                 ".cache/k8s/flink-kubernetes-operator-api-1.10.0.jar", ".cache/prism/bin/prism",
+                 ".run/flink/log/x.log", ".pytest_cache/v/cache/lastfailed", ".import_linter_cache/x", ".git/HEAD",
+                 "streamml.egg-info/PKG-INFO", "transforms/__pycache__/x.cpython-311.pyc", "models/x.pyc",
+                 # keys and stores wherever they are, not only under out/
+                 "signing.key", "deploy/keys/snapshots.key", "learner.sqlite", "stores/features.sqlite-wal"]:
+        assert _dockerignored(path, patterns), f"{path} would be sent to the image builds"
+    # ... but what the images are built from stays in.
+    for path in ["setup.py", "requirements-flink.txt", "scripts/flink.sh", "scripts/lib.sh",
+                 "pipelines/recommend.py", "transforms/__init__.py", "schemas/interaction.avsc"]:
+        assert not _dockerignored(path, patterns), f"{path} would be missing from the image builds"
+
+
+def test_the_dockerignore_check_catches_mistakes():
+    patterns = _dockerignore_patterns()
+    assert not _dockerignored(".venv/bin/python", [p for p in patterns if p.strip("/") != ".venv"])
+    assert not _dockerignored("deploy/keys/snapshots.key", [p for p in patterns if "key" not in p])
+    assert not _dockerignored("deploy/keys/snapshots.key", [p.replace("**/", "") for p in patterns])
+    assert _dockerignored("setup.py", patterns + ["*.py"])
+    assert not _dockerignored("a.key", patterns + ["!a.key"])
+
+
+@pytest.mark.parametrize("dockerfile", [SUBMIT_IMAGE, WORKER_IMAGE], ids=lambda p: p.name)
+def test_both_images_end_up_as_a_non_root_user(dockerfile):
+    stage = _final_stage(dockerfile)
+    users = [args for name, args in stage if name == "USER"]
+    assert users, f"{dockerfile.name} runs as root (no USER)"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"{dockerfile.name} ends as USER {users[-1]}, not a numeric non-root uid"
+    # The user exists (a home for pip's and Maven's caches) ...
+    assert any(name == "RUN" and re.search(rf"\buseradd\b.*--uid {uid}\b", args) for name, args in stage)
+    # ... and nothing after the last USER switches back.
+    last_user = max(i for i, (name, _) in enumerate(stage) if name == "USER")
+    assert all(name != "USER" for name, _ in stage[last_user + 1:])
+
+
+def test_the_submit_job_ships_the_project_to_the_workers():
+    (job,) = _kind("Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    (command,) = container["args"]  # one shell command: a folded block, no comments inside
+    words = shlex.split(command)
+    assert "--setup_file=./setup.py" in words, "the workers would not get the project's code"
+    assert words[:2] == ["exec", ".venv-flink/bin/python"]
+    # ./setup.py is the project's: the Job's working directory is the image's /app, where the
+    # project is copied and owned by the user the image runs as.
+    assert container.get("workingDir", "/app") == "/app"
+    stage = _final_stage(SUBMIT_IMAGE)
+    assert [args for name, args in stage if name == "WORKDIR"][-1] == "/app"
+    assert any(name == "COPY" and args.split()[-2:] == [".", "/app"] for name, args in stage)
+    assert any(name == "RUN" and "scripts/flink.sh install" in args for name, args in stage)
+
+
+def test_the_worker_image_installs_the_pins_and_the_project():
+    runs = [args for name, args in _final_stage(WORKER_IMAGE) if name == "RUN"]
+    pip = [shlex.split(run.split("&&")[0]) for run in runs if re.match(r"(python3? -m )?pip install\b", run)]
+    assert any("-r" in words and words[words.index("-r") + 1] == "requirements-flink.txt" for words in pip)
+    # The project itself (not editable), under the pins as constraints.
+    assert any("." in words and "-e" not in words and "-c" in words
+               and words[words.index("-c") + 1] == "requirements-flink.txt" for words in pip), \
+        "the worker image does not install the project with requirements-flink.txt as constraints"
+    copies = [args.split() for name, args in _final_stage(WORKER_IMAGE) if name == "COPY"]
+    assert any(words[0] == "." for words in copies)  # the whole (dockerignored) context
+
+
+# ---- the installed package ----------------------------------------------------------------
+def _pins(name):
+    """name -> version of a requirements file, following its `-r` includes."""
+    pins = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            pins.update(_pins(line[3:].strip()))
+        elif line:
+            package, version = line.split("==")
+            pins[_canonical(package)] = version.strip()
+    return pins
+
+
+def _canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower().strip()
+
+
+@pytest.fixture(scope="module")
+def setup_metadata(tmp_path_factory):
+    """Requirements and files of setup.py as it is now (not as the venv last installed it)."""
+    base = tmp_path_factory.mktemp("egg")
+    got = subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(base)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr[-2000:]
+    (info,) = base.glob("*.egg-info")
+    section, requires = None, {}
+    for line in (info / "requires.txt").read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif line.strip():
+            requires.setdefault(section, []).append(line.strip())
+    return requires, (info / "SOURCES.txt").read_text().split()
+
+
+def test_setup_ranges_accept_the_pins_and_install_nothing_for_tests(setup_metadata):
+    from packaging.requirements import Requirement
+
+    requires, sources = setup_metadata
+    run_time = [Requirement(r) for r in requires[None]]
+    test = [Requirement(r) for r in requires["test"]]
+    assert set(requires) == {None, "test"}
+    test_tools = {"pytest", "pyyaml", "jsonschema", "kubernetes-validate", "import-linter"}
+    assert {_canonical(r.name) for r in test} >= test_tools
+    assert not test_tools & {_canonical(r.name) for r in run_time}, "`pip install .` would install test tools"
+    for requirement in run_time + test:
+        assert requirement.specifier, f"{requirement.name} has no range"
+        assert not any(spec.operator == "==" for spec in requirement.specifier), f"{requirement} is a pin"
+    for file, wanted in [("requirements.txt", run_time), ("requirements-flink.txt", run_time),
+                         ("requirements-test.txt", run_time + test)]:
+        pins = _pins(file)
+        for requirement in wanted:
+            version = pins.get(_canonical(requirement.name))
+            assert version, f"{file} does not pin {requirement.name}"
+            assert requirement.specifier.contains(version), f"setup.py's {requirement} refuses {file}'s {version}"
+    for file in ["requirements.txt", "requirements-flink.txt"]:
+        assert not test_tools & set(_pins(file)), f"{file} pins a test tool"
+    # The packages: the jobs' code and the Avro schemas, not the tests or the benchmarks.
+    assert "schemas/interaction.avsc" in sources and "pipelines/recommend.py" in sources
+    assert not [s for s in sources if s.startswith(("tests/", "benchmarks/"))]

@@ -7,19 +7,20 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
+import simulator
+from core.features import reference_features
+from core.interactions import invalid_reason
+from core.records import Row
 from models import zoo
-from pipelines import simulate
-from pipelines.local import pipeline_options
-from transforms.features import AddEntityFeatures, reference_features
-from transforms.interactions import invalid_reason
-from transforms.records import Row
+from pipelines.options import pipeline_options
+from transforms.features.entity import AddEntityFeatures
 
 
 def _events(n=300, seed=4):
     """Simulated interactions plus a planted leak: every 10th impression gets a click at the
     very millisecond it was shown, and its user and item a burst of clicks right after."""
-    config = simulate.SimulatorConfig(impressions=n, seed=seed, users=20, items=15, late_fraction=0.0)
-    events = [e for e in simulate.generate(config) if invalid_reason(e) is None]
+    config = simulator.SimulatorConfig(impressions=n, seed=seed, users=20, items=15, late_fraction=0.0)
+    events = [e for e in simulator.generate(config) if invalid_reason(e) is None]
     planted = []
     for i, e in enumerate(e for e in events if e["event_type"] == "impression"):
         if i % 10 == 0:
@@ -84,10 +85,10 @@ def test_reference_features_ignore_the_outcome_they_predict():
 
 
 def test_default_hash_size_keeps_id_collisions_under_ten_percent():
-    config = simulate.SimulatorConfig()  # the simulator's default population
+    config = simulator.SimulatorConfig()  # the simulator's default population
     tokens = [("user_id", f"u{i:05d}") for i in range(config.users)] + \
              [("item_id", f"i{i:05d}") for i in range(config.items)]
-    seen = {e["user_id"] for e in simulate.generate(simulate.SimulatorConfig(impressions=2000)) if e["user_id"]}
+    seen = {e["user_id"] for e in simulator.generate(simulator.SimulatorConfig(impressions=2000)) if e["user_id"]}
     assert all(("user_id", u) in tokens for u in seen)  # the ids the simulator really uses
     report = zoo.id_collisions(tokens, 2 ** 16)
     assert report["tokens"] == 2500 and report["collision_rate"] < 0.10, report

@@ -16,51 +16,68 @@ from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import schemas
-from pipelines import recommend, simulate
-from pipelines.local import pipeline_options
-from transforms import kafka
+import simulator
+from core.kafka import ensure_topic, produce
+from core.records import DeadLetter
+from pipelines import recommend
+from pipelines.options import pipeline_options
 from tests.conftest import ROOT
-from transforms.records import DeadLetter
+from transforms.io.kafka import DecodeAvro, WriteToKafka
+from transforms.io.kafka_read import ReadFromKafka
 
 pytestmark = pytest.mark.kafka
 
 
 def _topic(kafka_bootstrap, partitions=3):
     name = f"test-{uuid.uuid4().hex[:8]}"
-    kafka.ensure_topic(kafka_bootstrap, name, partitions)
+    ensure_topic(kafka_bootstrap, name, partitions)
     return name
 
 
-def _consume_all(bootstrap, topic, expected, schema):
-    """Reads `topic` from its first offsets by assignment (no consumer-group rebalance)."""
+def _consume_all(bootstrap, topic, expected, schema, timeout_s=60):
+    """The records of `topic` from its first offsets, by assignment (no consumer-group
+    rebalance): reads until `expected` records are in, then on to the end offsets it then
+    finds (so a caller's exact count sees extra copies too). Fails, with what it read, if
+    `expected` records are not there within `timeout_s`."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}"})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    out, idle = [], 0
-    while len(out) < expected and idle < 20:
-        batch = consumer.consume(500, timeout=0.5)
-        idle = 0 if batch else idle + 1
-        out += [(m.key(), fastavro.schemaless_reader(io.BytesIO(m.value()), schemas.load(schema)))
-                for m in batch if m.error() is None]
-    consumer.close()
-    return out
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        out, read_to, ends = [], {}, None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if len(out) >= expected:
+                if ends is None:
+                    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                            for p in partitions}
+                if all(read_to.get(p, low) >= high for p, (low, high) in ends.items()):
+                    return out
+            assert time.monotonic() < deadline, (
+                f"{topic}: read {len(out)} of {expected} records in {timeout_s} s (next offset per "
+                f"partition {read_to}); the first: {[v for _, v in out[:3]]}")
+            for m in consumer.consume(500, timeout=0.5):
+                if m.error() is None:
+                    out.append((m.key(), fastavro.schemaless_reader(io.BytesIO(m.value()), schemas.load(schema))))
+                    read_to[m.partition()] = m.offset() + 1
+    finally:
+        consumer.close()
 
 
 def _events(n=300, seed=5):
-    return list(simulate.generate(simulate.SimulatorConfig(impressions=n, seed=seed)))
+    return list(simulator.generate(simulator.SimulatorConfig(impressions=n, seed=seed)))
 
 
 @pytest.mark.parametrize("mode", [[], ["--streaming"]])
 def test_source_reads_every_partition_and_dead_letters_bad_bytes(kafka_bootstrap, mode):
     topic = _topic(kafka_bootstrap)
     events = _events()
-    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    produce(events, kafka_bootstrap, topic, "interaction", "user_id")
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(topic, key=b"bad", value=b"\x02not avro", timestamp=events[-1]["event_time"])
     producer.flush(10)
     with TestPipeline(options=pipeline_options(mode)) as p:
-        decoded = (p | kafka.ReadFromKafka(kafka_bootstrap, [topic], "g", stop_at_end=True)
-                   | kafka.DecodeAvro("interaction"))
+        decoded = (p | ReadFromKafka(kafka_bootstrap, [topic], "g", stop_at_end=True)
+                   | DecodeAvro("interaction"))
         assert_that(decoded.rows | beam.Map(lambda r: r.event_id),
                     equal_to([e["event_id"] for e in events]))
         assert_that(decoded.dead_letters | beam.Map(lambda d: (d.stage, d.payload, d.source.split("@")[0][:-2])),
@@ -71,7 +88,7 @@ def test_sink_confirms_delivery_and_keys_records(kafka_bootstrap):
     topic = _topic(kafka_bootstrap)
     letters = [DeadLetter(f"stage{i % 3}", f"r{i}", bytes([i]), event_time=i) for i in range(50)]
     with TestPipeline(options=pipeline_options([])) as p:
-        p | beam.Create(letters) | kafka.WriteToKafka(kafka_bootstrap, topic, "dead_letter", key=lambda d: d.stage)
+        p | beam.Create(letters) | WriteToKafka(kafka_bootstrap, topic, "dead_letter", key=lambda d: d.stage)
     got = _consume_all(kafka_bootstrap, topic, 50, "dead_letter")
     assert sorted((k.decode(), v["reason"]) for k, v in got) == sorted((d.stage, d.reason) for d in letters)
 
@@ -80,15 +97,15 @@ def test_sink_fails_loudly_when_delivery_fails(kafka_bootstrap):
     with pytest.raises(Exception, match="delivery"):
         with TestPipeline(options=pipeline_options([])) as p:
             (p | beam.Create([DeadLetter("s", "r", b"x")])
-             | kafka.WriteToKafka(kafka_bootstrap, "not a valid topic!", "dead_letter", key=lambda d: d.stage))
+             | WriteToKafka(kafka_bootstrap, "not a valid topic!", "dead_letter", key=lambda d: d.stage))
 
 
 def test_main_job_on_kafka_equals_the_batch_job_on_a_file(kafka_bootstrap, tmp_path):
     events = _events(500, seed=11)
     path = tmp_path / "events.avro"
-    simulate.write_avro(events, str(path))
+    simulator.write_avro(events, str(path))
     topic = _topic(kafka_bootstrap)
-    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    produce(events, kafka_bootstrap, topic, "interaction", "user_id")
     prefix = f"out-{uuid.uuid4().hex[:8]}"
 
     batch = recommend.run(["--events", str(path), "--output", str(tmp_path / "batch")])
@@ -102,8 +119,8 @@ def test_main_job_on_kafka_equals_the_batch_job_on_a_file(kafka_bootstrap, tmp_p
     predictions = _consume_all(kafka_bootstrap, f"{prefix}.predictions", 3 * batch["counts"]["predictions"], "prediction")
     assert sorted(json.dumps(v, sort_keys=True) for _, v in predictions) == \
         sorted(json.dumps({**json.loads(line)}, sort_keys=True) for line in lines("batch"))
-    dead = _consume_all(kafka_bootstrap, f"{prefix}.dead_letters", 1, "dead_letter")
-    assert len(dead) == sum(v for k, v in batch["counts"].items() if k.startswith("dead_letters."))
+    batch_dead = sum(v for k, v in batch["counts"].items() if k.startswith("dead_letters."))
+    assert len(_consume_all(kafka_bootstrap, f"{prefix}.dead_letters", batch_dead, "dead_letter")) == batch_dead
 
 
 def _append_window(kv, path, w=beam.DoFn.WindowParam):
@@ -142,7 +159,7 @@ def test_unbounded_reader_watermark_keeps_every_partition_on_time(kafka_bootstra
     out = tmp_path / "windows.jsonl"
     out.touch()
     p = beam.Pipeline(options=pipeline_options(["--streaming"]))
-    (p | kafka.ReadFromKafka(kafka_bootstrap, [topic], "g")
+    (p | ReadFromKafka(kafka_bootstrap, [topic], "g")
        | beam.WindowInto(beam.window.FixedWindows(60))
        | beam.Map(lambda r: (0, (r.partition, r.offset))) | beam.GroupByKey()
        | beam.Map(_append_window, str(out)))
@@ -200,11 +217,11 @@ def test_killed_job_and_restarted_broker_lose_nothing_and_learn_nothing_twice(ka
     over the same events, which they could not if the model had learned any event twice."""
     events = _events(600, seed=13)  # about 7 minutes of event time
     path = tmp_path / "events.avro"
-    simulate.write_avro(events, str(path))
+    simulator.write_avro(events, str(path))
     windows = ["--attribution_minutes", "1", "--metrics_minutes", "1"]  # labels fire as the stream goes
     batch = recommend.run(["--events", str(path), "--output", str(tmp_path / "batch")] + windows)
     topic = _topic(kafka_bootstrap)
-    kafka.produce(events, kafka_bootstrap, topic, "interaction", "user_id")
+    produce(events, kafka_bootstrap, topic, "interaction", "user_id")
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(topic, key=b"bad", value=b"\x02not avro", timestamp=events[-1]["event_time"])
     assert producer.flush(10) == 0
@@ -225,11 +242,13 @@ def test_killed_job_and_restarted_broker_lose_nothing_and_learn_nothing_twice(ka
         first.wait()
     done_before = sum(_committed_offsets(kafka_bootstrap, topic, group).values())
     assert 0 < done_before < total, (done_before, total)
+    delivered_before = delivered()
 
     second = subprocess.Popen(job + ["--stop_at_end"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
-    try:
-        time.sleep(3)
+    try:  # the broker restarts under a job that is reading and writing
+        _wait_for(lambda: delivered() > delivered_before or second.poll() is not None, 180,
+                  "the restarted job's first predictions")
         restarted = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), "restart"], capture_output=True)
         assert restarted.returncode == 0, restarted.stderr[-2000:]
         assert second.poll() is None, "the job ended before the broker restarted"
@@ -251,10 +270,10 @@ def test_killed_job_and_restarted_broker_lose_nothing_and_learn_nothing_twice(ka
         e = expected[key]       # (a restored model has differed in the last bit: see README)
         assert (p["model_step"], p["y_true"], p["y_pred"]) == (e["model_step"], e["y_true"], e["y_pred"]), key
         assert all(abs(p["y_proba"][k] - e["y_proba"][k]) < 1e-9 for k in e["y_proba"]), (key, p, e)
-    dead = {(d["stage"], d["reason"], d["payload"])
-            for _, d in _consume_all(kafka_bootstrap, f"{prefix}.dead_letters", 1, "dead_letter")}
     batch_dead = sum(v for k, v in batch["counts"].items() if k.startswith("dead_letters."))
-    assert len(dead) == batch_dead + 1  # and the undecodable record
+    dead = {(d["stage"], d["reason"], d["payload"])  # and the undecodable record; repeats are read too
+            for _, d in _consume_all(kafka_bootstrap, f"{prefix}.dead_letters", batch_dead + 1, "dead_letter")}
+    assert len(dead) == batch_dead + 1
     repeats = sum(len(c) for c in copies.values()) - len(copies)
     print(f"records {total}, committed at the kill {done_before}, predictions {len(copies)} "
           f"(+{repeats} repeated), dead letters {len(dead)}")

@@ -7,9 +7,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.local import pipeline_options
+from pipelines.options import pipeline_options
 from tests.conftest import BINARY, phishing_examples, river_predictions
-from transforms.learner import LearnOnline
+from transforms.learning.learn_online import LearnOnline
 
 BATCH = pipeline_options([])
 STREAMING = pipeline_options(["--streaming"])  # Prism: timers hold the watermark
@@ -108,7 +108,8 @@ def test_a_restarted_job_resumes_from_its_store_and_learns_nothing_twice(options
         assert_that(second.predictions | beam.Map(_summary), equal_to(_expected(examples)))
         assert_that(second.dead_letters, equal_to([]), label="NoDeadLetters")
 
-    from models import serde, snapshots
+    from models import serde
+    from stores import snapshots
     saved = snapshots.SnapshotStore(store)
     for key in keys:
         blob, applied = saved.load(key)

@@ -5,10 +5,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.local import pipeline_options
+from core.scoring import score
+from pipelines.options import pipeline_options
 from tests.conftest import BINARY, phishing_examples
-from transforms.learner import LearnOnline
-from transforms.metrics import WindowedMetrics, score
+from transforms.evaluation.metrics import WindowedMetrics
+from transforms.learning.learn_online import LearnOnline
 
 
 def _expected_windows(predictions, size_ms):

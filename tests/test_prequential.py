@@ -4,12 +4,11 @@ import json
 import fastavro
 import pandas as pd
 import pytest
-from river import datasets, evaluate
-from river import metrics as river_metrics
+from river import datasets, evaluate, metrics as river_metrics
 
+from core.scoring import METRICS
 from models import factory
 from pipelines import prequential
-from transforms.metrics import METRICS
 
 CASES = {
     # task: (river dataset, rows used, model spec)

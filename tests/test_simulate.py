@@ -9,8 +9,10 @@ import fastavro.validation
 import pytest
 
 import schemas
-from pipelines import simulate
-from pipelines.simulate import SimulatorConfig, generate, generate_with_truth, write_avro
+import simulator
+import simulator.cli
+import simulator.world
+from simulator import SimulatorConfig, generate, generate_with_truth, write_avro
 
 SMALL = SimulatorConfig(users=60, items=80, impressions=3000)
 
@@ -28,7 +30,7 @@ def _by_type(records):
 
 
 def test_doctests():
-    assert doctest.testmod(simulate).failed == 0
+    assert doctest.testmod(simulator.stream).failed == 0
 
 
 def test_same_seed_gives_identical_records():
@@ -71,7 +73,7 @@ def test_impressions_are_in_event_time_order_with_unique_ids():
     assert times == sorted(times) and times[0] == SMALL.start_ms
     assert len({r["event_id"] for r in records}) == len(records)
     assert {r["position"] for r in impressions} == set(range(10))
-    assert {r["device"] for r in impressions} <= set(simulate.DEVICES)
+    assert {r["device"] for r in impressions} <= set(simulator.world.DEVICES)
     assert all(1 <= len(r["item_genres"]) <= 3 for r in impressions)
 
 
@@ -140,9 +142,9 @@ def test_malformed_records_are_flagged_and_detectable():
     expected = 0.05 * len(labelled)
     assert abs(sum(kinds.values()) - expected) < 4 * expected ** 0.5
     for record, truth in labelled:
-        assert simulate.malformed_kind(record) == truth.malformed
+        assert simulator.malformed_kind(record) == truth.malformed
     many = generate_with_truth(_clean(impressions=4000, malformed_fraction=0.5))
-    assert {t.malformed for _, t in many} == {None, *simulate.MALFORMED_KINDS}
+    assert {t.malformed for _, t in many} == {None, *simulator.stream.MALFORMED_KINDS}
     assert not any(t.malformed for _, t in generate_with_truth(_clean()))
 
 
@@ -200,7 +202,7 @@ def test_generate_rejects_other_configs():
 
 def test_cli_writes_the_file_and_a_summary(tmp_path, capsys):
     path = str(tmp_path / "cli.avro")
-    line = simulate.run(["--output", path, "--impressions", "500", "--users", "30",
+    line = simulator.cli.run(["--output", path, "--impressions", "500", "--users", "30",
                          "--items", "40", "--seed", "3", "--late-fraction", "0.1",
                          "--malformed-fraction", "0.02"])
     assert "impression=500" in line and "malformed=" in line and "late=" in line
@@ -213,8 +215,8 @@ def test_cli_writes_the_file_and_a_summary(tmp_path, capsys):
 
 def test_cli_help_and_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit_:
-        simulate.run(["--help"])
+        simulator.cli.run(["--help"])
     assert exit_.value.code == 0 and "--malformed-fraction" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
-        simulate.run(["--output", "x.avro", "--users", "0"])
+        simulator.cli.run(["--output", "x.avro", "--users", "0"])
     assert exit_.value.code == 2 and "users must be >= 1" in capsys.readouterr().err

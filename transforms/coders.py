@@ -11,7 +11,7 @@ import operator
 from apache_beam import coders
 from apache_beam.coders import coder_impl
 
-from transforms.records import DeadLetter, Example, Prediction, Row, WindowedMetric
+from core.records import DeadLetter, Example, Prediction, Row, WindowedMetric
 
 
 class _DataclassCoderImpl(coder_impl.StreamCoderImpl):

@@ -1,42 +1,42 @@
-"""Progress logging for long runs: a pass-through step that logs counts and rates."""
-import logging
-import time
+"""Progress and counts: named progress counters that a console in the same process reads (a
+progress bar), ticked by `add_progress` (the learner's, as it applies events); and
+`CountTags`, which counts tags once the input ends.
+
+A job's outputs do not depend on the counters: they live in the worker's process. With the
+local runners (FnApiRunner, Prism and Flink with LOOPBACK workers) that is the submitting
+process, so its console sees the counts; workers in other processes (Flink's EXTERNAL worker
+pools) tick counters nobody reads.
+"""
+import collections
+import threading
 
 import apache_beam as beam
 
 from transforms.chunks import ChunkPerKey
 
-
-class LogProgress(beam.PTransform):
-    """Passes elements through; logs `what` every `every` elements seen by a worker."""
-
-    def __init__(self, what: str, every: int = 10_000):
-        super().__init__()
-        self.what, self.every = what, every
-
-    def expand(self, pcoll):
-        return pcoll | "Log" >> beam.ParDo(_LogDoFn(self.what, self.every))
+_COUNTS = collections.Counter()
+_LOCK = threading.Lock()
 
 
-class _LogDoFn(beam.DoFn):
-    def __init__(self, what, every):
-        self.what, self.every = what, every
+def progress_count(name: str) -> int:
+    """The count of the progress counter `name` in this process."""
+    return _COUNTS[name]
 
-    def setup(self):
-        self._seen, self._start = 0, time.monotonic()
 
-    def process(self, element):
-        self._seen += 1
-        if self._seen % self.every == 0:
-            elapsed = time.monotonic() - self._start
-            logging.info("%s: %d so far (%.0f/s)", self.what, self._seen, self._seen / max(elapsed, 1e-9))
-        yield element
+def add_progress(name: str, count: int) -> None:
+    """Adds `count` to the progress counter `name` (thread-safe).
+
+    >>> add_progress("doctest-run", 3); add_progress("doctest-run", 2); progress_count("doctest-run")
+    5
+    """
+    with _LOCK:
+        _COUNTS[name] += count
 
 
 class CountTags(beam.PTransform):
     """Counts string tags from several PCollections: `{tag: count}` pairs, once input ends.
 
-    Groups with GroupByKey, not CombinePerKey: see `transforms.metrics`.
+    Groups with GroupByKey, not CombinePerKey: see `transforms.evaluation.metrics`.
     """
 
     def expand(self, tag_collections):

@@ -1,8 +1,8 @@
-"""Content-recommendation events: validate interactions, label impressions by their outcomes.
+"""Impressions labelled by their outcomes, within an attribution window of event time.
 
-An impression is served a prediction when it arrives (`served_example`) and labelled when
-its attribution window closes (an event-time timer): positive if a click or watch for it
-arrived within the window, negative otherwise (a skip, or nothing). Every label thus comes
+An impression is served a prediction when it arrives (`core.interactions.served_example`) and
+labelled when its attribution window closes (an event-time timer): positive if a click or
+watch for it arrived within the window, negative otherwise (a skip, or nothing). Every label thus comes
 the same delay after its impression, so a window of labels is a fair sample of the
 impressions shown one attribution window earlier. The label (`learn` mode) carries the
 features the impression was served with and, as its event time, the moment the window closed.
@@ -15,7 +15,6 @@ an orphan because the join state died with the job.
 """
 from __future__ import annotations
 
-import datetime
 import json
 from typing import NamedTuple
 
@@ -25,12 +24,12 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from models import snapshots
+from core.interactions import POSITIVE, dead_letter, impression_features
+from core.records import LEARN, Example, Row
+from stores import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.records import LEARN, PREDICT, DeadLetter, Example, Row
+from transforms.progress import add_progress
 
-POSITIVE = ("click", "watch")
-POSITIONS = 10
 DEAD_LETTERS = "dead_letters"
 JOINED = "joined_outcomes"
 # One reason whether the impression is missing, earlier than the window or later than the
@@ -40,83 +39,10 @@ LABELS = "labels"  # the store key of the labels
 LABEL_HORIZON_MS = 24 * 3600 * 1000  # how long labels stay stored for replays
 
 
-def invalid_reason(fields: dict) -> str | None:
-    """Why an interaction record is unusable, or None when it is valid.
-
-    >>> shown = {"event_id": "imp-1", "event_type": "impression", "event_time": 5,
-    ...          "user_id": "u", "item_id": "i", "position": 2}
-    >>> invalid_reason(shown) is None
-    True
-    >>> invalid_reason({**shown, "event_id": "c-1", "event_type": "click"})
-    'click without impression_id'
-    """
-    kind = fields.get("event_type")
-    if kind not in ("impression", *POSITIVE, "skip"):
-        return f"unknown event_type {kind!r}"
-    for name in ("event_id", "user_id", "item_id"):
-        if not fields.get(name):
-            return f"empty {name}"
-    if not isinstance(fields.get("event_time"), int) or fields["event_time"] < 0:
-        return f"bad event_time {fields.get('event_time')!r}"
-    if kind == "impression":
-        if not isinstance(fields.get("position"), int) or not 0 <= fields["position"] < POSITIONS:
-            return f"bad position {fields.get('position')!r}"
-    elif not fields.get("impression_id"):
-        return f"{kind} without impression_id"
-    if kind == "watch" and (fields.get("watch_seconds") or 0.0) < 0:
-        return f"negative watch_seconds {fields['watch_seconds']!r}"
-    return None
-
-
-def impression_features(fields: dict) -> dict:
-    """Model features of an impression: ids and context as text categoricals, genres as 1.0.
-
-    >>> impression_features({"user_id": "u1", "item_id": "i9", "device": "tv", "position": 3,
-    ...                      "event_time": 3_600_000, "item_genres": ["drama"]})
-    {'user_id': 'u1', 'item_id': 'i9', 'device': 'tv', 'position': '3', 'hour': '1', 'genre_drama': 1.0}
-    """
-    hour = datetime.datetime.fromtimestamp(fields["event_time"] / 1000, datetime.timezone.utc).hour
-    x = {"user_id": fields["user_id"], "item_id": fields["item_id"],
-         "device": fields.get("device") or "unknown", "position": str(fields["position"]),
-         "hour": str(hour)}
-    x.update({f"genre_{g}": 1.0 for g in fields.get("item_genres") or ()})
-    x.update(fields.get("features") or {})  # entity features, when transforms.features added them
-    return x
-
-
-def served_example(row: Row, model_key: str = "default") -> Example:
-    """The prediction request of an impression, at its own time (the label comes later)."""
-    return Example(event_id=row.event_id, event_time=row.event_time, x=impression_features(row.fields),
-                   model_key=model_key, mode=PREDICT)
-
-
-class ValidationOutputs(NamedTuple):
-    valid: beam.PCollection
-    dead_letters: beam.PCollection
-
-
 class LabelOutputs(NamedTuple):
     examples: beam.PCollection
     joined_outcomes: beam.PCollection
     dead_letters: beam.PCollection
-
-
-class ValidateInteractions(beam.PTransform):
-    """Rows -> valid interaction Rows; the others leave as dead letters with the reason."""
-
-    def expand(self, rows):
-        results = rows | "Validate" >> beam.ParDo(_ValidateDoFn()).with_outputs(
-            DEAD_LETTERS, main="valid")
-        return ValidationOutputs(results.valid, results[DEAD_LETTERS])
-
-
-class _ValidateDoFn(beam.DoFn):
-    def process(self, row: Row):
-        reason = invalid_reason(row.fields)
-        if reason is None:
-            yield row
-        else:
-            yield _dead("ValidateInteractions", reason, row)
 
 
 class LabelImpressions(beam.PTransform):
@@ -128,11 +54,13 @@ class LabelImpressions(beam.PTransform):
     the window before them.
     """
 
-    def __init__(self, window_s: float, model_key: str = "default", store: str | None = None):
+    def __init__(self, window_s: float, model_key: str = "default", store: str | None = None,
+                 progress: str | None = None):
         super().__init__()
         if window_s <= 0:
             raise ValueError("the attribution window must be positive")
         self.window_ms, self.model_key, self.store = int(window_s * 1000), model_key, store
+        self.progress = progress  # a progress counter (transforms.progress) ticked per row joined
 
     def expand(self, rows):
         results = (
@@ -140,7 +68,7 @@ class LabelImpressions(beam.PTransform):
             | "KeyByImpression" >> beam.Map(lambda r: (
                 r.fields["event_id"] if r.fields["event_type"] == "impression"
                 else r.fields["impression_id"], r)).with_output_types(beam.typehints.KV[str, Row])
-            | "Join" >> beam.ParDo(_JoinDoFn(self.window_ms, self.model_key, self.store)).with_outputs(
+            | "Join" >> beam.ParDo(_JoinDoFn(self.window_ms, self.model_key, self.store, self.progress)).with_outputs(
                 DEAD_LETTERS, JOINED, main="examples")
         )
         return LabelOutputs(results.examples, results[JOINED], results[DEAD_LETTERS])
@@ -152,8 +80,8 @@ class _JoinDoFn(beam.DoFn):
     ATTRIBUTION = userstate.ReadModifyWriteStateSpec("attribution", coders.FastPrimitivesCoder())
     CLOSE = userstate.TimerSpec("close", TimeDomain.WATERMARK)
 
-    def __init__(self, window_ms: int, model_key: str, store: str | None = None):
-        self.window_ms, self.model_key, self.store = window_ms, model_key, store
+    def __init__(self, window_ms: int, model_key: str, store: str | None = None, progress: str | None = None):
+        self.window_ms, self.model_key, self.store, self.progress = window_ms, model_key, store, progress
 
     def setup(self):
         self._store = snapshots.open_store(self.store) if self.store else None
@@ -165,6 +93,8 @@ class _JoinDoFn(beam.DoFn):
     def process(self, element, attribution=beam.DoFn.StateParam(ATTRIBUTION),
                 close=beam.DoFn.TimerParam(CLOSE)):
         impression_id, row = element
+        if self.progress:
+            add_progress(self.progress, 1)
         state = attribution.read()
         if state is None and self._store is not None:
             stored = self._store.predictions(LABELS, [impression_id]).get(impression_id)
@@ -252,6 +182,4 @@ def _unpack(state) -> tuple:
 
 
 def _dead(stage: str, reason: str, row: Row) -> beam.pvalue.TaggedOutput:
-    payload = json.dumps(row.fields, default=str, sort_keys=True).encode()
-    return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-        stage=stage, reason=reason, payload=payload, event_time=row.event_time, origin=row.origin))
+    return beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(stage, reason, row))

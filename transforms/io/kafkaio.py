@@ -1,13 +1,13 @@
 """Endless Kafka streams on Flink, through Beam's Java KafkaIO.
 
 Beam 2.62's portable Flink runner does not pass a Python splittable DoFn's watermark on in
-streaming (apache/beam#19637): the project's Python reader (`transforms.kafka_read`) delivers
+streaming (apache/beam#19637): the project's Python reader (`transforms.io.kafka_read`) delivers
 records on Flink but event time never advances, so no event-time timer fires. The runner
 translates Java's unbounded `Read` natively instead, with a watermark per partition; its one
 Java step (KafkaIO's conversion of a record to a row) runs in a Java SDK harness embedded in
 the TaskManager, so no Docker is needed. `scripts/flink.sh install` puts KafkaIO's jars on the
 job server's class path (shipped to the TaskManagers with every job) and writes the launcher
-of the expansion service that expands this transform (`pipelines.local.kafka_expansion_jar`).
+of the expansion service that expands this transform (`transforms.runners.kafka_expansion_jar`).
 
 Records come out as the same `KafkaRecord`s as the Python reader's, stamped with their Kafka
 (create) timestamp. The watermark of a partition is the latest timestamp read from it; once a
@@ -21,7 +21,8 @@ import os
 
 import apache_beam as beam
 
-from transforms.kafka_read import KafkaRecord
+from core.kafka import KafkaRecord
+from transforms.runners import kafka_expansion_jar
 
 
 class ReadWithKafkaIO(beam.PTransform):
@@ -29,7 +30,7 @@ class ReadWithKafkaIO(beam.PTransform):
 
     Starts at `group_id`'s committed offsets, else the earliest (or, with `start_time_ms`, at
     the first records stamped at or after it, in every partition). Commits nothing itself:
-    `transforms.kafka_offsets.CommitOffsets` commits once results are delivered.
+    `transforms.io.offsets.CommitOffsets` commits once results are delivered.
     """
 
     def __init__(self, bootstrap: str, topics, group_id: str, start_time_ms: int | None = None,
@@ -56,8 +57,6 @@ def expansion_service(jar: str | None = None):
     as a primitive unbounded Read (which Flink runs natively) and its Java steps in an
     EMBEDDED harness; it stages one small jar (the default would stage its whole class path)."""
     from apache_beam.transforms.external import JavaJarExpansionService
-
-    from pipelines.local import kafka_expansion_jar
 
     jar = jar or kafka_expansion_jar()
     kafkaio = sorted(glob.glob(os.path.join(os.path.dirname(jar), "lib", "beam-sdks-java-io-kafka-*.jar")))

@@ -12,55 +12,28 @@ reader between records, but never split one partition's offsets between readers.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
-import time
 
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
+
+from core.kafka import KafkaRecord, committed_offsets, consumer, is_transient, retrying
+from transforms.io.kafkaio import ReadWithKafkaIO
+from transforms.runners import is_flink
 
 UNBOUNDED = sys.maxsize
 NO_TIME = -(2 ** 62)
-# Errors of a broker that is away for a while (a restart): wait for it, do not fail the job.
-TRANSIENT = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
-             KafkaError._RESOLVE, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
-             KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT)
-
-
-@dataclasses.dataclass(frozen=True)
-class KafkaRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-    first_offset: int = -1  # the first offset this record accounts for: < offset after a gap
-
-    def where(self) -> str:
-        return f"{self.topic}/{self.partition}@{self.offset}"
-
-    def origin(self) -> tuple:
-        """This record's span, for `records.Row.origin` and offset commits."""
-        first = self.offset if self.first_offset < 0 else self.first_offset
-        return ((self.topic, self.partition, first, self.offset),)
-
-
-def consumer(bootstrap: str, group_id: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group_id,
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": False})
 
 
 class ReadFromKafka(beam.PTransform):
     """Reads every partition of `topics` as `KafkaRecord`s timestamped by the Kafka timestamp.
 
-    An endless read on Flink goes through Beam's Java KafkaIO instead (`transforms.kafka_flink`:
+    An endless read on Flink goes through Beam's Java KafkaIO instead (`transforms.io.kafkaio`:
     on Beam 2.62's Flink runner this reader's watermark does not advance).
 
     Args:
@@ -83,12 +56,8 @@ class ReadFromKafka(beam.PTransform):
         self.stop_at_end, self.poll_records, self.start_time_ms = stop_at_end, poll_records, start_time_ms
 
     def expand(self, pbegin):
-        from pipelines.local import is_flink
-
         if not self.stop_at_end and is_flink(pbegin.pipeline.options):
-            # This reader's watermark does not advance on Beam 2.62's Flink runner: see kafka_flink.
-            from transforms.kafka_flink import ReadWithKafkaIO
-
+            # This reader's watermark does not advance on Beam 2.62's Flink runner: see kafkaio.
             return pbegin | "KafkaIO" >> ReadWithKafkaIO(self.bootstrap, self.topics, self.group_id,
                                                         self.start_time_ms)
         reader = _ReadTopicDoFn if self.stop_at_end else _ReadTopicForeverDoFn
@@ -96,30 +65,6 @@ class ReadFromKafka(beam.PTransform):
                 | "Topics" >> beam.Create(self.topics)
                 | "Read" >> beam.ParDo(reader(self.bootstrap, self.group_id, self.stop_at_end,
                                               self.poll_records, self.start_time_ms)))
-
-
-def is_transient(error: KafkaError) -> bool:
-    """Whether `error` is one to wait out (the broker is restarting), not a failure."""
-    return not error.fatal() and (error.code() in TRANSIENT or error.retriable())
-
-
-def retrying(call, what: str, patience_s: float = 120.0):
-    """`call()`, retried while the broker is away (a restart) for up to `patience_s`."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            return call()
-        except KafkaException as e:
-            if not is_transient(e.args[0]) or time.monotonic() > deadline:
-                raise
-            logging.warning("Kafka: %s: %s; retrying", what, e)
-            time.sleep(1.0)
-
-
-def _committed(c: Consumer, partitions, patience_s: float = 120.0):
-    """The group's committed offsets; retries while the broker says to (a new cluster's group
-    coordinator answers NOT_COORDINATOR until its offsets topic exists)."""
-    return retrying(lambda: c.committed(partitions, timeout=10), "committed offsets", patience_s)
 
 
 CHECKPOINT = ("checkpoint",)  # a claim that allows the next checkpoint (see try_split)
@@ -196,7 +141,7 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
                 raise ValueError(f"Kafka topic {topic!r} not found at {self.bootstrap}: "
                                  f"{found and found.error}")
             partitions = sorted(found.partitions)
-            committed = _committed(c, [TopicPartition(topic, p) for p in partitions])
+            committed = committed_offsets(c, [TopicPartition(topic, p) for p in partitions])
             by_time = self._offsets_at_start_time(c, topic, partitions)
             restriction = []
             for tp in committed:

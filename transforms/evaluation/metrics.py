@@ -1,4 +1,5 @@
-"""Prequential metrics with river's metric classes, per model key and over all keys.
+"""Prequential metrics per event-time window and over the whole input, per model key and over
+all keys (scored by `core.scoring`).
 
 Predictions are scored in (event time, event id) order, so a window's figures are the same
 whichever bundles or runner delivered them.
@@ -6,46 +7,14 @@ whichever bundles or runner delivered them.
 from __future__ import annotations
 
 import typing
-from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.transforms import window
-from river import metrics as river_metrics
 
+from core.records import ALL_KEYS, Prediction, WindowedMetric
+from core.scoring import METRICS, score
 from transforms import coders  # noqa: F401  (registers the record coders)
 from transforms.chunks import ChunkPerKey, flatten
-from transforms.records import ALL_KEYS, Prediction, WindowedMetric
-
-METRICS = {
-    "binary": {"accuracy": river_metrics.Accuracy, "rocauc": river_metrics.ROCAUC,
-               "logloss": river_metrics.LogLoss},
-    "multiclass": {"accuracy": river_metrics.Accuracy, "macro_f1": river_metrics.MacroF1},
-    "regression": {"mae": river_metrics.MAE, "rmse": river_metrics.RMSE},
-}
-
-
-def score(predictions: Iterable[Prediction], task: str) -> dict:
-    """River metrics over predictions taken in event order, as `progressive_val_score` does.
-
-    Label metrics use `y_pred`, probability metrics `y_proba`; a prediction that is None or
-    empty (a model that has learned nothing yet) is not scored, nor is an unlabelled event.
-
-    >>> p = [Prediction("a", "k", 0, True, True, {True: 0.9, False: 0.1}, 0),
-    ...      Prediction("b", "k", 1, False, True, {True: 0.6, False: 0.4}, 1)]
-    >>> score(p, "binary")["accuracy"]
-    0.5
-    """
-    if task not in METRICS:
-        raise ValueError(f"task must be one of {sorted(METRICS)}, not {task!r}")
-    scores = {name: cls() for name, cls in METRICS[task].items()}
-    for p in sorted(predictions, key=Prediction.order):
-        if p.y_true is None:
-            continue
-        for metric in scores.values():
-            y_pred = p.y_pred if task == "regression" or metric.requires_labels else p.y_proba
-            if y_pred is not None and y_pred != {}:
-                metric.update(p.y_true, y_pred)
-    return {name: float(metric.get()) for name, metric in scores.items()}
 
 
 class WindowedMetrics(beam.PTransform):

@@ -14,22 +14,21 @@ import apache_beam as beam
 from apache_beam import coders
 from apache_beam.transforms import userstate
 
+from core.records import Example, Prediction
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.records import Example, Prediction
+from transforms.runners import is_streaming
 
 
 class ScoreDelayedLabels(beam.PTransform):
     """(served `Prediction`s, learned `Example`s) -> scored `Prediction`s."""
 
     def expand(self, pcolls):
-        from transforms.learner import _streaming
-
         served, learned = pcolls
         both = ((served | "KeyServed" >> beam.Map(lambda p: ((p.model_key, p.event_id), p)),
                  learned | "KeyLearned" >> beam.Map(lambda e: ((e.model_key, e.event_id), e)))
                 | "Both" >> beam.Flatten()
                 | "InGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
-        if not _streaming(served):  # bounded: one shuffle, no per-event state
+        if not is_streaming(served):  # bounded: one shuffle, no per-event state
             return both | "Group" >> beam.GroupByKey() | "PairAll" >> beam.FlatMap(_pair_all)
         return both | "Pair" >> beam.ParDo(_PairDoFn()).with_input_types(
             beam.typehints.KV[beam.typehints.Tuple[str, str], beam.typehints.Any])

@@ -7,8 +7,8 @@ from typing import NamedTuple, Sequence
 
 import apache_beam as beam
 
+from core.records import DeadLetter, Example
 from transforms import coders  # noqa: F401  (registers the record coders)
-from transforms.records import DeadLetter, Example
 
 DEAD_LETTERS = "dead_letters"
 

@@ -1,20 +1,16 @@
-"""Kafka in and out, in Python over confluent-kafka (Beam's ReadFromKafka is a Java
+"""Kafka records decoded and written, in Python over confluent-kafka (Beam's ReadFromKafka is a Java
 cross-language transform that needs Docker here).
 
-- `ReadFromKafka` (see `transforms.kafka_read`): every partition of a topic, from the
-  consumer group's committed offsets, timestamped by the Kafka timestamp, with a watermark;
-  with `stop_at_end`, a bounded replay up to the end offsets seen at start-up.
 - `DecodeAvro`: schemaless Avro values to `Row`s; undecodable or incomplete values are dead
   letters carrying the original bytes and `topic/partition@offset`.
 - `WriteToKafka`: Avro-encodes records, keys them, and confirms delivery: at the end of each
   bundle it flushes and raises if any record was not acknowledged, so Beam retries the bundle
   (at-least-once; consumers dedupe by key + event id). Its output is the source spans
-  (`origin`) of the records it delivered, for `transforms.kafka_offsets.CommitOffsets`.
+  (`origin`) of the records it delivered, for `transforms.io.offsets.CommitOffsets`.
 """
 from __future__ import annotations
 
 import io
-import logging
 from typing import Callable, NamedTuple
 
 import apache_beam as beam
@@ -22,12 +18,12 @@ import fastavro
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 
 import schemas
+from core.kafka import KafkaRecord, encode
+from core.records import DeadLetter, Row
 from transforms import coders  # noqa: F401  (registers the record coders)
-from transforms.kafka_read import KafkaRecord, ReadFromKafka  # noqa: F401  (public here)
-from transforms.records import DeadLetter, Row
 
 DEAD_LETTERS = "dead_letters"
 FLUSH_TIMEOUT_S = 60  # long enough to outlast a broker restart
@@ -71,17 +67,6 @@ class _DecodeDoFn(beam.DoFn):
                 origin=record.origin()))
             return
         yield Row(str(event_id), int(event_time), fields, record.origin())
-
-
-def encode(record: dict, schema: str) -> bytes:
-    """Schemaless Avro bytes of `record`.
-
-    >>> len(encode({"stage": "s", "reason": "r", "payload": b"x"}, "dead_letter")) > 0
-    True
-    """
-    buffer = io.BytesIO()
-    fastavro.schemaless_writer(buffer, schemas.load(schema), record)
-    return buffer.getvalue()
 
 
 class WriteToKafka(beam.PTransform):
@@ -144,56 +129,3 @@ class _ProduceDoFn(beam.DoFn):
 
     def teardown(self):
         self._producer.flush(10)
-
-
-def produce(records, bootstrap: str, topic: str, schema: str, key_field: str,
-            time_field: str = "event_time", rate: float | None = None) -> int:
-    """Produces dicts to `topic` (Avro, keyed by `key_field`, Kafka timestamp = `time_field`),
-    at `rate` records/s or as fast as possible; returns the count once all are acknowledged.
-
-    Raises RuntimeError if any record was not delivered.
-    """
-    import time
-
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    failures, sent, start = [], 0, time.monotonic()
-
-    def delivered(error, message):
-        if error is not None:
-            failures.append(str(error))
-
-    for record in records:
-        if rate:
-            ahead = sent / rate - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-        while True:
-            try:
-                producer.produce(topic, key=str(record[key_field]).encode(), value=encode(record, schema),
-                                 timestamp=max(int(record[time_field]), 0), on_delivery=delivered)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                producer.poll(0.1)
-        sent += 1
-        producer.poll(0)
-    unflushed = producer.flush(60)
-    if unflushed or failures:
-        raise RuntimeError(f"{len(failures)} of {sent} records not delivered to {topic!r} "
-                           f"({unflushed} unflushed): {failures[:3]}")
-    logging.info("produced %d records to %s in %.1f s", sent, topic, time.monotonic() - start)
-    return sent
-
-
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
-    """Creates `topic` with `partitions` partitions unless it exists."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    future = admin.create_topics([NewTopic(topic, partitions, 1)])[topic]
-    try:
-        future.result(timeout=30)
-    except KafkaException as e:
-        if "TOPIC_ALREADY_EXISTS" not in str(e):
-            raise

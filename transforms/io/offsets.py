@@ -2,7 +2,7 @@
 
 Every record read from Kafka ends as exactly one delivered result (a prediction, a dead
 letter), or is folded into one (an outcome into its impression's label). Each result carries
-the source spans it stems from (`records.Row.origin`); `WriteToKafka` returns the spans of the
+the source spans it stems from (`core.records.Row.origin`); `WriteToKafka` returns the spans of the
 results it delivered. `CommitOffsets` collects them per partition and commits offset `n` only
 when every offset below `n` (since the last commit) is covered: a restarted job resumes at the
 first record whose result may not have been written, so nothing is lost, and what it redoes
@@ -20,7 +20,7 @@ from apache_beam import coders
 from apache_beam.transforms import userstate
 from confluent_kafka import TopicPartition
 
-from transforms.kafka_read import _committed, consumer, retrying
+from core.kafka import committed_offsets, consumer, retrying
 
 
 def advance(committed: int, spans) -> tuple[int, list]:
@@ -83,7 +83,7 @@ class _CommitDoFn(beam.DoFn):
 
     def _start(self, topic, partition) -> int:
         """Where the job's readers started: the group's committed offset, else the earliest."""
-        tp = _committed(self._consumer, [TopicPartition(topic, partition)])[0]
+        tp = committed_offsets(self._consumer, [TopicPartition(topic, partition)])[0]
         if tp.offset >= 0:
             return tp.offset
         return retrying(lambda: self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[0],
@@ -92,29 +92,3 @@ class _CommitDoFn(beam.DoFn):
     def _commit(self, topic, partition, offset):
         retrying(lambda: self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)],
                                                asynchronous=False), f"commit {topic}/{partition}@{offset}")
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict:
-    """{partition: end offset} of `topic` now."""
-    c = consumer(bootstrap, "streamml-end-offsets")
-    try:
-        partitions = retrying(lambda: c.list_topics(topic, timeout=10), f"partitions of {topic!r}").topics[topic].partitions
-        return {p: retrying(lambda: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1],
-                            f"end of {topic}/{p}") for p in partitions}
-    finally:
-        c.close()
-
-
-def commit_at_least(bootstrap: str, group_id: str, topic: str, offsets: dict) -> dict:
-    """Commits `offsets` for the partitions where they are ahead of the group's committed
-    offsets (a finished bounded run: everything below them was written); returns the
-    group's offsets after."""
-    c = consumer(bootstrap, group_id)
-    try:
-        committed = {tp.partition: tp.offset for tp in _committed(c, [TopicPartition(topic, p) for p in offsets])}
-        ahead = [TopicPartition(topic, p, o) for p, o in offsets.items() if o > committed.get(p, -1)]
-        if ahead:
-            retrying(lambda: c.commit(offsets=ahead, asynchronous=False), f"commit {topic}")
-        return {**committed, **{tp.partition: tp.offset for tp in ahead}}
-    finally:
-        c.close()

@@ -16,10 +16,8 @@ With a store, the same path serves events read again after
 a restart: they get the features stored when they were first served, and are not applied
 twice.
 
-`SnapshotProfiles` is the backfill: the batch pass over history up to a cut-off, writing
-each profile and its clock to a store. A streaming `AddEntityFeatures(store=...)` over the
-events from the cut-off on starts from those profiles and computes the features a stream
-over the whole history would have.
+The features themselves are Beam-free (`core.features`, `core.profiles`); the backfill of a
+store from history is `transforms.features.backfill`.
 """
 from __future__ import annotations
 
@@ -30,16 +28,17 @@ from apache_beam import coders
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
-from models import snapshots
+from core.features import PROFILES, featurise, order, profile_key, with_features
+from core.records import Row
+from stores import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
 from transforms.eventtime import ITEM_FEATURES_US, USER_FEATURES_US, await_events, millis, rearm, stamp
-from transforms.profiles import ItemProfile, UserProfile
-from transforms.records import Row
+from transforms.progress import add_progress
+from transforms.runners import is_streaming
 
-# kind: (profile, key field, timestamp offset of the stage: see transforms.eventtime)
 REPLAY_HORIZON_MS = 24 * 3600 * 1000  # how long served features stay stored for replays
-PROFILES = {"user": (UserProfile, "user_id", USER_FEATURES_US),
-            "item": (ItemProfile, "item_id", ITEM_FEATURES_US)}
+# Timestamp offset of each kind's stage: see transforms.eventtime.
+OFFSETS_US = {"user": USER_FEATURES_US, "item": ITEM_FEATURES_US}
 
 
 class AddEntityFeatures(beam.PTransform):
@@ -54,22 +53,20 @@ class AddEntityFeatures(beam.PTransform):
             job resumes the profiles, and an impression read again gets its features again.
     """
 
-    def __init__(self, streaming: bool | None = None, store: str | None = None):
+    def __init__(self, streaming: bool | None = None, store: str | None = None, progress: str | None = None):
         super().__init__()
-        self.streaming, self.store = streaming, store
+        self.streaming, self.store, self.progress = streaming, store, progress
 
     def expand(self, rows):
-        from transforms.learner import _streaming
-
-        batch = not (_streaming(rows) if self.streaming is None else self.streaming)
-        for kind, (_, field, _) in PROFILES.items():
+        batch = not (is_streaming(rows) if self.streaming is None else self.streaming)
+        for kind, (_, field) in PROFILES.items():
             keyed = rows | f"By{kind.title()}" >> beam.Map(lambda r, f=field: (r.fields[f], r)).with_output_types(
                 beam.typehints.KV[str, Row])
             if batch:  # all of a key's events at once: one sorted pass, no state or timers
                 rows = (keyed | f"Group{kind.title()}s" >> beam.GroupByKey()
-                        | f"{kind.title()}Features" >> beam.FlatMap(_featurise_all, kind))
+                        | f"{kind.title()}Features" >> beam.FlatMap(_featurise_all, kind, self.progress))
             else:
-                rows = keyed | f"{kind.title()}Features" >> beam.ParDo(_ProfileDoFn(kind, self.store))
+                rows = keyed | f"{kind.title()}Features" >> beam.ParDo(_ProfileDoFn(kind, self.store, self.progress))
         return rows
 
 
@@ -87,9 +84,9 @@ class _ProfileDoFn(beam.DoFn):
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
 
-    def __init__(self, kind: str, store: str | None = None):
-        self.kind, self.store = kind, store
-        self.profile_type, _, self.offset_us = PROFILES[kind]
+    def __init__(self, kind: str, store: str | None = None, progress: str | None = None):
+        self.kind, self.store, self.progress = kind, store, progress
+        self.profile_type, self.offset_us = PROFILES[kind][0], OFFSETS_US[kind]
 
     def setup(self):
         self._store = snapshots.open_store(self.store) if self.store else None
@@ -145,18 +142,20 @@ class _ProfileDoFn(beam.DoFn):
             if saved is not None:
                 state, clock = json.loads(saved[0]), saved[1]
         profile = self.profile_type(state)
-        ready.sort(key=_order)
-        replayed = [r for r in ready if clock is not None and _order(r) <= tuple(clock)]
+        ready.sort(key=order)
+        replayed = [r for r in ready if clock is not None and order(r) <= tuple(clock)]
         yield from self._replay(store_key, replayed, profile)
-        fresh = _featurise(profile, ready[len(replayed):])
+        fresh = featurise(profile, ready[len(replayed):])
         if fresh:
-            clock = _order(ready[-1])
+            clock = order(ready[-1])
             if self._store is not None:  # durable first: what leaves here is in the store
                 served = [(r.event_id, r.event_time, json.dumps(r.fields["features"]).encode())
                           for r in fresh if r.fields["event_type"] == "impression"]
                 self._store.save(store_key, json.dumps(profile.state()).encode(), clock, served,
                                  keep_after_ms=clock[0] - REPLAY_HORIZON_MS)
             profile_state.write((profile.state(), clock))
+        if self.progress:
+            add_progress(self.progress, len(ready))
         for row in fresh:
             yield beam.window.TimestampedValue(row, stamp(row.event_time, self.offset_us))
 
@@ -167,62 +166,10 @@ class _ProfileDoFn(beam.DoFn):
         stored = self._store.predictions(store_key, impressions) if self._store and impressions else {}
         for row in rows:
             if row.event_id in stored:
-                row = _with_features(row, json.loads(stored[row.event_id]))
+                row = with_features(row, json.loads(stored[row.event_id]))
             elif row.fields["event_type"] == "impression":  # a late impression: what we know now
-                row = _with_features(row, profile.features(row.event_time, row.fields.get("item_genres") or ()))
+                row = with_features(row, profile.features(row.event_time, row.fields.get("item_genres") or ()))
             yield beam.window.TimestampedValue(row, stamp(row.event_time, self.offset_us))
-
-
-class SnapshotProfiles(beam.PTransform):
-    """Valid interaction `Row`s -> the store keys written: every user and item profile as of
-    `cutoff_ms` (events strictly before it applied, later ones ignored), with its clock, in the
-    store at `store`.
-    """
-
-    def __init__(self, store: str, cutoff_ms: int):
-        super().__init__()
-        self.store, self.cutoff_ms = store, cutoff_ms
-
-    def expand(self, rows):
-        before = rows | "BeforeCutoff" >> beam.Filter(lambda r, cut=self.cutoff_ms: r.event_time < cut)
-        profiles = []
-        for kind, (_, field, _) in PROFILES.items():
-            profiles.append(
-                before
-                | f"By{kind.title()}" >> beam.Map(lambda r, f=field: (r.fields[f], r)).with_output_types(
-                    beam.typehints.KV[str, Row])
-                | f"Group{kind.title()}s" >> beam.GroupByKey()
-                | f"{kind.title()}Profiles" >> beam.MapTuple(_final_profile, kind))
-        return profiles | "AllProfiles" >> beam.Flatten() | "Save" >> beam.ParDo(_SaveProfileDoFn(self.store))
-
-
-def profile_key(kind: str, key: str) -> str:
-    """The store key of the `kind` profile of `key`."""
-    return f"{kind}:{key}"
-
-
-def _final_profile(key, rows, kind=None):
-    profile_type = PROFILES[kind][0]
-    rows = sorted(rows, key=_order)
-    profile = profile_type()
-    _featurise(profile, rows)
-    return profile_key(kind, key), json.dumps(profile.state()).encode(), _order(rows[-1])
-
-
-class _SaveProfileDoFn(beam.DoFn):
-    def __init__(self, store: str):
-        self.store = store
-
-    def setup(self):
-        self._store = snapshots.open_store(self.store)
-
-    def teardown(self):
-        self._store.close()
-
-    def process(self, snapshot):
-        key, blob, clock = snapshot
-        self._store.save(key, blob, clock, [], keep_after_ms=clock[0] - REPLAY_HORIZON_MS)
-        yield key
 
 
 def _pack(row: Row) -> tuple:
@@ -233,68 +180,10 @@ def _unpack(packed) -> Row:
     return Row(*packed)
 
 
-def _order(row: Row) -> tuple:
-    return (row.event_time, row.event_id)
-
-
-def _featurise_all(keyed_rows, kind: str):
-    profile_type, _, offset_us = PROFILES[kind]
-    for row in _featurise(profile_type(), sorted(keyed_rows[1], key=_order)):
+def _featurise_all(keyed_rows, kind: str, progress: str | None = None):
+    profile_type, offset_us = PROFILES[kind][0], OFFSETS_US[kind]
+    rows = featurise(profile_type(), sorted(keyed_rows[1], key=order))
+    if progress:
+        add_progress(progress, len(rows))
+    for row in rows:
         yield beam.window.TimestampedValue(row, stamp(row.event_time, offset_us))
-
-
-def _featurise(profile, rows: list) -> list:
-    """Featurises the impressions among `rows` (sorted by event time, event id) and applies
-    all of them to `profile`, one instant at a time; returns the rows."""
-    out, times = [], [r.event_time for r in rows]
-    for i, row in enumerate(rows):
-        if row.fields["event_type"] == "impression":
-            row = _with_features(row, profile.features(row.event_time, row.fields.get("item_genres") or ()))
-        out.append(row)
-        # Apply an instant's events only after every impression of that instant is featurised.
-        if i + 1 == len(rows) or rows[i + 1].event_time != row.event_time:
-            for done in rows[_instant_start(times, i):i + 1]:
-                profile.apply(done.fields)
-    return out
-
-
-def _instant_start(times, i: int) -> int:
-    """Index of the first of the sorted `times` equal to times[i]."""
-    j = i
-    while j > 0 and times[j - 1] == times[i]:
-        j -= 1
-    return j
-
-
-def _with_features(row: Row, features: dict) -> Row:
-    return Row(row.event_id, row.event_time, {**row.fields, "features": {**row.fields.get("features", {}), **features}},
-               row.origin)
-
-
-def reference_features(events) -> dict:
-    """Impression id -> features, by a plain loop over `events` (interaction dicts) in
-    event-time order: what `AddEntityFeatures` must compute, for tests.
-
-    >>> events = [{"event_id": "a", "event_type": "impression", "event_time": 0, "user_id": "u",
-    ...            "item_id": "i", "item_genres": []},
-    ...           {"event_id": "b", "event_type": "impression", "event_time": 0, "user_id": "u",
-    ...            "item_id": "i", "item_genres": []}]
-    >>> [f["u_imp_24h"] for f in reference_features(events).values()]  # same instant: not seen
-    [0.0, 0.0]
-    """
-    profiles = {kind: {} for kind in PROFILES}
-    out = {}
-    ordered = sorted(events, key=lambda e: (e["event_time"], e["event_id"]))
-    times = [e["event_time"] for e in ordered]
-    for i, event in enumerate(ordered):
-        if event["event_type"] == "impression":
-            features = {}
-            for kind, (profile_type, field, _) in PROFILES.items():
-                profile = profiles[kind].setdefault(event[field], profile_type())
-                features.update(profile.features(event["event_time"], event.get("item_genres") or ()))
-            out[event["event_id"]] = features
-        if i + 1 == len(ordered) or ordered[i + 1]["event_time"] != event["event_time"]:
-            for done in ordered[_instant_start(times, i):i + 1]:
-                for kind, (profile_type, field, _) in PROFILES.items():
-                    profiles[kind].setdefault(done[field], profile_type()).apply(done)
-    return out

@@ -1,8 +1,8 @@
-"""Bounded sources: Avro container files, CSV and JSON Lines, as timestamped rows.
+"""Records from bytes and text, without Beam: file formats (Avro container, CSV, JSON Lines)
+as field dicts, and event times from numbers or ISO-8601 text.
 
-Every source yields `Row`s with their event time as the element timestamp, so everything
-downstream is the same code whether the rows came from a file or a stream. Lines that cannot
-be parsed, and rows without a usable timestamp, leave through the dead-letter output.
+Each `records(fmt, data)` item is `(index, fields, error, raw)`: a record's index in the file
+and its fields, or an error and the raw bytes it concerns (a dead letter's payload).
 """
 from __future__ import annotations
 
@@ -10,23 +10,11 @@ import argparse
 import io
 import json
 import math
-from typing import NamedTuple
 
-import apache_beam as beam
 import fastavro
 import pandas as pd
-from apache_beam.io import filesystems
-
-from transforms import coders  # noqa: F401  (registers the record coders)
-from transforms.records import DeadLetter, Row
 
 FORMATS = ("avro", "csv", "jsonl")
-DEAD_LETTERS = "dead_letters"
-
-
-class SourceOutputs(NamedTuple):
-    rows: beam.PCollection
-    dead_letters: beam.PCollection
 
 
 def format_of(path: str, fmt: str | None = None) -> str:
@@ -40,55 +28,6 @@ def format_of(path: str, fmt: str | None = None) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"cannot tell the format of {path!r}: give one of {FORMATS}")
     return fmt
-
-
-class ReadRows(beam.PTransform):
-    """Reads a file as `Row`s in file order.
-
-    Args:
-        path: a file path (any Beam filesystem).
-        fmt: 'avro', 'csv' or 'jsonl'; None guesses from the extension.
-        timestamp_field: field holding the event time (ISO-8601 text, or epoch milliseconds
-            as a number); None means event time = row index in seconds, the file order.
-        id_field: field holding a unique event id; None means the zero-padded row index.
-    """
-
-    def __init__(self, path: str, fmt: str | None = None, timestamp_field: str | None = None,
-                 id_field: str | None = None):
-        super().__init__()
-        self.path, self.fmt = path, format_of(path, fmt)
-        self.timestamp_field, self.id_field = timestamp_field, id_field
-
-    def expand(self, pbegin):
-        results = (
-            pbegin
-            | "Path" >> beam.Create([self.path])
-            | "Read" >> beam.ParDo(_ReadFileDoFn(self.fmt, self.timestamp_field, self.id_field))
-            .with_outputs(DEAD_LETTERS, main="rows")
-        )
-        return SourceOutputs(results.rows, results[DEAD_LETTERS])
-
-
-class _ReadFileDoFn(beam.DoFn):
-    def __init__(self, fmt, timestamp_field, id_field):
-        self.fmt, self.timestamp_field, self.id_field = fmt, timestamp_field, id_field
-
-    def process(self, path):
-        with filesystems.FileSystems.open(path) as f:
-            data = f.read()
-        for index, fields, error, raw in _RECORDS[self.fmt](data):
-            if error is not None:
-                yield _dead(path, error, raw)
-                continue
-            try:
-                event_time = (index * 1000 if self.timestamp_field is None
-                              else parse_event_time(fields.get(self.timestamp_field)))
-                event_id = (f"{index:012d}" if self.id_field is None
-                            else _required_text(fields, self.id_field))
-            except ValueError as e:
-                yield _dead(path, f"row {index}: {e}", raw or json.dumps(fields, default=str).encode())
-                continue
-            yield beam.window.TimestampedValue(Row(event_id, event_time, fields), event_time / 1000)
 
 
 def parse_event_time(value) -> int:
@@ -122,7 +61,7 @@ def event_time_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def _required_text(fields: dict, name: str) -> str:
+def required_text(fields: dict, name: str) -> str:
     value = fields.get(name)
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(f"missing {name!r}")
@@ -167,6 +106,24 @@ def _csv_records(data: bytes):
 _RECORDS = {"avro": _avro_records, "jsonl": _jsonl_records, "csv": _csv_records}
 
 
-def _dead(path, reason, raw) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-        stage="ReadRows", reason=reason, payload=raw or b"", source=path))
+def records(fmt: str, data: bytes):
+    """`(index, fields, error, raw)` for each record of a file's bytes in format `fmt`."""
+    return _RECORDS[fmt](data)
+
+
+def avro_records(path: str, where: tuple | None = None) -> int:
+    """How many records an Avro container file holds: from its block headers (no decoding),
+    or, `where=(field, value)`, those whose field has that value.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(suffix=".avro") as f:
+    ...     fastavro.writer(f, {"type": "record", "name": "r", "fields": [{"name": "a", "type": "int"}]},
+    ...                     [{"a": 1}, {"a": 2}, {"a": 2}]); f.flush()
+    ...     avro_records(f.name), avro_records(f.name, where=("a", 2))
+    (3, 2)
+    """
+    with open(path, "rb") as f:
+        if where is None:
+            return sum(block.num_records for block in fastavro.block_reader(f))
+        field, value = where
+        return sum(1 for record in fastavro.reader(f) if record.get(field) == value)

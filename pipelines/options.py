@@ -5,27 +5,20 @@ after a delay. Unless a runner is named:
 
 - batch runs on the FnApiRunner (in-process, nothing to download);
 - streaming runs on Prism built by `scripts/prism.sh install` (`.cache/prism/bin/prism`, or
-  `$STREAMML_PRISM`), with its dynamic bundle splitting off (`prism_disable_sdf_split`). Not on Beam's Python streaming runner (BundleBasedDirectRunner): its
+  `$STREAMML_PRISM`), with its dynamic bundle splitting off (`prism_disable_sdf_split`).
+  Not on Beam's Python streaming runner (BundleBasedDirectRunner): its
   timers do not hold the output watermark, so records that a timer emits at their own event
   time reach later windows and file sinks late, and are dropped there.
 """
 from __future__ import annotations
 
-import os
-import pathlib
-
 from apache_beam.options.pipeline_options import (DebugOptions, FlinkRunnerOptions, PipelineOptions,
                                                   PortableOptions, PrismRunnerOptions, StandardOptions)
 from apache_beam.runners import runner as _runner
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from transforms.runners import flink_job_server_jar, is_flink, prism_binary
+
 STREAMING_RUNNER = "PrismRunner"
-FLINK_RUNNER = "FlinkRunner"
-PRISM_BINARY = ROOT / ".cache" / "prism" / "bin" / "prism"
-# scripts/flink.sh install: FlinkJobServerDriver with its jars (Beam 2.62.0, Flink 1.19).
-FLINK_JOB_SERVER_JAR = ROOT / ".cache" / "flink-jobserver" / "beam-flink-1.19-job-server-2.62.0.jar"
-# Beam's Java expansion service with KafkaIO, from the job server's jars (same script).
-KAFKA_EXPANSION_JAR = ROOT / ".cache" / "flink-jobserver" / "beam-kafka-expansion-service-2.62.0.jar"
 
 
 def _known_runner(short: str, qualified: str) -> str:
@@ -37,42 +30,8 @@ def _known_runner(short: str, qualified: str) -> str:
 BATCH_RUNNER = _known_runner("FnApiRunner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
 
 
-def prism_binary() -> str:
-    return _installed("STREAMML_PRISM", PRISM_BINARY, "Prism binary", "prism.sh install",
-                      "name another runner with --runner")
-
-
-def flink_job_server_jar() -> str:
-    return _installed("STREAMML_FLINK_JOB_SERVER_JAR", FLINK_JOB_SERVER_JAR, "Flink job server jar",
-                      "flink.sh install", "give --flink_job_server_jar")
-
-
-def kafka_expansion_jar() -> str:
-    return _installed("STREAMML_KAFKA_EXPANSION_JAR", KAFKA_EXPANSION_JAR, "Kafka expansion service jar",
-                      "flink.sh install", "set $STREAMML_KAFKA_EXPANSION_JAR")
-
-
-def is_flink(options: PipelineOptions | None) -> bool:
-    """Whether `options` name Beam's FlinkRunner (short name or full path, any case).
-
-    >>> is_flink(PipelineOptions(["--runner=flinkrunner"])), is_flink(PipelineOptions([])), is_flink(None)
-    (True, False, False)
-    """
-    if options is None:
-        return False
-    return (options.view_as(StandardOptions).runner or "").split(".")[-1].lower() == FLINK_RUNNER.lower()
-
-
 def has_flag(beam_args: list[str], name: str) -> bool:
     return any(a.split("=")[0] == name for a in beam_args)
-
-
-def _installed(variable: str, default: pathlib.Path, what: str, script: str, other: str) -> str:
-    """The file at $variable, else `default`; a clear error naming the script that installs it."""
-    path = pathlib.Path(os.environ.get(variable, default))
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} at {path}: run `bash scripts/{script}` (or {other})")
-    return str(path)
 
 
 def pipeline_options(beam_args: list[str], **overrides) -> PipelineOptions:
@@ -116,3 +75,31 @@ def pipeline_options(beam_args: list[str], **overrides) -> PipelineOptions:
             # The SDK harness in this process: no Docker, and the workers see this machine's files.
             portable.environment_type = "LOOPBACK"
     return options
+
+
+def runner_name(options: PipelineOptions) -> str:
+    """The runner a job runs on, as a person reads it.
+
+    >>> runner_name(PipelineOptions(["--runner=FlinkRunner", "--flink_master=127.0.0.1:18081"]))
+    'FlinkRunner at 127.0.0.1:18081'
+    """
+    runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]
+    if is_flink(options):
+        return f"{runner} at {options.view_as(FlinkRunnerOptions).flink_master}"
+    return runner
+
+
+def unknown_flags(beam_args: list[str]) -> list[str]:
+    """The flags among a job's leftover arguments that no PipelineOptions knows: Beam would only
+    log that it discards them, so a mistyped flag would silently change nothing.
+
+    >>> unknown_flags(["--runner=FlinkRunner", "--streaming", "--parallelism", "2", "--paralellism=2"])
+    ['--paralellism=2']
+    """
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # as Beam's own get_all_options() does
+    _, unknown = parser.parse_known_args(beam_args)
+    return [a for a in unknown if a.startswith("-")]

@@ -1,0 +1,4 @@
+"""`python -m simulator`: see `simulator.cli`."""
+from simulator.cli import run
+
+run()

@@ -1,0 +1,120 @@
+"""The simulator's command line: `python -m simulator --output FILE.avro | --kafka BOOTSTRAP`
+(`--help` for the rest)."""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+
+from simulator import stream
+from simulator.stream import (EVENT_TYPES, START_MS, SimulatorConfig,  # noqa: F401  (START_MS: doctest)
+                              generate_with_truth, write_avro)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    defaults = SimulatorConfig()
+    parser = argparse.ArgumentParser(prog="python -m simulator",
+                                     description=stream.__doc__.split("\n\n")[0])
+    parser.add_argument("--output", help="Avro file to write.")
+    parser.add_argument("--kafka", metavar="BOOTSTRAP",
+                        help="Produce to Kafka at these bootstrap servers instead of a file.")
+    parser.add_argument("--topic", default="interactions",
+                        help="Kafka topic with --kafka (default interactions)")
+    parser.add_argument("--partitions", type=int, default=3,
+                        help="partitions of a topic that --kafka creates (default 3)")
+    parser.add_argument("--rate", type=float,
+                        help="records/s with --kafka (default: as fast as possible)")
+    parser.add_argument("--impressions", type=int, default=defaults.impressions,
+                        help=f"number of impressions (default {defaults.impressions})")
+    parser.add_argument("--users", type=int, default=defaults.users,
+                        help=f"number of users (default {defaults.users})")
+    parser.add_argument("--items", type=int, default=defaults.items,
+                        help=f"number of items (default {defaults.items})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"random seed (default {defaults.seed})")
+    parser.add_argument("--late-fraction", type=float, default=defaults.late_fraction,
+                        help=f"fraction of outcomes that arrive late "
+                             f"(default {defaults.late_fraction})")
+    parser.add_argument("--malformed-fraction", type=float,
+                        default=defaults.malformed_fraction,
+                        help=f"fraction of records that are malformed "
+                             f"(default {defaults.malformed_fraction})")
+    parser.add_argument("--drift-at", type=float, default=defaults.drift_at,
+                        help=f"fraction of the stream at which tastes drift "
+                             f"(default {defaults.drift_at})")
+    parser.add_argument("--mean-gap-ms", type=float, default=defaults.mean_gap_ms,
+                        help=f"mean time between impressions in ms "
+                             f"(default {defaults.mean_gap_ms:g})")
+    parser.add_argument("--codec", choices=("deflate", "null"), default="deflate",
+                        help="Avro block codec (default deflate)")
+    args = parser.parse_args(argv)
+    if (args.output is None) == (args.kafka is None):
+        parser.error("give exactly one of --output FILE and --kafka BOOTSTRAP")
+    try:
+        args.config = SimulatorConfig(
+            seed=args.seed, users=args.users, items=args.items, impressions=args.impressions,
+            late_fraction=args.late_fraction, malformed_fraction=args.malformed_fraction,
+            drift_at=args.drift_at, mean_gap_ms=args.mean_gap_ms)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def run(argv=None) -> str:
+    """Writes the stream the flags describe; prints and returns a one-line summary."""
+    args = parse_args(argv)
+    stats = _Stats()
+    records = stats.observe(generate_with_truth(args.config))
+    if args.kafka:
+        from core import kafka
+
+        kafka.ensure_topic(args.kafka, args.topic, args.partitions)
+        count = kafka.produce(records, args.kafka, args.topic, "interaction", "user_id", rate=args.rate)
+        target = f"Kafka topic {args.topic!r}"
+    else:
+        count = write_avro(records, args.output, codec=args.codec)
+        target = args.output
+    line = f"wrote {count} records to {target}: {stats.summary()}"
+    print(line)
+    return line
+
+
+class _Stats:
+    """Counts what passes through: records by type, malformed, late, and the time span."""
+
+    def __init__(self):
+        self.by_type = collections.Counter()
+        self.malformed = self.late = 0
+        self.first = self.last = None
+
+    def observe(self, labelled):
+        for record, truth in labelled:
+            self.by_type[record["event_type"]] += 1
+            self.malformed += truth.malformed is not None
+            self.late += truth.late
+            if truth.malformed is None:
+                t = record["event_time"]
+                self.first = t if self.first is None else min(self.first, t)
+                self.last = t if self.last is None else max(self.last, t)
+            yield record
+
+    def summary(self) -> str:
+        types = " ".join(f"{t}={self.by_type[t]}" for t in EVENT_TYPES)
+        impressions = self.by_type["impression"]
+        ctr = self.by_type["click"] / impressions if impressions else 0.0
+        span = "empty"
+        if self.first is not None:
+            hours = (self.last - self.first) / 3_600_000
+            span = f"{_iso(self.first)} .. {_iso(self.last)} ({hours:.2f} h)"
+        return (f"{types} (click rate {ctr:.3f}); malformed={self.malformed} "
+                f"late={self.late}; event time {span}")
+
+
+def _iso(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC text.
+
+    >>> _iso(START_MS)
+    '2026-01-01T00:00:00Z'
+    """
+    when = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,119 @@
+"""Online learning inside Beam: predict, emit the prediction, then learn — per model key.
+
+`LearnOnline` keeps one river model per model key. Within a key, events are applied in
+(event time, event id) order, so the result depends neither on bundling nor on batch vs
+streaming:
+
+- batch (bounded input): every event is known before any is applied, so the events are
+  grouped (GroupByKey) in shards of model keys (`shard_of`: a key with two events does not
+  cost a grouping of its own), and each key's events are applied in one sorted pass. No Beam
+  state, no timers: the model lives only in that call (and in the store, if any);
+- streaming: events wait in Beam state until the watermark passes them. An event-time timer
+  at the earliest waiting event (`flush`) fires when the watermark passes it (just after: see
+  `transforms.eventtime`); its timestamp holds the output watermark, so predictions keep their
+  events' time. A second timer at the latest waiting event (`sweep`) applies a whole backlog in
+  one firing once the watermark has passed it all (a replay, a file, a catch-up). A firing
+  applies every waiting event at or before its own timestamp.
+
+Either way, events reach the learner's grouping or state in chunks (`transforms.chunks`):
+one element per key and bundle, not one per event.
+
+The two forms are `transforms.learning.batch` and `transforms.learning.streaming`; both apply a
+key's ready events with the Beam-free `core.learning.Learner`. Events that arrive after their
+key's model already applied later events cannot be applied in order: they leave through the
+dead-letter output as `late` (a replay of an applied event is one too); two copies of one
+event waiting together leave one prediction and one `duplicate`. In streaming the model lives
+in Beam state as bytes (signed pickle, see `models.serde`), written once per firing.
+
+Beam state lives as long as the job. With a `store` (`stores.snapshots`), each learner step
+also saves the model and its predictions durably; a restarted job resumes from there, and an
+event replayed from the source gets its stored prediction again instead of being relearned.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+
+from core.learning import Learner, check_mini_batch
+from core.records import Example
+from models import factory, serde
+from transforms.chunks import ChunkPerKey
+from transforms.learning.batch import ApplyShardDoFn, shard_of
+from transforms.learning.outputs import DEAD_LETTERS, LEARNED
+from transforms.learning.streaming import PredictThenLearnDoFn
+from transforms.runners import is_streaming
+
+
+class LearnerOutputs(NamedTuple):
+    predictions: beam.PCollection
+    dead_letters: beam.PCollection
+    learned: beam.PCollection  # the `learn`-mode examples, once learned (for ScoreDelayedLabels)
+
+
+class LearnOnline(beam.PTransform):
+    """Progressive (predict-then-learn) validation of a river model per `Example.model_key`.
+
+    Examples in `predict` mode only get a prediction (y_true None) and `learn` mode ones are
+    only learned (and leave through `learned`): a served prediction and its delayed label.
+
+    Args:
+        model_spec: `MODULE:FUNCTION` returning a fresh river classifier or regressor, or a
+            dict of them per model key ("*" for any other key).
+        signing_key: HMAC key for model state; defaults to `models.serde.default_key()`, or
+            with a store to `models.serde.store_key(store)`.
+        store: location of a `models.snapshots` store (a SQLite path) that outlives the job.
+        replay_horizon_s: event time for which the store keeps predictions to re-emit for
+            replayed events; an older replay is a `late` dead letter.
+        mini_batch: 0 (default) learns event by event, exactly as bare river's
+            `predict_proba_one` + `learn_one`. N > 0 is the opt-in mini-batch mode: per key, up
+            to N consecutive ready events (in event order) are predicted together with
+            `predict_proba_many` (`predict_many` for regressors) and then learned together with
+            `learn_many` on a pandas DataFrame. This is *not* the same as per-event learning:
+            every event of a mini-batch is predicted by the model as it was before the
+            mini-batch (`model_step` says which), and `learn_many` updates differ from N
+            `learn_one` calls (one gradient step over the mini-batch, batch statistics). In
+            streaming a mini-batch never spans two timer firings, so its boundaries (and the
+            figures) may differ from a batch run over the same events. Only models whose every
+            step has `learn_many` (and `transform_many` / `predict_proba_many`) qualify, e.g.
+            `preprocessing.StandardScaler() | linear_model.LogisticRegression()`.
+        progress: name of a progress counter (`transforms.progress`) to tick with the events
+            applied, for a progress bar; None: none.
+    """
+
+    def __init__(self, model_spec: str | dict, signing_key: bytes | None = None, store: str | None = None,
+                 replay_horizon_s: float = 24 * 3600, mini_batch: int = 0, progress: str | None = None):
+        super().__init__()
+        if mini_batch < 0:
+            raise ValueError(f"mini_batch must be >= 0, not {mini_batch}")
+        for spec in (model_spec.values() if isinstance(model_spec, dict) else [model_spec]):
+            model = factory.build(spec)  # fail at construction, not on a worker
+            if mini_batch:
+                check_mini_batch(model, spec)
+        self.model_spec, self.store, self.replay_horizon_ms = model_spec, store, int(replay_horizon_s * 1000)
+        self.mini_batch, self.progress = mini_batch, progress
+        if signing_key is None:
+            signing_key = serde.store_key(store) if store else serde.default_key()
+        self.signing_key = signing_key
+
+    def expand(self, examples):
+        learner = Learner(self.model_spec, self.signing_key, self.store, self.replay_horizon_ms, self.mini_batch)
+        if is_streaming(examples):
+            results = (examples
+                       | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
+                           beam.typehints.KV[str, Example])
+                       | "Chunk" >> ChunkPerKey()
+                       | "PredictThenLearn" >> beam.ParDo(PredictThenLearnDoFn(learner, self.progress)).with_outputs(
+                           DEAD_LETTERS, LEARNED, main="predictions"))
+        else:
+            # Bounded input: every event of a key is known before any is applied, so one group
+            # per key, sorted once, replaces state and timers (and Beam's state cache). Keys are
+            # grouped in shards, so that a key with few events does not cost a grouping each.
+            results = (examples
+                       | "KeyByShard" >> beam.Map(lambda e: (shard_of(e.model_key), e)).with_output_types(
+                           beam.typehints.KV[int, Example])
+                       | "Chunk" >> ChunkPerKey()
+                       | "GroupByShard" >> beam.GroupByKey()
+                       | "PredictThenLearn" >> beam.ParDo(ApplyShardDoFn(learner, self.progress)).with_outputs(
+                           DEAD_LETTERS, LEARNED, main="predictions"))
+        return LearnerOutputs(results.predictions, results[DEAD_LETTERS], results[LEARNED])

@@ -1,0 +1,37 @@
+"""The learner's outputs in Beam: what `core.learning.Learner` returns, as elements.
+
+Predictions and learned examples are stamped just after their event time (`LEARNER_US`: see
+`transforms.eventtime`); dead letters and learned examples leave through tagged outputs.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from core.learning import DEAD_LETTER, LEARNED as LEARNED_KIND
+from transforms.eventtime import LEARNER_US, stamp
+
+DEAD_LETTERS = "dead_letters"
+LEARNED = "learned"
+
+
+def emit(out, made, learned):
+    """Elements for (out, made, learned) of `Learner.apply`, in that order."""
+    for kind, record in out:
+        yield _element(kind, record)
+    for prediction in made:
+        yield beam.window.TimestampedValue(prediction, stamp(prediction.event_time, LEARNER_US))
+    for example in learned:
+        yield beam.pvalue.TaggedOutput(LEARNED, beam.window.TimestampedValue(example, stamp(example.event_time, LEARNER_US)))
+
+
+def emit_replayed(out):
+    """Elements for the (kind, record) pairs of `Learner.replay_or_late`."""
+    for kind, record in out:
+        yield _element(kind, record)
+
+
+def _element(kind, record):
+    if kind == DEAD_LETTER:
+        return beam.pvalue.TaggedOutput(DEAD_LETTERS, record)
+    timestamped = beam.window.TimestampedValue(record, stamp(record.event_time, LEARNER_US))
+    return beam.pvalue.TaggedOutput(LEARNED, timestamped) if kind == LEARNED_KIND else timestamped
