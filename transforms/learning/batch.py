@@ -5,15 +5,11 @@ resumed from and saved to it, as in streaming)."""
 from __future__ import annotations
 
 import collections
-import functools
 import zlib
 
-import apache_beam as beam
 
-from core.learning import Learner
 from transforms.chunks import flatten
-from transforms.learning.outputs import emit
-from transforms.progress import add_progress
+from transforms.learning.base import LearnerDoFn, emit
 
 SHARDS = 256  # groups of model keys, each applied by one call
 
@@ -27,19 +23,8 @@ def shard_of(model_key: str, shards: int = SHARDS) -> int:
     return zlib.crc32(model_key.encode()) % shards
 
 
-class ApplyShardDoFn(beam.DoFn):
+class ApplyShardDoFn(LearnerDoFn):
     """`(shard, [chunk of Examples, ...])` -> predictions, dead letters, learned examples."""
-
-    def __init__(self, learner: Learner, progress: str | None = None):
-        self.learner, self.progress = learner, progress
-
-    def setup(self):
-        self.learner.open()
-        if self.progress:
-            self.learner.progress = functools.partial(add_progress, self.progress)
-
-    def teardown(self):
-        self.learner.close()
 
     def process(self, element):
         _, chunks = element

@@ -39,8 +39,8 @@ from core.learning import Learner, check_mini_batch
 from core.records import Example
 from models import factory, serde
 from transforms.chunks import ChunkPerKey
+from transforms.learning.base import DEAD_LETTERS, LEARNED
 from transforms.learning.batch import ApplyShardDoFn, shard_of
-from transforms.learning.outputs import DEAD_LETTERS, LEARNED
 from transforms.learning.streaming import PredictThenLearnDoFn
 from transforms.runners import is_streaming
 

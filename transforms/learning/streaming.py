@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import itertools
 
 import apache_beam as beam
@@ -28,15 +27,13 @@ from apache_beam import coders
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
-from core.learning import Learner
 from core.records import Example
 from transforms import coders as record_coders
 from transforms.eventtime import LEARNER_US, await_events, millis, rearm
-from transforms.learning.outputs import emit, emit_replayed
-from transforms.progress import add_progress
+from transforms.learning.base import LearnerDoFn, emit, emit_replayed
 
 
-class PredictThenLearnDoFn(beam.DoFn):
+class PredictThenLearnDoFn(LearnerDoFn):
     """`(model key, [Example, ...])` chunks -> predictions, dead letters, learned examples."""
 
     CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.FastPrimitivesCoder())
@@ -49,17 +46,9 @@ class PredictThenLearnDoFn(beam.DoFn):
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
     LIVE_MODELS = 10_000  # live models kept in memory (least recently used dropped)
 
-    def __init__(self, learner: Learner, progress: str | None = None):
-        self.learner, self.progress = learner, progress
-
     def setup(self):
-        self.learner.open()
-        if self.progress:
-            self.learner.progress = functools.partial(add_progress, self.progress)
+        super().setup()
         self._live = collections.OrderedDict()  # key -> (blob it was written as, model, step)
-
-    def teardown(self):
-        self.learner.close()
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK),
                 pending=beam.DoFn.StateParam(PENDING),

@@ -1,17 +1,36 @@
-"""The learner's outputs in Beam: what `core.learning.Learner` returns, as elements.
+"""What the batch and the streaming learner DoFns share: the `core.learning.Learner`'s life on
+a worker, and what it returns as Beam elements.
 
 Predictions and learned examples are stamped just after their event time (`LEARNER_US`: see
 `transforms.eventtime`); dead letters and learned examples leave through tagged outputs.
 """
 from __future__ import annotations
 
+import functools
+
 import apache_beam as beam
 
-from core.learning import DEAD_LETTER, LEARNED as LEARNED_KIND
+from core.learning import DEAD_LETTER, LEARNED as LEARNED_KIND, Learner
 from transforms.eventtime import LEARNER_US, stamp
+from transforms.progress import add_progress
 
 DEAD_LETTERS = "dead_letters"
 LEARNED = "learned"
+
+
+class LearnerDoFn(beam.DoFn):
+    """Opens the learner (and its store) on the worker, ticks `progress` as it applies events."""
+
+    def __init__(self, learner: Learner, progress: str | None = None):
+        self.learner, self.progress = learner, progress
+
+    def setup(self):
+        self.learner.open()
+        if self.progress:
+            self.learner.progress = functools.partial(add_progress, self.progress)
+
+    def teardown(self):
+        self.learner.close()
 
 
 def emit(out, made, learned):
