@@ -94,7 +94,9 @@ class UserProfile:
         recent_imp = sum(get(f"g:{g}:imp@1h") for g in genres)
         recent_click = sum(get(f"g:{g}:click@1h") for g in genres)
         in_session = self.last is not None and at - self.last <= SESSION_GAP_MS
-        since_s = NEVER_S if self.last is None else min((at - self.last) / 1000, NEVER_S)
+        # A late event (at or before the last one applied) is featurised from what the profile
+        # knows, as if it came right after that: never from a negative time.
+        since_s = NEVER_S if self.last is None else min(max((at - self.last) / 1000, 0.0), NEVER_S)
         log = math.log1p
         # Scaled by design (logs of counts, rates, fractions), so that a linear model learns
         # them by SGD without a running scaler, whose early variance estimates blow up.
@@ -105,7 +107,7 @@ class UserProfile:
             "u_skip_24h": log(get("skip@24h")), "u_watch_24h": log(get("watch@24h")),
             "u_since_last": log(since_s) / log(NEVER_S),
             "u_session_events": log(self.session_events) if in_session else 0.0,
-            "u_session_frac": (at - self.session_start) / SESSION_GAP_MS if in_session else 0.0,
+            "u_session_frac": max(at - self.session_start, 0) / SESSION_GAP_MS if in_session else 0.0,
             "ug_ctr": _ctr(genre_click, genre_imp), "ug_clicks_24h": log(genre_click),
             "ug_share": genre_click / (get("click@24h") + 1.0),
             "ug_ctr_1h": _ctr(recent_click, recent_imp), "ug_share_1h": recent_click / (get("click@1h") + 1.0),

@@ -40,7 +40,7 @@ def pipeline_options(beam_args: list[str], **overrides) -> PipelineOptions:
     >>> pipeline_options([]).view_as(StandardOptions).runner in ("FnApiRunner", BATCH_RUNNER)
     True
     >>> pipeline_options(["--streaming"]).view_as(StandardOptions).runner
-    'PrismRunner'
+    'pipelines.prism.PrismRunner'
     >>> flink = pipeline_options(["--runner=FlinkRunner", "--flink_master=127.0.0.1:18081",
     ...                           "--flink_job_server_jar=/x.jar"])
     >>> flink.view_as(PortableOptions).environment_type
@@ -51,7 +51,11 @@ def pipeline_options(beam_args: list[str], **overrides) -> PipelineOptions:
     if standard.runner is None:
         standard.runner = STREAMING_RUNNER if standard.streaming else BATCH_RUNNER
     prism = options.view_as(PrismRunnerOptions)
-    if standard.runner == STREAMING_RUNNER:
+    if standard.runner.split(".")[-1].lower() in ("prism", "prismrunner"):
+        from pipelines import prism as endless_prism
+
+        # Beam's, but an endless job outlives --job_server_timeout (see pipelines.prism).
+        standard.runner = endless_prism.NAME
         if not prism.prism_location:
             prism.prism_location = prism_binary()
         # Prism splits a bundle that seems slow and re-schedules the rest of its input; on a

@@ -1,4 +1,5 @@
 """Entity features: point in time, identical in batch and streaming, and learned with delay."""
+import math
 import random
 
 import apache_beam as beam
@@ -93,3 +94,32 @@ def test_default_hash_size_keeps_id_collisions_under_ten_percent():
     report = zoo.id_collisions(tokens, 2 ** 16)
     assert report["tokens"] == 2500 and report["collision_rate"] < 0.10, report
     assert zoo.id_collisions(tokens, 2 ** 10)["collision_rate"] > 0.5  # and it measures something
+
+
+def _impression(event_id, at, user="u", item="i"):
+    return {"event_id": event_id, "event_type": "impression", "event_time": at, "user_id": user,
+            "item_id": item, "item_genres": ["drama"], "position": 1, "impression_id": None}
+
+
+def test_a_profile_featurises_a_late_event_from_what_it_knows():
+    from core.profiles import UserProfile
+
+    user = UserProfile()
+    for at in (10_000, 20_000):
+        user.apply(_impression(f"e{at}", at))
+    for late in (20_000, 15_000, 5_000):  # at, between and before what the profile applied
+        features = user.features(late, ["drama"])
+        assert features["u_since_last"] == 0.0  # as if right after the last event
+        assert all(math.isfinite(v) for v in features.values()) and features["u_session_frac"] >= 0
+
+
+def test_a_late_impression_passes_the_streaming_feature_stage_with_features():
+    """One impression sent after later events of its user (an offline phone) used to stop the
+    whole streaming job (a log of a negative time)."""
+    on_time = [_impression(f"e{i}", 60_000 + i * 1_000) for i in range(5)]
+    late = _impression("late", 61_500)
+    stream = (TestStream().add_elements(_rows(on_time)).advance_watermark_to(120)
+              .add_elements(_rows([late])).advance_watermark_to_infinity())
+    with TestPipeline(options=pipeline_options(["--streaming"])) as p:
+        ids = _featured(p | stream) | beam.Map(lambda kv: kv[0])
+        assert_that(ids, equal_to([f"e{i}" for i in range(5)] + ["late"]))
