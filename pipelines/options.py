@@ -93,15 +93,25 @@ def runner_name(options: PipelineOptions) -> str:
     return runner
 
 
-def unknown_flags(beam_args: list[str]) -> list[str]:
-    """The flags among a job's leftover arguments that no PipelineOptions knows: Beam would only
-    log that it discards them, so a mistyped flag would silently change nothing.
+LOCAL_RUNNERS = ("", "fnapirunner", "prismrunner", "prism", "directrunner", "direct", "bundlebaseddirectrunner")
 
-    >>> unknown_flags(["--runner=FlinkRunner", "--streaming", "--parallelism", "2", "--paralellism=2"])
+
+def unknown_flags(beam_args: list[str]) -> list[str]:
+    """The flags among a job's leftover arguments that no PipelineOptions knows, for the local
+    runners: Beam would only log that it discards them, so a mistyped flag would silently change
+    nothing. A portable runner such as Flink's forwards them to its job server, whose Java
+    options Python does not know (`--checkpointing_interval`): none are refused there.
+
+    >>> unknown_flags(["--streaming", "--parallelism", "2", "--paralellism=2"])
     ['--paralellism=2']
+    >>> unknown_flags(["--runner=FlinkRunner", "--checkpointing_interval=2000"])
+    []
     """
     from apache_beam.options.pipeline_options import _BeamArgumentParser
 
+    runner = (PipelineOptions(beam_args).view_as(StandardOptions).runner or "").split(".")[-1].lower()
+    if runner not in LOCAL_RUNNERS:
+        return []
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)  # as Beam's own get_all_options() does
