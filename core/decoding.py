@@ -7,6 +7,7 @@ and its fields, or an error and the raw bytes it concerns (a dead letter's paylo
 from __future__ import annotations
 
 import argparse
+import collections
 import io
 import json
 import math
@@ -111,19 +112,21 @@ def records(fmt: str, data: bytes):
     return _RECORDS[fmt](data)
 
 
-def avro_records(path: str, where: tuple | None = None) -> int:
-    """How many records an Avro container file holds: from its block headers (no decoding),
-    or, `where=(field, value)`, those whose field has that value.
+def avro_records(path: str) -> int:
+    """How many records an Avro container file holds, from its block headers (no decoding).
 
     >>> import tempfile
     >>> with tempfile.NamedTemporaryFile(suffix=".avro") as f:
     ...     fastavro.writer(f, {"type": "record", "name": "r", "fields": [{"name": "a", "type": "int"}]},
     ...                     [{"a": 1}, {"a": 2}, {"a": 2}]); f.flush()
-    ...     avro_records(f.name), avro_records(f.name, where=("a", 2))
-    (3, 2)
+    ...     avro_records(f.name), avro_values(f.name, "a")
+    (3, Counter({2: 2, 1: 1}))
     """
     with open(path, "rb") as f:
-        if where is None:
-            return sum(block.num_records for block in fastavro.block_reader(f))
-        field, value = where
-        return sum(1 for record in fastavro.reader(f) if record.get(field) == value)
+        return sum(block.num_records for block in fastavro.block_reader(f))
+
+
+def avro_values(path: str, field: str) -> collections.Counter:
+    """How many records of an Avro container file hold each value of `field` (one pass)."""
+    with open(path, "rb") as f:
+        return collections.Counter(record.get(field) for record in fastavro.reader(f))

@@ -21,7 +21,7 @@ import uuid
 import apache_beam as beam
 
 import simulator
-from core.decoding import avro_records, event_time_arg
+from core.decoding import avro_values, event_time_arg
 from core.interactions import served_example
 from core.kafka import commit_at_least, end_offsets, topics as kafka_topics
 from core.profiles import is_entity_feature
@@ -154,12 +154,12 @@ def run(argv=None, console=QUIET) -> dict:
         # finished, every record below them has its results written.
         replayed_to = end_offsets(args.bootstrap, args.topic)
 
-    options = pipeline_options(beam_args)
-    console.say(f"learning {', '.join(sorted(_models(args)))} from "
+    options, models = pipeline_options(beam_args), _models(args)
+    console.say(f"learning {', '.join(sorted(models))} from "
                 f"{events or f'Kafka topic {args.topic!r}'} on {runner_name(options)}"
                 + ("" if bounded else f" (endless: predictions to {args.kafka_out}.predictions; Ctrl-C stops)"))
     run_id = uuid.uuid4().hex  # this run's progress counters
-    with console.progress(_bars(run_id, events, len(_models(args)))), beam.Pipeline(options=options) as p:
+    with console.progress(_bars(run_id, events, len(models))), beam.Pipeline(options=options) as p:
         if args.source == "kafka":
             source = (p | "ReadKafka" >> ReadFromKafka(args.bootstrap, [args.topic], args.group,
                                                             stop_at_end=args.stop_at_end,
@@ -177,7 +177,6 @@ def run(argv=None, console=QUIET) -> dict:
         labelled = featured | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60, MAIN,
                                                                      store=args.feature_store,
                                                                      progress=f"{run_id}:labels")
-        models = _models(args)
         learned = ((served, labelled.examples) | "ServeAndLabel" >> beam.Flatten()
                    | "WithBaselines" >> beam.FlatMap(_with_baselines, sorted(models))
                    | "LearnOnline" >> LearnOnline(models, store=args.learner_store,
@@ -239,8 +238,8 @@ def run(argv=None, console=QUIET) -> dict:
 def _bars(run_id: str, events: str | None, models: int) -> list[Bar]:
     """The ordered stages' progress: every record is applied to a user and an item profile and
     joined by the labelling; every impression is served, then learned, by each model."""
-    records = avro_records(events) if events else None
-    impressions = avro_records(events, where=("event_type", "impression")) if events else None
+    kinds = avro_values(events, "event_type") if events else None
+    records, impressions = (sum(kinds.values()), kinds["impression"]) if kinds else (None, None)
     return [Bar(f"{run_id}:features", records and 2 * records, "records", "features"),
             Bar(f"{run_id}:labels", records, "records", "labels"),
             Bar(f"{run_id}:learning", impressions and 2 * models * impressions, "events", "learning")]
