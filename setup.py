@@ -14,7 +14,9 @@ INSTALL_REQUIRES = [
     "pandas>=2.2,<4",
     "numpy>=2.2,<3",
     "fastavro>=1.9,<2",
-    "confluent-kafka>=2.3,<3",
+    "cramjam>=2.7,<3",  # Avro files with the snappy codec (core/avro.py)
+    "backports-zstd>=1.0,<2",  # ... and with the zstandard codec, as fastavro reads it before Python 3.14
+    "confluent-kafka[avro,schemaregistry]>=2.3,<3",  # + Confluent wire format (core/payloads.py)
     "matplotlib>=3.8,<4",  # pipelines.recommend writes a PNG report
     "tqdm>=4.66,<5",  # progress bars
 ]
@@ -25,6 +27,7 @@ TEST_REQUIRES = [
     "jsonschema>=4.20,<5",
     "kubernetes-validate>=1.32,<2",
     "import-linter>=2.1,<3",
+    "hypothesis>=6.100,<7",  # property-based fuzzing of the decoders (tests/test_fuzz.py)
 ]
 
 # Top-level packages and all their subpackages (transforms.io, transforms.features, ...);

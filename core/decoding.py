@@ -1,5 +1,6 @@
-"""Records from bytes and text, without Beam: file formats (Avro container, CSV, JSON Lines)
-as field dicts, and event times from numbers or ISO-8601 text.
+"""Records from bytes and text, without Beam: text formats (CSV, JSON Lines) as field dicts,
+and event times from numbers, ISO-8601 text or datetimes. Avro container files are read
+block by block (`core.avro`); `avro_records` and `avro_values` summarise one.
 
 Each `records(fmt, data)` item is `(index, fields, error, raw)`: a record's index in the file
 and its fields, or an error and the raw bytes it concerns (a dead letter's payload).
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import io
 import json
 import math
 
-import fastavro
 import pandas as pd
+
+from core import avro
 
 FORMATS = ("avro", "csv", "jsonl")
 
@@ -32,15 +35,27 @@ def format_of(path: str, fmt: str | None = None) -> str:
 
 
 def parse_event_time(value) -> int:
-    """Epoch milliseconds from a number (already ms) or ISO-8601 text.
+    """Epoch milliseconds from a number (already ms), ISO-8601 text or a datetime (as Avro's
+    timestamp-millis and timestamp-micros decode; naive means UTC).
 
     >>> parse_event_time(1500), parse_event_time("1970-01-01T00:00:02Z")
     (1500, 2000)
+    >>> parse_event_time(datetime.datetime(1970, 1, 1, 0, 0, 3, 999, tzinfo=datetime.timezone.utc))
+    3000
+    >>> parse_event_time(datetime.time(12, 30))
+    Traceback (most recent call last):
+    ...
+    ValueError: event time 12:30:00 is a time of day without a date
     """
     if isinstance(value, bool) or value is None or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(f"no event time (got {value!r})")
     if isinstance(value, (int, float)):
         return int(value)
+    if isinstance(value, datetime.datetime):
+        utc = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
+        return (utc - _EPOCH) // datetime.timedelta(milliseconds=1)  # exact: no float seconds
+    if isinstance(value, datetime.time):  # Avro's time-millis / time-micros
+        raise ValueError(f"event time {value} is a time of day without a date")
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as e:
@@ -48,6 +63,9 @@ def parse_event_time(value) -> int:
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
     return int(ts.value // 1_000_000)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def event_time_arg(text: str) -> int:
@@ -67,14 +85,6 @@ def required_text(fields: dict, name: str) -> str:
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(f"missing {name!r}")
     return str(value)
-
-
-def _avro_records(data: bytes):
-    try:
-        for index, record in enumerate(fastavro.reader(io.BytesIO(data))):
-            yield index, record, None, None
-    except Exception as e:  # a corrupt block: keep what came before, dead-letter the rest
-        yield -1, None, f"corrupt Avro container: {e}", b""
 
 
 def _jsonl_records(data: bytes):
@@ -104,18 +114,19 @@ def _csv_records(data: bytes):
             ",".join(line).encode()
 
 
-_RECORDS = {"avro": _avro_records, "jsonl": _jsonl_records, "csv": _csv_records}
+_RECORDS = {"jsonl": _jsonl_records, "csv": _csv_records}
 
 
 def records(fmt: str, data: bytes):
-    """`(index, fields, error, raw)` for each record of a file's bytes in format `fmt`."""
+    """`(index, fields, error, raw)` for each record of a text file's bytes in format `fmt`."""
     return _RECORDS[fmt](data)
 
 
 def avro_records(path: str) -> int:
-    """How many records an Avro container file holds, from its block headers (no decoding).
+    """How many records an Avro container file's well-framed blocks hold, from their headers
+    (no decoding); `core.avro.UnreadableAvroFile` if it cannot be read at all.
 
-    >>> import tempfile
+    >>> import tempfile, fastavro
     >>> with tempfile.NamedTemporaryFile(suffix=".avro") as f:
     ...     fastavro.writer(f, {"type": "record", "name": "r", "fields": [{"name": "a", "type": "int"}]},
     ...                     [{"a": 1}, {"a": 2}, {"a": 2}]); f.flush()
@@ -123,10 +134,14 @@ def avro_records(path: str) -> int:
     (3, Counter({2: 2, 1: 1}))
     """
     with open(path, "rb") as f:
-        return sum(block.num_records for block in fastavro.block_reader(f))
+        header = avro.read_header(f, path)
+        return sum(block.count for block in avro.blocks(f, header) if isinstance(block, avro.Block))
 
 
 def avro_values(path: str, field: str) -> collections.Counter:
-    """How many records of an Avro container file hold each value of `field` (one pass)."""
+    """How many records of an Avro container file hold each value of `field` (one pass over
+    the blocks that decode)."""
     with open(path, "rb") as f:
-        return collections.Counter(record.get(field) for record in fastavro.reader(f))
+        header = avro.read_header(f, path)
+        return collections.Counter(fields.get(field) for _, fields, error, _ in avro.records(f, header)
+                                   if error is None)

@@ -33,18 +33,22 @@ TICK = 1024  # events between two progress reports
 class Learner:
     """Models per key and the store; `open()` before use (on a worker), `close()` after.
 
-    `progress`, when set, is called with a count of events applied, every `TICK` events.
+    `keys` signs and checks model state: a `models.serde.KeySource` (where to find the keys,
+    resolved by `open()`: a Learner inside a DoFn is pickled, the keys must not be) or, outside
+    Beam, a `models.serde.Keyring`. `progress`, when set, is called with a count of events
+    applied, every `TICK` events.
     """
 
-    def __init__(self, model_spec: str | dict, signing_key: bytes, store: str | None = None,
+    def __init__(self, model_spec: str | dict, keys: serde.KeySource | serde.Keyring, store: str | None = None,
                  replay_horizon_ms: int = 0, mini_batch: int = 0):
         self.model_spec = model_spec
-        self.signing_key = signing_key
+        self.keys = keys
         self.store, self.replay_horizon_ms = store, replay_horizon_ms
         self.mini_batch = mini_batch
         self.progress = None
 
     def open(self):
+        self._keys = serde.as_keyring(self.keys)
         specs = self.model_spec if isinstance(self.model_spec, dict) else {"*": self.model_spec}
         self._fresh = {k: factory.Fresh(s) for k, s in specs.items()}
         built = {k: fresh() for k, fresh in self._fresh.items()}  # (fails here, not per key)
@@ -70,7 +74,7 @@ class Learner:
 
     def resume(self, key: str, blob: bytes | None):
         """(model, step) from signed bytes, or a fresh model at step 0."""
-        return (self.new_model(key), 0) if blob is None else serde.loads(blob, self.signing_key)
+        return (self.new_model(key), 0) if blob is None else serde.loads(blob, self._keys)
 
     def _per_key(self, table: dict, key: str):
         return table.get(key, table.get("*"))
@@ -155,10 +159,10 @@ class Learner:
 
     def save(self, key, model, step, last, made, learned) -> bytes:
         """The signed (model, step); with a store, saved there first with the predictions made."""
-        blob = serde.dumps((model, step), self.signing_key)
+        blob = serde.dumps((model, step), self._keys)
         if self._store is not None:  # durable first: what leaves here is in the store
             self._store.save(key, blob, last, [
-                (p.event_id, p.event_time, serde.dumps(dataclasses.replace(p, origin=()), self.signing_key))
+                (p.event_id, p.event_time, serde.dumps(dataclasses.replace(p, origin=()), self._keys))
                 for p in made] + [(learned_id(e), e.event_time, b"") for e in learned],
                 keep_after_ms=last[0] - self.replay_horizon_ms)
         return blob
@@ -172,7 +176,7 @@ class Learner:
             if stored_id in stored and example.mode == LEARN:  # learned before: say so again
                 yield LEARNED, example
             elif stored_id in stored:
-                prediction = serde.loads(stored[stored_id], self.signing_key)
+                prediction = serde.loads(stored[stored_id], self._keys)
                 yield PREDICTION, dataclasses.replace(prediction, origin=example.origin)
             else:
                 yield DEAD_LETTER, dead_letter(example, f"late: model {example.model_key!r} already applied "

@@ -23,6 +23,7 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+import schemas
 from core.decoding import event_time_arg
 from pipelines.console import QUIET, ArgumentParser, UserError, add_verbose_flag, main
 from pipelines.options import pipeline_options, runner_name
@@ -73,7 +74,7 @@ def run(argv=None, console=QUIET) -> dict:
                 f"into {args.store}, on {runner_name(options)}")
     with beam.Pipeline(options=options) as p:
         source = p | "ReadEvents" >> ReadRows(args.events, "avro", timestamp_field="event_time",
-                                              id_field="event_id")
+                                              id_field="event_id", reader_schema=schemas.load("interaction"))
         validated = source.rows | "Validate" >> ValidateInteractions()
         saved = validated.valid | "Snapshot" >> SnapshotProfiles(args.store, args.cutoff)
         dead_letters = (source.dead_letters, validated.dead_letters) | "AllDeadLetters" >> beam.Flatten()

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import NamedTuple
 
+from core.avro import UnreadableAvroFile
+from models.serde import WeakKey
 from pipelines import logs
 from pipelines.options import unknown_flags
 from transforms.progress import progress_count
@@ -109,7 +111,7 @@ def main(run, argv=None) -> int:
     start = time.monotonic()
     try:
         run(argv, console)
-    except (UserError, FileNotFoundError) as e:  # (a runner's file not installed: it says which)
+    except (UserError, FileNotFoundError, UnreadableAvroFile, WeakKey) as e:  # each says what to fix
         console.say(f"error: {e}")
         return 1
     except KeyboardInterrupt:

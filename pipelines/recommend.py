@@ -12,7 +12,6 @@ and a report (`report.md`, `metrics.png`) to the output folder.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import sys
@@ -20,21 +19,24 @@ import uuid
 
 import apache_beam as beam
 
+import schemas
 import simulator
-from core.decoding import avro_values, event_time_arg
+from core.decoding import avro_values
 from core.interactions import served_example
 from core.kafka import commit_at_least, end_offsets, topics as kafka_topics
+from core.payloads import AvroPayloads, RegistryPayloads
 from core.profiles import is_entity_feature
 from core.records import Example
-from models import factory, zoo
+from models import zoo
 from pipelines import report
-from pipelines.console import QUIET, ArgumentParser, Bar, UserError, add_verbose_flag, main
-from pipelines.options import has_flag, pipeline_options, runner_name
-from transforms.evaluation.delayed_labels import ScoreDelayedLabels
+from pipelines.console import QUIET, Bar, UserError, main
+from pipelines.options import pipeline_options, runner_name
+from pipelines.recommend_args import parse_args
+from transforms.evaluation.delayed_labels import ScoreDelayedLabels, unpaired_kind
 from transforms.evaluation.metrics import ProgressiveMetrics, WindowedMetrics
 from transforms.features.entity import AddEntityFeatures
 from transforms.io.files import ReadRows
-from transforms.io.kafka import DecodeAvro, WriteToKafka
+from transforms.io.kafka import WriteToKafka
 from transforms.io.kafka_read import ReadFromKafka
 from transforms.io.offsets import CommitOffsets
 from transforms.io.sinks import WriteRecords
@@ -45,92 +47,6 @@ from transforms.recsys.validation import ValidateInteractions
 
 MAIN = "recommender"
 POPULARITY = "models.baselines:popularity"
-
-
-def parse_args(argv=None):
-    parser = ArgumentParser(
-        prog="python -m pipelines.recommend", description=__doc__.split("\n\n")[0],
-        epilog="Any other flag goes to Beam (e.g. --runner, --streaming).")
-    parser.add_argument("--output", default="out/recommend", help="Output folder (default: %(default)s).")
-    parser.add_argument("--events", help="Interactions as an Avro file; default: simulate them.")
-    parser.add_argument("--impressions", type=int, default=20_000,
-                        help="Impressions to simulate when --events is not given (default: %(default)s).")
-    parser.add_argument("--users", type=int, default=200,
-                        help="Users to simulate (default: %(default)s: enough history per user for "
-                             "user features to matter within a few hours of events).")
-    parser.add_argument("--seed", type=int, default=7, help="Simulator seed (default: %(default)s).")
-    parser.add_argument("--model", default="models.zoo:recommender",
-                        help="MODULE:FUNCTION[?ARG=VALUE&...] returning a river binary classifier "
-                             "(default: %(default)s).")
-    parser.add_argument("--hash_size", type=int, default=2 ** 16,
-                        help="Hash buckets for ids and other categoricals, for a --model that takes "
-                             "hash_size (default: %(default)s).")
-    parser.add_argument("--no_baselines", dest="baselines", action="store_false",
-                        help="Do not also learn the baselines (the model without entity features, "
-                             "item popularity) for comparison.")
-    parser.add_argument("--attribution_minutes", type=float, default=30.0,
-                        help="An outcome counts for its impression within this time (default: %(default)s).")
-    parser.add_argument("--metrics_minutes", type=float, default=10.0,
-                        help="Windowed-metrics window, minutes of event time (default: %(default)s).")
-    parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl")
-    kafka = parser.add_argument_group("Kafka (a broker: bash scripts/kafka.sh start)")
-    kafka.add_argument("--source", choices=("file", "kafka"), default="file",
-                       help="Read interactions from --events / the simulator, or from Kafka.")
-    kafka.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers.")
-    kafka.add_argument("--topic", default="interactions", help="Topic of interactions (Avro).")
-    kafka.add_argument("--group", default="streamml-recommend", help="Consumer group.")
-    kafka.add_argument("--start_time", type=event_time_arg,
-                       help="Where a group without committed offsets starts: the first records stamped at "
-                            "or after this (epoch ms or ISO-8601; e.g. a backfill's cut-off); default: "
-                            "the earliest.")
-    kafka.add_argument("--stop_at_end", action="store_true",
-                       help="Stop at the topic's end offsets at start-up (replay), instead of running on.")
-    kafka.add_argument("--kafka_out", metavar="PREFIX",
-                       help="Also write to topics PREFIX.predictions, PREFIX.metrics, PREFIX.dead_letters, "
-                            "and commit the group's offsets once results are delivered there.")
-    kafka.add_argument("--learner_store", metavar="SQLITE",
-                       help="Durable model snapshots, so a restarted job resumes without relearning "
-                            "(default with --source kafka: OUTPUT/learner-GROUP.sqlite, unless the runner "
-                            "checkpoints (--checkpointing_interval on Flink); 'none': off).")
-    kafka.add_argument("--feature_store", metavar="SQLITE",
-                       help="Durable entity profiles, served features and labels, likewise, or the snapshot "
-                            "of a backfill (pipelines.backfill) to start from; read by the streaming "
-                            "feature stage (default with --source kafka: OUTPUT/features-GROUP.sqlite, unless "
-                            "the runner checkpoints; 'none': off).")
-    add_verbose_flag(parser)
-    args, beam_args = parser.parse_job_args(argv)
-    if args.events and not os.path.isfile(args.events):
-        parser.error(f"no such file: --events {args.events}")
-    if args.hash_size < 1:
-        parser.error("--hash_size must be >= 1")
-    try:
-        if "?" not in args.model and "hash_size" in inspect.signature(factory.load(args.model)).parameters:
-            args.model = f"{args.model}?hash_size={args.hash_size}"
-        if factory.task_of(factory.build(args.model)) != "binary":
-            parser.error(f"--model {args.model} must build a binary classifier (click or not)")
-    except (ValueError, TypeError) as e:
-        parser.error(f"--model: {e}")
-    if args.source == "file" and args.start_time is not None:
-        parser.error("--start_time is for --source kafka")
-    if args.source == "kafka" and args.events:
-        parser.error("--events is for --source file")
-    if args.source == "kafka" and not (args.stop_at_end or args.kafka_out):
-        parser.error("an endless Kafka stream writes no files: give --kafka_out PREFIX (or --stop_at_end)")
-    # A runner that checkpoints (Flink's --checkpointing_interval) restores the job's state
-    # itself after a failure; a store would run ahead of the restored state, and the events
-    # replayed from the checkpoint's offsets would meet a model that already learned them.
-    checkpointed = has_flag(beam_args, "--checkpointing_interval")
-    for name in ("learner", "feature"):
-        store = getattr(args, f"{name}_store")
-        if checkpointed and store not in (None, "none"):
-            parser.error(f"--{name}_store with --checkpointing_interval: the runner's checkpoints hold the "
-                         "job's state, and a store would run ahead of a restored checkpoint")
-        if store is None and args.source == "kafka" and not checkpointed:
-            store = f"{args.output.rstrip('/')}/{name}{'s' if name == 'feature' else ''}-{args.group}.sqlite"
-        setattr(args, f"{name}_store", None if store == "none" else store)
-    if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
-        parser.error("--feature_store is read by the streaming feature stage: add --streaming")
-    return args, beam_args
 
 
 def run(argv=None, console=QUIET) -> dict:
@@ -161,13 +77,13 @@ def run(argv=None, console=QUIET) -> dict:
     run_id = uuid.uuid4().hex  # this run's progress counters
     with console.progress(_bars(run_id, events, len(models))), beam.Pipeline(options=options) as p:
         if args.source == "kafka":
-            source = (p | "ReadKafka" >> ReadFromKafka(args.bootstrap, [args.topic], args.group,
-                                                            stop_at_end=args.stop_at_end,
-                                                            start_time_ms=args.start_time)
-                      | "DecodeEvents" >> DecodeAvro("interaction"))
+            source = p | "ReadKafka" >> ReadFromKafka(
+                args.bootstrap, [args.topic], args.group, stop_at_end=args.stop_at_end,
+                start_time_ms=args.start_time, payloads=_payloads(args),
+                allowed_lateness_s=args.allowed_lateness_s)
         else:
             source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
-                                                  id_field="event_id")
+                                                  id_field="event_id", reader_schema=schemas.load("interaction"))
         validated = source.rows | "Validate" >> ValidateInteractions()
         featured = validated.valid | "EntityFeatures" >> AddEntityFeatures(
             store=args.feature_store, progress=f"{run_id}:features")
@@ -181,20 +97,25 @@ def run(argv=None, console=QUIET) -> dict:
                    | "WithBaselines" >> beam.FlatMap(_with_baselines, sorted(models))
                    | "LearnOnline" >> LearnOnline(models, store=args.learner_store,
                                                         progress=f"{run_id}:learning"))
-        predictions = (learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels()
+        scored = (learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels(
+            args.attribution_minutes * 60)
+        predictions = scored.scored
         dead_letters = (source.dead_letters, validated.dead_letters, labelled.dead_letters, learned.dead_letters) \
             | "AllDeadLetters" >> beam.Flatten()
 
         windowed = predictions | "WindowedMetrics" >> WindowedMetrics("binary", args.metrics_minutes * 60)
         if args.kafka_out:
-            prefix, servers = args.kafka_out, args.bootstrap
+            prefix, servers, registry = args.kafka_out, args.bootstrap, args.schema_registry
             delivered = (
                 predictions | "PredictionsToKafka" >> WriteToKafka(
-                    servers, f"{prefix}.predictions", "prediction", key=_model_key),
+                    servers, f"{prefix}.predictions", "prediction", key=_model_key, registry=registry),
                 dead_letters | "DeadLettersToKafka" >> WriteToKafka(
-                    servers, f"{prefix}.dead_letters", "dead_letter", key=_stage),
+                    servers, f"{prefix}.dead_letters", "dead_letter", key=_stage, registry=registry),
+                # Nothing to deliver for a prediction or label whose partner never came.
+                scored.unpaired | "UnpairedSpans" >> beam.FlatMap(_spans),
             ) | "Delivered" >> beam.Flatten()
-            windowed | "MetricsToKafka" >> WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope)
+            windowed | "MetricsToKafka" >> WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope,
+                                                          registry=registry)
             if args.source == "kafka":
                 delivered | "CommitOffsets" >> CommitOffsets(servers, args.group)
         if not bounded:
@@ -210,6 +131,8 @@ def run(argv=None, console=QUIET) -> dict:
                 lambda p: ["predictions"] if p.model_key == MAIN else []),
             labelled.joined_outcomes | "TagJoined" >> beam.Map(lambda _: "outcomes_joined"),
             dead_letters | "TagDead" >> beam.Map(lambda d: f"dead_letters.{d.stage}"),
+            scored.unpaired | "TagUnpaired" >> beam.FlatMap(
+                lambda r: [f"unpaired.{unpaired_kind(r)}"] if r.model_key == MAIN else []),
         ) | "Count" >> CountTags()
         hashing = (served
                    | "IdTokens" >> beam.FlatMap(lambda e: [("user_id", e.x["user_id"]), ("item_id", e.x["item_id"])])
@@ -250,6 +173,13 @@ def _models(args) -> dict:
     return {MAIN: args.model, **({"no_features": args.model, "popularity": POPULARITY} if args.baselines else {})}
 
 
+def _payloads(args):
+    """How Kafka values decode: the Confluent wire format with --schema_registry, else schemaless Avro."""
+    if args.schema_registry:
+        return RegistryPayloads(args.schema_registry, "interaction")
+    return AvroPayloads("interaction")
+
+
 def _check_kafka(args):
     """A clear error before anything starts, when the broker is away or the topic is missing."""
     try:
@@ -258,6 +188,12 @@ def _check_kafka(args):
         raise UserError(f"{e}: is it running? (bash scripts/kafka.sh start)") from e
     if args.source == "kafka" and args.topic not in found:
         raise UserError(f"no topic {args.topic!r} at {args.bootstrap} (topics: {', '.join(sorted(found)) or 'none'})")
+
+
+def _spans(record):
+    """A record's source spans as `CommitOffsets` takes them."""
+    for topic, partition, first, last in record.origin:
+        yield (topic, partition), [(first, last)]
 
 
 def _model_key(prediction):

@@ -17,4 +17,6 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 bash scripts/k8s_schemas.sh install
+bash scripts/avro_tools.sh install
 bash scripts/prism.sh install
+bash scripts/schema_registry.sh install  # Apicurio Registry (tests/test_schema_registry.py)

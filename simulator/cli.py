@@ -22,6 +22,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Kafka topic with --kafka (default interactions)")
     parser.add_argument("--partitions", type=int, default=3,
                         help="partitions of a topic that --kafka creates (default 3)")
+    parser.add_argument("--schema_registry", "--schema-registry", metavar="URL",
+                        help="with --kafka: write the Confluent wire format, the schema registered in "
+                             "this registry (its Confluent API, e.g. "
+                             "http://127.0.0.1:18082/apis/ccompat/v7; default: schemaless Avro)")
     parser.add_argument("--rate", type=float,
                         help="records/s with --kafka (default: as fast as possible)")
     parser.add_argument("--impressions", type=int, default=defaults.impressions,
@@ -50,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.output is None) == (args.kafka is None):
         parser.error("give exactly one of --output FILE and --kafka BOOTSTRAP")
+    if args.schema_registry and not args.kafka:
+        parser.error("--schema_registry is for --kafka")
     try:
         args.config = SimulatorConfig(
             seed=args.seed, users=args.users, items=args.items, impressions=args.impressions,
@@ -69,7 +75,8 @@ def run(argv=None) -> str:
         from core import kafka
 
         kafka.ensure_topic(args.kafka, args.topic, args.partitions)
-        count = kafka.produce(records, args.kafka, args.topic, "interaction", "user_id", rate=args.rate)
+        count = kafka.produce(records, args.kafka, args.topic, "interaction", "user_id", rate=args.rate,
+                              registry=args.schema_registry)
         target = f"Kafka topic {args.topic!r}"
     else:
         count = write_avro(records, args.output, codec=args.codec)

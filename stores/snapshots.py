@@ -7,7 +7,9 @@ step. After a restart the learner resumes from the snapshot; an event replayed f
 source (its offsets were not committed yet) gets its stored prediction again instead of
 being learned a second time.
 
-Bytes are stored as given: the learner signs them (`models.serde`) and checks them on load.
+Bytes are stored as given: the learner signs them (`models.serde`) and checks them on load;
+each blob names the key that signed it, so a store outlives a key rotation while the old key
+stays in the keyring. The key is not kept here (by default it is in `<store>.key` beside it).
 
 `Snapshots` is the interface the pipeline uses; `open_store(location)` picks the
 implementation. SQLite is the embedded default; a PostgreSQL or Redis store implements the

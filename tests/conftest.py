@@ -47,3 +47,20 @@ def kafka_bootstrap():
     yield f"127.0.0.1:{os.environ.get('KAFKA_PORT', '19092')}"  # kafka.sh's port
     if not was_running:
         subprocess.run(script + ["stop"], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def schema_registry():
+    """The project's schema registry (scripts/schema_registry.sh: Apicurio, Confluent API),
+    started for the session if needed; its Confluent API URL."""
+    import os
+    import subprocess
+
+    script = ["bash", str(ROOT / "scripts" / "schema_registry.sh")]
+    was_running = subprocess.run(script + ["status"], capture_output=True).returncode == 0
+    started = subprocess.run(script + ["start"], capture_output=True, text=True)
+    assert started.returncode == 0, f"could not start the schema registry:\n{started.stderr[-3000:]}"
+    port = os.environ.get("SCHEMA_REGISTRY_PORT", "18082")  # schema_registry.sh's port
+    yield f"http://127.0.0.1:{port}/apis/ccompat/v7"
+    if not was_running:
+        subprocess.run(script + ["stop"], capture_output=True)

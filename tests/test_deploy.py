@@ -259,7 +259,7 @@ def _pins(name):
             pins.update(_pins(line[3:].strip()))
         elif line:
             package, version = line.split("==")
-            pins[_canonical(package)] = version.strip()
+            pins[_canonical(package.split("[")[0])] = version.strip()  # (extras are not the name)
     return pins
 
 

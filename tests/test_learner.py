@@ -121,11 +121,14 @@ def test_a_restarted_job_resumes_from_its_store_and_learns_nothing_twice(options
 def test_a_store_written_with_another_key_is_refused(tmp_path):
     store = str(tmp_path / "learner.sqlite")
     examples = phishing_examples(20)
+    one, two = tmp_path / "one.key", tmp_path / "two.key"
+    one.write_text("1" * 64)
+    two.write_text("2" * 64)
     with TestPipeline(options=BATCH) as p:
-        _ = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store, signing_key=b"one")
+        _ = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store, key_file=str(one))
     with pytest.raises(Exception, match="signature"):
         with TestPipeline(options=BATCH) as p:
-            _ = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store, signing_key=b"two")
+            _ = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store, key_file=str(two))
 
 
 MINI = "models.zoo:logistic_regression?learning_rate=0.5"  # one SGD step per mini-batch

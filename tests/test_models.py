@@ -97,7 +97,8 @@ def test_factory_contract(spec):
     assert [_predict(c, x, task) for x in probes] == learned
     # Signed state restores the model whole: the same predictions, and the same ones after
     # both go on learning.
-    restored = serde.loads(serde.dumps(a, key=b"k"), key=b"k")
+    keys = serde.keyring("k" * 32)
+    restored = serde.loads(serde.dumps(a, keys), keys)
     assert [_predict(restored, x, task) for x in probes] == learned
     for x, y in examples[-50:]:
         assert _predict(restored, x, task) == _predict(a, x, task)
@@ -105,7 +106,7 @@ def test_factory_contract(spec):
         a.learn_one(x, y)
     assert [_predict(restored, x, task) for x in probes] == [_predict(a, x, task) for x in probes]
     with pytest.raises(serde.TamperedState):
-        serde.loads(serde.dumps(a, key=b"k"), key=b"other key")
+        serde.loads(serde.dumps(a, keys), serde.keyring("another key" * 3))
 
 
 def test_the_zoo_covers_every_task():

@@ -18,6 +18,7 @@ def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
     from apache_beam.transforms.window import IntervalWindow
 
     from core.learning import Learner
+    from models import serde
     from core.scoring import score
     from transforms.evaluation.metrics import _ScoreWindowDoFn
     from transforms.io.files import _ReadFileDoFn
@@ -40,7 +41,7 @@ def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
     by_key = collections.defaultdict(list)
     for example in examples:
         by_key[example.model_key].append(example)
-    learner = Learner(model, b"floor")
+    learner = Learner(model, serde.process_key())
     learner.open()
     predictions = []
     for key in sorted(by_key):

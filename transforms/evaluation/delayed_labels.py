@@ -1,26 +1,54 @@
 """Score served predictions once their delayed labels are learned.
 
 With delayed labels a learner serves a prediction when the impression arrives (`predict`
-mode) and learns the label when its window closes (`learn` mode). `ScoreDelayedLabels`
-pairs the two by (model key, event id) and emits the served prediction with its `y_true`,
-at the label's time and with the label's origin (so a source offset is committed only
-after the model learned it and the scored prediction was delivered).
+mode) and learns the label when its window closes (`learn` mode), `label_delay_s` later.
+`ScoreDelayedLabels` pairs the two by (model key, event id) and emits the served prediction
+with its `y_true`, at the label's time and with the label's origin (so a source offset is
+committed only after the model learned it and the scored prediction was delivered).
+
+Either side may never come: the learner turns a late event into a `late` dead letter, so a
+served prediction can miss its label or a learned label its prediction. In streaming each one
+waits for its partner on an event-time timer, until the watermark shows the partner cannot
+come any more (past the label's time); then it leaves through `unpaired`, counted, and its
+origin can be committed. Nothing waits forever, and no partition's offsets stall behind it.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
 
 from core.records import Example, Prediction
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
+from transforms.eventtime import stamp
 from transforms.runners import is_streaming
+
+UNPAIRED = "unpaired"
+
+
+class ScoredOutputs(NamedTuple):
+    scored: beam.PCollection  # served predictions with their y_true
+    unpaired: beam.PCollection  # a Prediction without its label, or a learned Example without its prediction
 
 
 class ScoreDelayedLabels(beam.PTransform):
-    """(served `Prediction`s, learned `Example`s) -> scored `Prediction`s."""
+    """(served `Prediction`s, learned `Example`s) -> scored `Prediction`s and the unpaired.
+
+    Args:
+        label_delay_s: how long after its prediction's event a label comes (an example's
+            label time is its prediction's time plus this): a prediction waits that long.
+    """
+
+    def __init__(self, label_delay_s: float):
+        super().__init__()
+        if label_delay_s < 0:
+            raise ValueError("the label delay cannot be negative")
+        self.label_delay_ms = int(label_delay_s * 1000)
 
     def expand(self, pcolls):
         served, learned = pcolls
@@ -29,25 +57,48 @@ class ScoreDelayedLabels(beam.PTransform):
                 | "Both" >> beam.Flatten()
                 | "InGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
         if not is_streaming(served):  # bounded: one shuffle, no per-event state
-            return both | "Group" >> beam.GroupByKey() | "PairAll" >> beam.FlatMap(_pair_all)
-        return both | "Pair" >> beam.ParDo(_PairDoFn()).with_input_types(
-            beam.typehints.KV[beam.typehints.Tuple[str, str], beam.typehints.Any])
+            results = (both | "Group" >> beam.GroupByKey()
+                       | "PairAll" >> beam.FlatMap(_pair_all).with_outputs(UNPAIRED, main="scored"))
+        else:
+            results = both | "Pair" >> beam.ParDo(_PairDoFn(self.label_delay_ms)).with_input_types(
+                beam.typehints.KV[beam.typehints.Tuple[str, str], beam.typehints.Any]).with_outputs(
+                UNPAIRED, main="scored")
+        return ScoredOutputs(results.scored, results[UNPAIRED])
 
 
 class _PairDoFn(beam.DoFn):
     # One cell per event: the served prediction or the label, whichever came first.
     FIRST = userstate.ReadModifyWriteStateSpec("first", coders.FastPrimitivesCoder())
+    # When the partner of what waits can no longer come.
+    EXPIRE = userstate.TimerSpec("expire", TimeDomain.WATERMARK)
 
-    def process(self, element, first=beam.DoFn.StateParam(FIRST)):
+    def __init__(self, label_delay_ms: int):
+        self.label_delay_ms = label_delay_ms
+        self.unpaired = Metrics.counter("ScoreDelayedLabels", "unpaired")
+
+    def process(self, element, first=beam.DoFn.StateParam(FIRST), expire=beam.DoFn.TimerParam(EXPIRE)):
         _, record = element
         earlier = _decode(first.read())
         if earlier is None:
             first.write(_encode(record))
+            # Labels leave the learner stamped within their event-time millisecond (see
+            # transforms.eventtime): once the watermark reaches the next one, every label up
+            # to the time this record's label is due has arrived.
+            label_time = record.event_time + (self.label_delay_ms if isinstance(record, Prediction) else 0)
+            expire.set(stamp(label_time + 1))
             return
         if type(earlier) is type(record):
             return  # a replayed copy of what is waiting: its pair is still to come
         first.clear()
         yield _scored(earlier, record)
+
+    @userstate.on_timer(EXPIRE)
+    def on_expire(self, first=beam.DoFn.StateParam(FIRST)):
+        waiting = _decode(first.read())
+        if waiting is not None:
+            first.clear()
+            self.unpaired.inc()
+            yield beam.pvalue.TaggedOutput(UNPAIRED, waiting)
 
 
 def _pair_all(keyed):
@@ -56,12 +107,19 @@ def _pair_all(keyed):
     labels = [r for r in records if isinstance(r, Example)]
     if served and labels:
         yield _scored(served[0], labels[0])
+    else:
+        yield beam.pvalue.TaggedOutput(UNPAIRED, (served or labels)[0])
 
 
 def _scored(a, b):
     served, label = (a, b) if isinstance(a, Prediction) else (b, a)
     return beam.window.TimestampedValue(
         dataclasses.replace(served, y_true=label.y, origin=label.origin), label.event_time / 1000)
+
+
+def unpaired_kind(record) -> str:
+    """'prediction' (its label never came) or 'label' (its prediction never came)."""
+    return "prediction" if isinstance(record, Prediction) else "label"
 
 
 def _encode(record) -> tuple:

@@ -10,19 +10,18 @@ cross-language transform that needs Docker here).
 """
 from __future__ import annotations
 
-import io
 from typing import Callable, NamedTuple
 
 import apache_beam as beam
-import fastavro
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import Producer
 
 import schemas
-from core.kafka import KafkaRecord, encode
-from core.records import DeadLetter, Row
+from core.kafka import KafkaRecord, value_encoder
+from core.payloads import AvroPayloads
+from core.records import DeadLetter
 from transforms import coders  # noqa: F401  (registers the record coders)
 
 DEAD_LETTERS = "dead_letters"
@@ -35,63 +34,63 @@ class DecodeOutputs(NamedTuple):
 
 
 class DecodeAvro(beam.PTransform):
-    """Kafka values (schemaless Avro of `schema`) -> `Row`s keyed by `id_field` and
-    `time_field` (epoch ms); anything that does not decode is a dead letter."""
+    """Kafka values -> `Row`s by `payloads` (`core.payloads`; a schema name: its schemaless
+    Avro); anything that does not decode is a dead letter. The rows keep the records' Kafka
+    timestamps: `transforms.io.kafka_read.ReadFromKafka` decodes as it reads instead, and
+    stamps each row with its event time."""
 
-    def __init__(self, schema: str, id_field: str = "event_id", time_field: str = "event_time"):
+    def __init__(self, payloads: str | AvroPayloads):
         super().__init__()
-        schemas.load(schema)  # unknown schema: fail now
-        self.schema, self.id_field, self.time_field = schema, id_field, time_field
+        self.payloads = AvroPayloads(payloads) if isinstance(payloads, str) else payloads
 
     def expand(self, records):
-        results = records | "Decode" >> beam.ParDo(
-            _DecodeDoFn(self.schema, self.id_field, self.time_field)).with_outputs(DEAD_LETTERS, main="rows")
+        results = records | "Decode" >> beam.ParDo(_DecodeDoFn(self.payloads)).with_outputs(
+            DEAD_LETTERS, main="rows")
         return DecodeOutputs(results.rows, results[DEAD_LETTERS])
 
 
 class _DecodeDoFn(beam.DoFn):
-    def __init__(self, schema, id_field, time_field):
-        self.schema, self.id_field, self.time_field = schema, id_field, time_field
-
-    def setup(self):
-        self._schema = schemas.load(self.schema)
+    def __init__(self, payloads):
+        self.payloads = payloads
 
     def process(self, record: KafkaRecord):
         try:
-            fields = fastavro.schemaless_reader(io.BytesIO(record.value or b""), self._schema)
-            event_id, event_time = fields[self.id_field], fields[self.time_field]
-        except Exception as e:  # any decode failure is the record's, not the pipeline's
+            yield self.payloads.row(record)
+        except ValueError as e:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-                stage="DecodeAvro", reason=f"undecodable {self.schema} record: {e!r}",
-                payload=record.value or b"", source=record.where(), event_time=record.timestamp_ms,
-                origin=record.origin()))
-            return
-        yield Row(str(event_id), int(event_time), fields, record.origin())
+                stage="DecodeAvro", reason=str(e), payload=record.value or b"", source=record.where(),
+                event_time=record.timestamp_ms, origin=record.origin()))
 
 
 class WriteToKafka(beam.PTransform):
-    """Writes records (with `to_avro()`) to `topic`, Avro-encoded, keyed by `key(record)`.
+    """Writes records (with `to_avro()`) to `topic`, Avro-encoded, keyed by `key(record)`:
+    schemaless, or with a schema `registry` URL in the Confluent wire format (subject
+    `<topic>-value`, registered on first use; `core.kafka.value_encoder`).
 
     Delivery is confirmed per bundle; a failed delivery fails the bundle (Beam retries it).
     Returns the delivered records' source spans: one `((topic, partition), [(first, last),
     ...])` per source partition and bundle, in the global window.
     """
 
-    def __init__(self, bootstrap: str, topic: str, schema: str, key: Callable[[object], str]):
+    def __init__(self, bootstrap: str, topic: str, schema: str, key: Callable[[object], str],
+                 registry: str | None = None):
         super().__init__()
         schemas.load(schema)
         self.bootstrap, self.topic, self.schema, self.key = bootstrap, topic, schema, key
+        self.registry = registry
 
     def expand(self, records):
         return records | "Produce" >> beam.ParDo(
-            _ProduceDoFn(self.bootstrap, self.topic, self.schema, self.key))
+            _ProduceDoFn(self.bootstrap, self.topic, self.schema, self.key, self.registry))
 
 
 class _ProduceDoFn(beam.DoFn):
-    def __init__(self, bootstrap, topic, schema, key):
+    def __init__(self, bootstrap, topic, schema, key, registry=None):
         self.bootstrap, self.topic, self.schema, self.key = bootstrap, topic, schema, key
+        self.registry = registry
 
     def setup(self):
+        self._encode = value_encoder(self.schema, self.topic, self.registry)
         self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
                                    "linger.ms": 5})
 
@@ -102,7 +101,7 @@ class _ProduceDoFn(beam.DoFn):
         while True:
             try:
                 self._producer.produce(self.topic, key=str(self.key(record)).encode(),
-                                       value=encode(record.to_avro(), self.schema),
+                                       value=self._encode(record.to_avro()),
                                        timestamp=getattr(record, "event_time", None) or 0,
                                        on_delivery=self._delivered)
                 break

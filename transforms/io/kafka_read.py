@@ -6,6 +6,15 @@ partition, Prism 2.77 let the stage watermark run ahead of lagging partitions, a
 records were dropped as late downstream (measured: 60 s windows that should hold 120 records
 held about 26); tests/test_kafka.py checks that every window fires whole.
 
+With `payloads` the reader decodes each value (`core.payloads`) and the event time is the
+payload's own field, whatever the Kafka timestamp says (ordinary producers stamp the time of
+sending). Its lateness policy: a partition's records may come out of event-time order by up to
+`allowed_lateness_s`; the watermark trails the partitions' latest event times by that much, so
+every record within it reaches the ordered stages on time and is processed exactly as in a
+batch run. A record further behind the latest event time read before it on its partition is a
+`late` dead letter, decided at the source: the decision depends only on the partition's order,
+never on timing, and nothing downstream ever sees a late record.
+
 The restriction is a tuple of (partition, next offset, stop offset, latest event time ms) per
 partition: plain values, so Beam encodes it without pickling. The runner may checkpoint a
 reader between records, but never split one partition's offsets between readers.
@@ -13,28 +22,30 @@ reader between records, but never split one partition's offsets between readers.
 from __future__ import annotations
 
 import logging
-import sys
 
 import apache_beam as beam
-from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import KafkaException, TopicPartition
 
 from core.kafka import KafkaRecord, committed_offsets, consumer, is_transient, retrying
+from core.payloads import AvroPayloads
+from core.records import DeadLetter
+from transforms.io.kafka import DEAD_LETTERS, DecodeAvro, DecodeOutputs
+from transforms.io.kafka_positions import CHECKPOINT, NO_TIME, UNBOUNDED, PartitionsTracker
 from transforms.io.kafkaio import ReadWithKafkaIO
 from transforms.runners import is_flink
 
-UNBOUNDED = sys.maxsize
-NO_TIME = -(2 ** 62)
-
 
 class ReadFromKafka(beam.PTransform):
-    """Reads every partition of `topics` as `KafkaRecord`s timestamped by the Kafka timestamp.
+    """Reads every partition of `topics` as `KafkaRecord`s timestamped by the Kafka timestamp,
+    or, with `payloads`, as decoded `Row`s and dead letters (`DecodeOutputs`) timestamped by
+    their event time, under the lateness policy (see the module's docstring).
 
     An endless read on Flink goes through Beam's Java KafkaIO instead (`transforms.io.kafkaio`:
-    on Beam 2.62's Flink runner this reader's watermark does not advance).
+    on Beam 2.62's Flink runner this reader's watermark does not advance); its records are
+    timestamped by Kafka, so there the policy is KafkaIO's, not this reader's.
 
     Args:
         bootstrap: Kafka bootstrap servers.
@@ -45,88 +56,54 @@ class ReadFromKafka(beam.PTransform):
         poll_records: most records read per poll before the reader checkpoints itself.
         start_time_ms: where a partition without a committed offset starts: its first record
             with a Kafka timestamp at or after this (e.g. a feature backfill's cut-off).
+        payloads: how values decode into rows (e.g. `core.payloads.AvroPayloads`); None reads
+            raw `KafkaRecord`s.
+        allowed_lateness_s: with `payloads`, how far behind its partition's latest event time
+            a record may come and still be used.
     """
 
     def __init__(self, bootstrap: str, topics, group_id: str, stop_at_end: bool = False,
-                 poll_records: int = 500, start_time_ms: int | None = None):
+                 poll_records: int = 500, start_time_ms: int | None = None,
+                 payloads: AvroPayloads | None = None, allowed_lateness_s: float = 0.0):
         super().__init__()
         if not topics:
             raise ValueError("name at least one topic")
+        if allowed_lateness_s < 0:
+            raise ValueError("the allowed lateness cannot be negative")
         self.bootstrap, self.topics, self.group_id = bootstrap, list(topics), group_id
         self.stop_at_end, self.poll_records, self.start_time_ms = stop_at_end, poll_records, start_time_ms
+        self.payloads, self.allowed_lateness_ms = payloads, int(allowed_lateness_s * 1000)
 
     def expand(self, pbegin):
         if not self.stop_at_end and is_flink(pbegin.pipeline.options):
             # This reader's watermark does not advance on Beam 2.62's Flink runner: see kafkaio.
-            return pbegin | "KafkaIO" >> ReadWithKafkaIO(self.bootstrap, self.topics, self.group_id,
-                                                        self.start_time_ms)
+            records = pbegin | "KafkaIO" >> ReadWithKafkaIO(self.bootstrap, self.topics, self.group_id,
+                                                           self.start_time_ms)
+            return records if self.payloads is None else records | "Decode" >> DecodeAvro(self.payloads)
         reader = _ReadTopicDoFn if self.stop_at_end else _ReadTopicForeverDoFn
-        return (pbegin
+        read = (pbegin
                 | "Topics" >> beam.Create(self.topics)
-                | "Read" >> beam.ParDo(reader(self.bootstrap, self.group_id, self.stop_at_end,
-                                              self.poll_records, self.start_time_ms)))
+                | "Read" >> beam.ParDo(reader(self.bootstrap, self.group_id, self.stop_at_end, self.poll_records,
+                                              self.start_time_ms, self.payloads, self.allowed_lateness_ms)))
+        if self.payloads is None:
+            return read
+        split = read | "Split" >> beam.ParDo(_SplitDeadLetters()).with_outputs(DEAD_LETTERS, main="rows")
+        return DecodeOutputs(split.rows, split[DEAD_LETTERS])
 
 
-CHECKPOINT = ("checkpoint",)  # a claim that allows the next checkpoint (see try_split)
-
-
-class _PartitionsTracker(RestrictionTracker):
-    """Claims (partition, offset, timestamp) positions. It splits only when the reader asks
-    to checkpoint (claiming `CHECKPOINT`, then deferring): runner-initiated splits of a
-    running read made Prism 2.77 deliver some records twice downstream."""
-
-    def __init__(self, restriction):
-        self._positions = {p: [nxt, stop, latest] for p, nxt, stop, latest in restriction}
-        self._checkpointed = False
-        self._may_checkpoint = False
-
-    def current_restriction(self):
-        return tuple((p, nxt, stop, latest) for p, (nxt, stop, latest) in sorted(self._positions.items()))
-
-    def try_claim(self, position):
-        if position == CHECKPOINT:
-            self._may_checkpoint = True
-            return False
-        partition, offset, timestamp_ms = position
-        entry = self._positions[partition]
-        if self._checkpointed or offset < entry[0] or offset >= entry[1]:
-            return False
-        entry[0], entry[2] = offset + 1, max(entry[2], timestamp_ms)
-        return True
-
-    def try_split(self, fraction_of_remainder):
-        if fraction_of_remainder != 0 or self._checkpointed or not self._may_checkpoint:
-            return None
-        self._checkpointed = True
-        done = tuple((p, nxt, nxt, latest) for p, nxt, _, latest in self.current_restriction())
-        return done, self.current_restriction()
-
-    def check_done(self):
-        left = {p: e for p, e in self._positions.items() if e[0] < e[1]}
-        if left and not self._checkpointed:
-            raise ValueError(f"partitions {sorted(left)} still have offsets to read")
-
-    def current_progress(self):
-        # A fraction, not work counts: the SDK turns counts into NaN progress for this reader
-        # (seen with Prism 2.77) and then fails the runner's split request.
-        left = [e for e in self._positions.values() if e[0] < e[1]]
-        if not left:
-            return RestrictionProgress(fraction=1.0)
-        if self.is_bounded():
-            done = sum(e[0] for e in self._positions.values())
-            return RestrictionProgress(fraction=done / (done + sum(e[1] - e[0] for e in left)))
-        return RestrictionProgress(fraction=0.0)
-
-    def is_bounded(self):
-        return all(e[1] != UNBOUNDED for e in self._positions.values())
+class _SplitDeadLetters(beam.DoFn):
+    def process(self, element):
+        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, element) if isinstance(element, DeadLetter) else element
 
 
 class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
     """Reads one topic, all partitions; it is its own restriction provider."""
 
-    def __init__(self, bootstrap, group_id, stop_at_end, poll_records, start_time_ms=None):
+    def __init__(self, bootstrap, group_id, stop_at_end, poll_records, start_time_ms=None, payloads=None,
+                 allowed_lateness_ms=0):
         self.bootstrap, self.group_id = bootstrap, group_id
         self.stop_at_end, self.poll_records, self.start_time_ms = stop_at_end, poll_records, start_time_ms
+        self.payloads, self.allowed_lateness_ms = payloads, allowed_lateness_ms
 
     def initial_restriction(self, topic):
         return retrying(lambda: self._start_positions(topic), f"start positions of {topic!r}")
@@ -163,7 +140,7 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
         return {tp.partition: tp.offset for tp in found}
 
     def create_tracker(self, restriction):
-        return _PartitionsTracker(restriction)
+        return PartitionsTracker(restriction)
 
     def restriction_size(self, topic, restriction):
         return sum(min(stop - nxt, 1_000_000) for _, nxt, stop, _ in restriction)
@@ -190,6 +167,9 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
         c.assign([TopicPartition(topic, p, nxt) for p, nxt in open_partitions])
         messages = c.consume(self.poll_records, timeout=0.5)
         positions = dict(open_partitions)
+        latest = {p: t for p, _, _, t in restriction}
+        current = watermark.current_watermark()
+        floor = None if current is None or current == MIN_TIMESTAMP else current.micros // 1000
         read = 0
         for m in messages:
             if m.error() is not None:
@@ -197,16 +177,22 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
                     logging.warning("Kafka %s: %s; retrying", topic, m.error())
                     continue
                 raise KafkaException(m.error())
-            timestamp_ms = m.timestamp()[1]
-            if not tracker.try_claim((m.partition(), m.offset(), timestamp_ms)):
+            p, first = m.partition(), positions[m.partition()]
+            record = KafkaRecord(topic, p, m.offset(), m.key(), m.value(), m.timestamp()[1], first)
+            # Records behind this are late: the partition's latest event time less the allowed
+            # lateness, or, before its first record, the watermark the other partitions made.
+            behind = floor if latest[p] == NO_TIME else latest[p] - self.allowed_lateness_ms
+            element, event_time = self._decoded(record, behind)
+            if not tracker.try_claim((p, m.offset(), NO_TIME if event_time is None else event_time)):
                 continue  # past this partition's stop offset (a bounded replay)
             read += 1
-            first, positions[m.partition()] = positions[m.partition()], m.offset() + 1
+            positions[p] = m.offset() + 1
             if first != m.offset():  # transaction markers and compaction leave gaps; else a clue
-                logging.warning("Kafka %s/%d: offsets %d..%d skipped", topic, m.partition(), first, m.offset() - 1)
-            yield beam.window.TimestampedValue(
-                KafkaRecord(topic, m.partition(), m.offset(), m.key(), m.value(), timestamp_ms, first),
-                Timestamp(micros=timestamp_ms * 1000))
+                logging.warning("Kafka %s/%d: offsets %d..%d skipped", topic, p, first, m.offset() - 1)
+            if event_time is not None:
+                latest[p] = max(latest[p], event_time)
+            at = event_time if event_time is not None else record.timestamp_ms if behind is None else behind
+            yield beam.window.TimestampedValue(element, Timestamp(micros=at * 1000))
         try:
             self._advance(c, topic, tracker.current_restriction(), watermark)
         except KafkaException as e:
@@ -216,8 +202,24 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
         tracker.try_claim(CHECKPOINT)
         tracker.defer_remainder(Duration(seconds=0 if read else 0.2))
 
-    @staticmethod
-    def _advance(c, topic, restriction, watermark):
+    def _decoded(self, record: KafkaRecord, behind: int | None):
+        """(element, its event time): the raw record at its Kafka time without payloads; else its
+        `Row`, or a dead letter (undecodable, or late) with no event time."""
+        if self.payloads is None:
+            return record, record.timestamp_ms
+        try:
+            row = self.payloads.row(record)
+        except ValueError as e:
+            return _dead_letter("DecodeAvro", str(e), record), None
+        late_ms = 0 if behind is None else behind - row.event_time
+        if late_ms > 0:
+            return _dead_letter("ReadFromKafka", (
+                f"late: event time {row.event_time} is {late_ms} ms behind what its partition allows (its "
+                f"latest event time read before it, less the allowed lateness of "
+                f"{self.allowed_lateness_ms} ms)"), record, row.event_time), None
+        return row, row.event_time
+
+    def _advance(self, c, topic, restriction, watermark):
         """Watermark: the oldest latest-read event time over the partitions.
 
         Records within a partition arrive in timestamp order (the producers' event times), so
@@ -234,7 +236,7 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
                 return  # records still unread in a partition we know nothing of yet
         if not seen:
             return
-        candidate = Timestamp(micros=min(seen) * 1000)
+        candidate = Timestamp(micros=(min(seen) - self.allowed_lateness_ms) * 1000)
         current = watermark.current_watermark()
         if current is None or current == MIN_TIMESTAMP or candidate > current:
             watermark.set_watermark(candidate)
@@ -247,3 +249,9 @@ class _ReadTopicForeverDoFn(_ReadTopicDoFn):
     def process(self, topic, tracker=beam.DoFn.RestrictionParam(),
                 watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
         yield from super().process(topic, tracker, watermark)
+
+
+def _dead_letter(stage: str, reason: str, record: KafkaRecord, event_time: int | None = None) -> DeadLetter:
+    return DeadLetter(stage=stage, reason=reason, payload=record.value or b"", source=record.where(),
+                      event_time=record.timestamp_ms if event_time is None else event_time,
+                      origin=record.origin())

@@ -19,7 +19,8 @@ LEARNED = "learned"
 
 
 class LearnerDoFn(beam.DoFn):
-    """Opens the learner (and its store) on the worker, ticks `progress` as it applies events."""
+    """Opens the learner on the worker (its store, and its signing keys: the DoFn carries only
+    where to find them, `models.serde.KeySource`), ticks `progress` as it applies events."""
 
     def __init__(self, learner: Learner, progress: str | None = None):
         self.learner, self.progress = learner, progress

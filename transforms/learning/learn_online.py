@@ -31,9 +31,11 @@ event replayed from the source gets its stored prediction again instead of being
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from core.learning import Learner, check_mini_batch
 from core.records import Example
@@ -60,8 +62,12 @@ class LearnOnline(beam.PTransform):
     Args:
         model_spec: `MODULE:FUNCTION` returning a fresh river classifier or regressor, or a
             dict of them per model key ("*" for any other key).
-        signing_key: HMAC key for model state; defaults to `models.serde.default_key()`, or
-            with a store to `models.serde.store_key(store)`.
+        key_file: a keyring file that signs and checks model state (`models.serde`: keys of
+            32+ bytes separated by whitespace, the first signing); default the pipeline's
+            `--state_key_file`, else $STREAMML_STATE_KEY, else with a store `<store>.key`
+            beside it, else a random key per process. Only where to find the key travels in the
+            pipeline: each worker reads it in the DoFn's setup (and this process once, to
+            refuse a missing or weak key before the job starts).
         store: location of a `models.snapshots` store (a SQLite path) that outlives the job.
         replay_horizon_s: event time for which the store keeps predictions to re-emit for
             replayed events; an older replay is a `late` dead letter.
@@ -81,9 +87,13 @@ class LearnOnline(beam.PTransform):
             applied, for a progress bar; None: none.
     """
 
-    def __init__(self, model_spec: str | dict, signing_key: bytes | None = None, store: str | None = None,
-                 replay_horizon_s: float = 24 * 3600, mini_batch: int = 0, progress: str | None = None):
+    def __init__(self, model_spec: str | dict, key_file: str | None = None, store: str | None = None,
+                 replay_horizon_s: float = 24 * 3600, mini_batch: int = 0, progress: str | None = None,
+                 signing_key=None):
         super().__init__()
+        if signing_key is not None:
+            raise TypeError("LearnOnline takes no signing_key (it would be pickled into the pipeline): "
+                            "give key_file=, --state_key_file or $STREAMML_STATE_KEY")
         if mini_batch < 0:
             raise ValueError(f"mini_batch must be >= 0, not {mini_batch}")
         for spec in (model_spec.values() if isinstance(model_spec, dict) else [model_spec]):
@@ -91,13 +101,13 @@ class LearnOnline(beam.PTransform):
             if mini_batch:
                 check_mini_batch(model, spec)
         self.model_spec, self.store, self.replay_horizon_ms = model_spec, store, int(replay_horizon_s * 1000)
-        self.mini_batch, self.progress = mini_batch, progress
-        if signing_key is None:
-            signing_key = serde.store_key(store) if store else serde.default_key()
-        self.signing_key = signing_key
+        self.mini_batch, self.progress, self.key_file = mini_batch, progress, key_file
 
     def expand(self, examples):
-        learner = Learner(self.model_spec, self.signing_key, self.store, self.replay_horizon_ms, self.mini_batch)
+        key_file = self.key_file or examples.pipeline.options.view_as(StateKeyOptions).state_key_file
+        keys = serde.KeySource(file=key_file and os.path.abspath(key_file), store=self.store)
+        keys.resolve()  # a missing, unreadable or weak key fails here, not on a worker
+        learner = Learner(self.model_spec, keys, self.store, self.replay_horizon_ms, self.mini_batch)
         if is_streaming(examples):
             results = (examples
                        | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
@@ -117,3 +127,14 @@ class LearnOnline(beam.PTransform):
                        | "PredictThenLearn" >> beam.ParDo(ApplyShardDoFn(learner, self.progress)).with_outputs(
                            DEAD_LETTERS, LEARNED, main="predictions"))
         return LearnerOutputs(results.predictions, results[DEAD_LETTERS], results[LEARNED])
+
+
+class StateKeyOptions(PipelineOptions):
+    """`--state_key_file`: the default `key_file` of every `LearnOnline` in the pipeline."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--state_key_file", default=None,
+                            help="Keyring file that signs model state (keys of 32+ bytes separated by "
+                                 "whitespace, the first signing; see models.serde); default "
+                                 "$STREAMML_STATE_KEY, else a key file beside the learner store.")

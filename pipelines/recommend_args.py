@@ -1,0 +1,109 @@
+"""The recommendation job's command line: its flags, their defaults and the checks between them
+(Beam's own flags pass through to the runner)."""
+from __future__ import annotations
+
+import inspect
+import os
+
+from core.decoding import event_time_arg
+from models import factory
+from pipelines.console import ArgumentParser, add_verbose_flag
+from pipelines.options import has_flag
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(
+        prog="python -m pipelines.recommend",
+        description="The content-recommendation job: predict clicks online from a stream of interactions.",
+        epilog="Any other flag goes to Beam (e.g. --runner, --streaming).")
+    parser.add_argument("--output", default="out/recommend", help="Output folder (default: %(default)s).")
+    parser.add_argument("--events", help="Interactions as an Avro file; default: simulate them.")
+    parser.add_argument("--impressions", type=int, default=20_000,
+                        help="Impressions to simulate when --events is not given (default: %(default)s).")
+    parser.add_argument("--users", type=int, default=200,
+                        help="Users to simulate (default: %(default)s: enough history per user for "
+                             "user features to matter within a few hours of events).")
+    parser.add_argument("--seed", type=int, default=7, help="Simulator seed (default: %(default)s).")
+    parser.add_argument("--model", default="models.zoo:recommender",
+                        help="MODULE:FUNCTION[?ARG=VALUE&...] returning a river binary classifier "
+                             "(default: %(default)s).")
+    parser.add_argument("--hash_size", type=int, default=2 ** 16,
+                        help="Hash buckets for ids and other categoricals, for a --model that takes "
+                             "hash_size (default: %(default)s).")
+    parser.add_argument("--no_baselines", dest="baselines", action="store_false",
+                        help="Do not also learn the baselines (the model without entity features, "
+                             "item popularity) for comparison.")
+    parser.add_argument("--attribution_minutes", type=float, default=30.0,
+                        help="An outcome counts for its impression within this time (default: %(default)s).")
+    parser.add_argument("--metrics_minutes", type=float, default=10.0,
+                        help="Windowed-metrics window, minutes of event time (default: %(default)s).")
+    parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl")
+    kafka = parser.add_argument_group("Kafka (a broker: bash scripts/kafka.sh start)")
+    kafka.add_argument("--source", choices=("file", "kafka"), default="file",
+                       help="Read interactions from --events / the simulator, or from Kafka.")
+    kafka.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers.")
+    kafka.add_argument("--topic", default="interactions", help="Topic of interactions (Avro).")
+    kafka.add_argument("--group", default="streamml-recommend", help="Consumer group.")
+    kafka.add_argument("--start_time", type=event_time_arg,
+                       help="Where a group without committed offsets starts: the first records stamped at "
+                            "or after this (epoch ms or ISO-8601; e.g. a backfill's cut-off); default: "
+                            "the earliest.")
+    kafka.add_argument("--allowed_lateness_s", type=float, default=60.0,
+                       help="How far (seconds of event time) a record may come behind the latest one read "
+                            "before it on its partition and still be used, exactly as if on time; one later "
+                            "than that is a 'late' dead letter. The learning plane runs this far behind the "
+                            "stream (default: %(default)s).")
+    kafka.add_argument("--stop_at_end", action="store_true",
+                       help="Stop at the topic's end offsets at start-up (replay), instead of running on.")
+    kafka.add_argument("--kafka_out", metavar="PREFIX",
+                       help="Also write to topics PREFIX.predictions, PREFIX.metrics, PREFIX.dead_letters, "
+                            "and commit the group's offsets once results are delivered there.")
+    kafka.add_argument("--schema_registry", metavar="URL",
+                       help="Read and write the Confluent wire format against this schema registry "
+                            "(its Confluent API, e.g. http://127.0.0.1:18082/apis/ccompat/v7; "
+                            "bash scripts/schema_registry.sh start). Default: schemaless Avro.")
+    kafka.add_argument("--learner_store", metavar="SQLITE",
+                       help="Durable model snapshots, so a restarted job resumes without relearning "
+                            "(default with --source kafka: OUTPUT/learner-GROUP.sqlite, unless the runner "
+                            "checkpoints (--checkpointing_interval on Flink); 'none': off).")
+    kafka.add_argument("--feature_store", metavar="SQLITE",
+                       help="Durable entity profiles, served features and labels, likewise, or the snapshot "
+                            "of a backfill (pipelines.backfill) to start from; read by the streaming "
+                            "feature stage (default with --source kafka: OUTPUT/features-GROUP.sqlite, unless "
+                            "the runner checkpoints; 'none': off).")
+    add_verbose_flag(parser)
+    args, beam_args = parser.parse_job_args(argv)
+    if args.events and not os.path.isfile(args.events):
+        parser.error(f"no such file: --events {args.events}")
+    if args.hash_size < 1:
+        parser.error("--hash_size must be >= 1")
+    try:
+        if "?" not in args.model and "hash_size" in inspect.signature(factory.load(args.model)).parameters:
+            args.model = f"{args.model}?hash_size={args.hash_size}"
+        if factory.task_of(factory.build(args.model)) != "binary":
+            parser.error(f"--model {args.model} must build a binary classifier (click or not)")
+    except (ValueError, TypeError) as e:
+        parser.error(f"--model: {e}")
+    if args.allowed_lateness_s < 0:
+        parser.error("--allowed_lateness_s cannot be negative")
+    if args.source == "file" and args.start_time is not None:
+        parser.error("--start_time is for --source kafka")
+    if args.source == "kafka" and args.events:
+        parser.error("--events is for --source file")
+    if args.source == "kafka" and not (args.stop_at_end or args.kafka_out):
+        parser.error("an endless Kafka stream writes no files: give --kafka_out PREFIX (or --stop_at_end)")
+    # A runner that checkpoints (Flink's --checkpointing_interval) restores the job's state
+    # itself after a failure; a store would run ahead of the restored state, and the events
+    # replayed from the checkpoint's offsets would meet a model that already learned them.
+    checkpointed = has_flag(beam_args, "--checkpointing_interval")
+    for name in ("learner", "feature"):
+        store = getattr(args, f"{name}_store")
+        if checkpointed and store not in (None, "none"):
+            parser.error(f"--{name}_store with --checkpointing_interval: the runner's checkpoints hold the "
+                         "job's state, and a store would run ahead of a restored checkpoint")
+        if store is None and args.source == "kafka" and not checkpointed:
+            store = f"{args.output.rstrip('/')}/{name}{'s' if name == 'feature' else ''}-{args.group}.sqlite"
+        setattr(args, f"{name}_store", None if store == "none" else store)
+    if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
+        parser.error("--feature_store is read by the streaming feature stage: add --streaming")
+    return args, beam_args
