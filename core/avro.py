@@ -52,6 +52,16 @@ class UnreadableAvroFile(ValueError):
     """A file that is not a readable Avro container at all: a one-line reason naming it."""
 
 
+def _deflate(data: bytes) -> bytes:
+    """Raw deflate of exactly one stream: zlib ignores bytes after its end, as a block size
+    stretched over the next block leaves (fastavro leaves 3 bytes of zlib checksum: allow 4)."""
+    stream = zlib.decompressobj(-15)
+    out = stream.decompress(data)
+    if not stream.eof or len(stream.unused_data) > 4:
+        raise ValueError(f"deflate data {'ends early' if not stream.eof else 'runs past its stream'}")
+    return out
+
+
 def _snappy(data: bytes) -> bytes:
     from cramjam import snappy  # imported when a snappy file comes (read_header checks it is there)
 
@@ -70,7 +80,7 @@ def _zstandard(data: bytes) -> bytes:
 
 CODECS = {
     "null": bytes,
-    "deflate": lambda data: zlib.decompress(data, -15),  # raw deflate: no zlib header
+    "deflate": _deflate,
     "bzip2": bz2.decompress,
     "xz": lzma.decompress,
     "snappy": _snappy,
@@ -253,10 +263,12 @@ def _read_bytes(f) -> bytes:
 
 
 def _read_exact(f, n: int) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise EOFError(f"wanted {n} bytes, found {len(data)}")
-    return data
+    here = f.tell()
+    left = f.seek(0, 2) - here
+    f.seek(here)
+    if n > left:  # (a corrupt length: refused before asking for that much memory)
+        raise EOFError(f"wanted {n} bytes, found {left}")
+    return f.read(n)
 
 
 def _read_long(f) -> int:

@@ -1,6 +1,7 @@
 """Records from bytes and text, without Beam: text formats (CSV, JSON Lines) as field dicts,
 and event times from numbers, ISO-8601 text or datetimes. Avro container files are read
-block by block (`core.avro`); `avro_records` and `avro_values` summarise one.
+block by block (`core.avro`); `avro_records` and `avro_values` summarise one. CSV files
+are split into records, each kept with its bytes, before pandas types them (`core.csvfile`).
 
 Each `records(fmt, data)` item is `(index, fields, error, raw)`: a record's index in the file
 and its fields, or an error and the raw bytes it concerns (a dead letter's payload).
@@ -10,13 +11,12 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
-import io
 import json
 import math
 
 import pandas as pd
 
-from core import avro
+from core import avro, csvfile
 
 FORMATS = ("avro", "csv", "jsonl")
 
@@ -50,22 +50,33 @@ def parse_event_time(value) -> int:
     if isinstance(value, bool) or value is None or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(f"no event time (got {value!r})")
     if isinstance(value, (int, float)):
-        return int(value)
+        return _in_range(value)
     if isinstance(value, datetime.datetime):
         utc = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
-        return (utc - _EPOCH) // datetime.timedelta(milliseconds=1)  # exact: no float seconds
+        return _in_range((utc - _EPOCH) // datetime.timedelta(milliseconds=1))  # exact: no float seconds
     if isinstance(value, datetime.time):  # Avro's time-millis / time-micros
         raise ValueError(f"event time {value} is a time of day without a date")
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"unparseable event time {value!r}") from e
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return int(ts.value // 1_000_000)
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        return _in_range(ts.value // 1_000_000)
+    except (ValueError, TypeError, OverflowError) as e:
+        try:  # pandas' nanoseconds end in 1677 and 2262; ISO-8601 goes from year 1 to 9999
+            return parse_event_time(datetime.datetime.fromisoformat(value))
+        except (ValueError, TypeError):
+            raise ValueError(f"unparseable event time {value!r}") from e
 
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+# Years 1 to 9999: what datetimes, ISO-8601 and Beam's timestamps all carry.
+MIN_EVENT_TIME_MS, MAX_EVENT_TIME_MS = -62_135_596_800_000, 253_402_300_799_999
+
+
+def _in_range(ms) -> int:
+    if not MIN_EVENT_TIME_MS <= ms <= MAX_EVENT_TIME_MS:  # (also refuses inf; NaN never gets here)
+        raise ValueError(f"event time {ms!r} ms is outside years 1-9999")
+    return int(ms)
 
 
 def event_time_arg(text: str) -> int:
@@ -96,25 +107,14 @@ def _jsonl_records(data: bytes):
             fields = json.loads(line)
             if not isinstance(fields, dict):
                 raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # (nesting deeper than the parser goes)
             yield index, None, f"line {index}: {e}", line
         else:
             yield index, fields, None, line
         index += 1
 
 
-def _csv_records(data: bytes):
-    bad = []
-    # The python engine parses floats exactly (round trip) and reports malformed lines.
-    frame = pd.read_csv(io.BytesIO(data), engine="python", on_bad_lines=bad.append)
-    for index, fields in enumerate(frame.to_dict("records")):
-        yield index, fields, None, None
-    for line in bad:
-        yield -1, None, f"malformed CSV line ({len(line)} fields, header has {len(frame.columns)})", \
-            ",".join(line).encode()
-
-
-_RECORDS = {"jsonl": _jsonl_records, "csv": _csv_records}
+_RECORDS = {"jsonl": _jsonl_records, "csv": csvfile.csv_records}
 
 
 def records(fmt: str, data: bytes):

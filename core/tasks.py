@@ -179,7 +179,7 @@ def _jsonl_fields(stream):
     for line in stream:
         try:
             fields = json.loads(line) if line.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):  # a dead letter in the job
             continue
         if isinstance(fields, dict):
             yield fields

@@ -237,6 +237,20 @@ def test_the_submit_job_ships_the_project_to_the_workers():
     assert any(name == "RUN" and "scripts/flink.sh install" in args for name, args in stage)
 
 
+def test_the_submitter_and_every_worker_read_one_state_key_from_a_secret_not_in_the_repo():
+    """Workers sign and verify model state (models/serde.py) with keys they read themselves: all
+    of them, and the submitter that checks the keys first, from the same Secret."""
+    (job,) = _kind("Job")
+    (flink,) = _kind("FlinkDeployment")
+    containers = job["spec"]["template"]["spec"]["containers"] + [
+        c for c in flink["spec"]["taskManager"]["podTemplate"]["spec"]["containers"] if c["name"] == "beam-worker-pool"]
+    refs = [[e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if e["name"] == "STREAMML_STATE_KEY"]
+            for c in containers]
+    assert len(containers) == 2 and all(len(r) == 1 for r in refs), refs
+    assert refs[0] == refs[1] == [{"name": "streamml-state-key", "key": "keys"}]
+    assert not _kind("Secret"), "a Secret's data would be in the repo: docs/DEPLOY.md says how to make it"
+
+
 def test_the_worker_image_installs_the_pins_and_the_project():
     runs = [args for name, args in _final_stage(WORKER_IMAGE) if name == "RUN"]
     pip = [shlex.split(run.split("&&")[0]) for run in runs if re.match(r"(python3? -m )?pip install\b", run)]
@@ -259,7 +273,7 @@ def _pins(name):
             pins.update(_pins(line[3:].strip()))
         elif line:
             package, version = line.split("==")
-            pins[_canonical(package.split("[")[0])] = version.strip()  # (extras are not the name)
+            pins[_canonical(package)] = version.strip()
     return pins
 
 
