@@ -80,7 +80,7 @@ def run(argv=None, console=QUIET) -> dict:
             source = p | "ReadKafka" >> ReadFromKafka(
                 args.bootstrap, [args.topic], args.group, stop_at_end=args.stop_at_end,
                 start_time_ms=args.start_time, payloads=_payloads(args),
-                allowed_lateness_s=args.allowed_lateness_s)
+                allowed_lateness_s=args.allowed_lateness_s, max_clock_skew_s=args.max_clock_skew_s)
         else:
             source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
                                                   id_field="event_id", reader_schema=schemas.load("interaction"))

@@ -53,6 +53,10 @@ def parse_args(argv=None):
                             "before it on its partition and still be used, exactly as if on time; one later "
                             "than that is a 'late' dead letter. The learning plane runs this far behind the "
                             "stream (default: %(default)s).")
+    kafka.add_argument("--max_clock_skew_s", type=float, default=3600.0,
+                       help="How far (seconds) a record's event time may be ahead of its Kafka timestamp "
+                            "(when it was sent); one further ahead is a 'future' dead letter, so that it "
+                            "cannot make its partition's later records late (default: %(default)s).")
     kafka.add_argument("--stop_at_end", action="store_true",
                        help="Stop at the topic's end offsets at start-up (replay), instead of running on.")
     kafka.add_argument("--kafka_out", metavar="PREFIX",
@@ -84,8 +88,9 @@ def parse_args(argv=None):
             parser.error(f"--model {args.model} must build a binary classifier (click or not)")
     except (ValueError, TypeError) as e:
         parser.error(f"--model: {e}")
-    if args.allowed_lateness_s < 0:
-        parser.error("--allowed_lateness_s cannot be negative")
+    for flag in ("allowed_lateness_s", "max_clock_skew_s"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag} cannot be negative")
     if args.source == "file" and args.start_time is not None:
         parser.error("--start_time is for --source kafka")
     if args.source == "kafka" and args.events:

@@ -97,3 +97,30 @@ def test_late_records_are_dead_letters_and_the_rest_equals_batch(kafka_bootstrap
     assert stream["models"] == batch["models"]
     # Stamped at sending, the same records give the same results: time is the payload's.
     assert sent == stream and _predictions(tmp_path / "sent") == _predictions(tmp_path / "stream")
+
+
+def test_a_record_from_the_future_is_a_dead_letter_not_the_partitions_new_clock():
+    """A record whose event time is further ahead of its Kafka timestamp (when it was sent) than
+    the allowed clock skew would make every later record of its partition late: it is a
+    `future` dead letter instead, and moves nothing."""
+    from core.kafka import KafkaRecord, encode
+    from core.payloads import AvroPayloads
+    from core.records import DeadLetter, Row
+    from transforms.io.kafka_read import _ReadTopicDoFn
+
+    reader = _ReadTopicDoFn("127.0.0.1:1", "g", True, 500, payloads=AvroPayloads("interaction"),
+                            allowed_lateness_ms=60_000, max_skew_ms=3_600_000)
+    event = _events()[0]
+    sent_at = event["event_time"] + 5_000
+
+    def read(event_time):
+        value = encode(dict(event, event_time=event_time), "interaction")
+        return reader._decoded(KafkaRecord("t", 0, 7, None, value, sent_at), behind=None)
+
+    on_time, event_time = read(event["event_time"])
+    assert isinstance(on_time, Row) and event_time == event["event_time"]
+    skewed, _ = read(sent_at + 3_600_000)  # a producer's clock an hour fast: still used
+    assert isinstance(skewed, Row)
+    future, event_time = read(sent_at + 86_400_000)
+    assert isinstance(future, DeadLetter) and event_time is None
+    assert (future.stage, future.reason.split(":")[0], future.source) == ("ReadFromKafka", "future", "t/0@7")

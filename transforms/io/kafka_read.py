@@ -13,7 +13,11 @@ sending). Its lateness policy: a partition's records may come out of event-time 
 every record within it reaches the ordered stages on time and is processed exactly as in a
 batch run. A record further behind the latest event time read before it on its partition is a
 `late` dead letter, decided at the source: the decision depends only on the partition's order,
-never on timing, and nothing downstream ever sees a late record.
+never on timing, and nothing downstream ever sees a late record. One record stamped far in the
+future would make every later record of its partition late: with `max_clock_skew_s`, a record
+whose event time is further ahead of its own Kafka timestamp (when it was sent or appended) is
+a `future` dead letter instead. (A producer that stamps records with their event time gives
+this check nothing to hold on to.)
 
 The restriction is a tuple of (partition, next offset, stop offset, latest event time ms) per
 partition: plain values, so Beam encodes it without pickling. The runner may checkpoint a
@@ -60,11 +64,14 @@ class ReadFromKafka(beam.PTransform):
             raw `KafkaRecord`s.
         allowed_lateness_s: with `payloads`, how far behind its partition's latest event time
             a record may come and still be used.
+        max_clock_skew_s: with `payloads`, how far ahead of its Kafka timestamp a record's event
+            time may be (the producers' clocks); None: no limit.
     """
 
     def __init__(self, bootstrap: str, topics, group_id: str, stop_at_end: bool = False,
                  poll_records: int = 500, start_time_ms: int | None = None,
-                 payloads: AvroPayloads | None = None, allowed_lateness_s: float = 0.0):
+                 payloads: AvroPayloads | None = None, allowed_lateness_s: float = 0.0,
+                 max_clock_skew_s: float | None = None):
         super().__init__()
         if not topics:
             raise ValueError("name at least one topic")
@@ -73,6 +80,7 @@ class ReadFromKafka(beam.PTransform):
         self.bootstrap, self.topics, self.group_id = bootstrap, list(topics), group_id
         self.stop_at_end, self.poll_records, self.start_time_ms = stop_at_end, poll_records, start_time_ms
         self.payloads, self.allowed_lateness_ms = payloads, int(allowed_lateness_s * 1000)
+        self.max_skew_ms = None if max_clock_skew_s is None else int(max_clock_skew_s * 1000)
 
     def expand(self, pbegin):
         if not self.stop_at_end and is_flink(pbegin.pipeline.options):
@@ -84,7 +92,8 @@ class ReadFromKafka(beam.PTransform):
         read = (pbegin
                 | "Topics" >> beam.Create(self.topics)
                 | "Read" >> beam.ParDo(reader(self.bootstrap, self.group_id, self.stop_at_end, self.poll_records,
-                                              self.start_time_ms, self.payloads, self.allowed_lateness_ms)))
+                                              self.start_time_ms, self.payloads, self.allowed_lateness_ms,
+                                              self.max_skew_ms)))
         if self.payloads is None:
             return read
         split = read | "Split" >> beam.ParDo(_SplitDeadLetters()).with_outputs(DEAD_LETTERS, main="rows")
@@ -100,10 +109,10 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
     """Reads one topic, all partitions; it is its own restriction provider."""
 
     def __init__(self, bootstrap, group_id, stop_at_end, poll_records, start_time_ms=None, payloads=None,
-                 allowed_lateness_ms=0):
+                 allowed_lateness_ms=0, max_skew_ms=None):
         self.bootstrap, self.group_id = bootstrap, group_id
         self.stop_at_end, self.poll_records, self.start_time_ms = stop_at_end, poll_records, start_time_ms
-        self.payloads, self.allowed_lateness_ms = payloads, allowed_lateness_ms
+        self.payloads, self.allowed_lateness_ms, self.max_skew_ms = payloads, allowed_lateness_ms, max_skew_ms
 
     def initial_restriction(self, topic):
         return retrying(lambda: self._start_positions(topic), f"start positions of {topic!r}")
@@ -204,13 +213,18 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
 
     def _decoded(self, record: KafkaRecord, behind: int | None):
         """(element, its event time): the raw record at its Kafka time without payloads; else its
-        `Row`, or a dead letter (undecodable, or late) with no event time."""
+        `Row`, or a dead letter (undecodable, from the future, or late) with no event time."""
         if self.payloads is None:
             return record, record.timestamp_ms
         try:
             row = self.payloads.row(record)
         except ValueError as e:
             return _dead_letter("DecodeAvro", str(e), record), None
+        ahead_ms = row.event_time - record.timestamp_ms
+        if self.max_skew_ms is not None and record.timestamp_ms >= 0 and ahead_ms > self.max_skew_ms:
+            return _dead_letter("ReadFromKafka", (
+                f"future: event time {row.event_time} is {ahead_ms} ms ahead of the record's Kafka timestamp "
+                f"(more than the allowed clock skew of {self.max_skew_ms} ms)"), record, row.event_time), None
         late_ms = 0 if behind is None else behind - row.event_time
         if late_ms > 0:
             return _dead_letter("ReadFromKafka", (
