@@ -123,3 +123,27 @@ def test_a_late_impression_passes_the_streaming_feature_stage_with_features():
     with TestPipeline(options=pipeline_options(["--streaming"])) as p:
         ids = _featured(p | stream) | beam.Map(lambda kv: kv[0])
         assert_that(ids, equal_to([f"e{i}" for i in range(5)] + ["late"]))
+
+
+def test_streaming_rows_left_waiting_by_a_firing_meet_later_arrivals():
+    """The watermark trails the input (to the middle of each chunk just sent): every firing
+    leaves rows waiting (the `left` cell) while more arrive (the `pending` bag), for the same
+    keys; features still equal those from only the events strictly before each impression."""
+    events = _events(n=200, seed=9)
+    expected = _strictly_before(events)
+    ordered = sorted(events, key=lambda e: e["event_time"])
+    stream = TestStream()
+    for i in range(0, len(ordered), 30):
+        chunk = ordered[i:i + 30]
+        stream = stream.add_elements(_rows(random.Random(i).sample(chunk, len(chunk))))
+        stream = stream.advance_watermark_to(chunk[len(chunk) // 2]["event_time"] / 1000)
+    with TestPipeline(options=pipeline_options(["--streaming"])) as p:
+        featured = _featured(p | stream.advance_watermark_to_infinity())
+        assert_that(featured, equal_to(sorted(expected.items())))
+
+
+def test_the_streaming_feature_stage_appends_arrivals_to_a_bag():
+    """An arrival adds one row to state, not the whole waiting list rewritten (quadratic)."""
+    from apache_beam.transforms import userstate
+    from transforms.features.entity import _ProfileDoFn
+    assert isinstance(_ProfileDoFn.PENDING, userstate.BagStateSpec)

@@ -12,8 +12,6 @@ import threading
 
 import apache_beam as beam
 
-from transforms.chunks import ChunkPerKey
-
 _COUNTS = collections.Counter()
 _LOCK = threading.Lock()
 
@@ -36,14 +34,12 @@ def add_progress(name: str, count: int) -> None:
 class CountTags(beam.PTransform):
     """Counts string tags from several PCollections: `{tag: count}` pairs, once input ends.
 
-    Groups with GroupByKey, not CombinePerKey: see `transforms.evaluation.metrics`.
+    A combine per tag (`Count.PerElement`, a `CombinePerKey`): each bundle counts its tags
+    before the shuffle, so only a count per tag and bundle crosses it, whatever the input size.
     """
 
     def expand(self, tag_collections):
         return (
             tag_collections
             | "Flatten" >> beam.Flatten()
-            | "One" >> beam.Map(lambda tag: (tag, 1))
-            | "Chunk" >> ChunkPerKey(windowfn=beam.window.GlobalWindows())
-            | "Group" >> beam.GroupByKey()
-            | "Count" >> beam.MapTuple(lambda tag, chunks: (tag, sum(len(c) for c in chunks))))
+            | "Count" >> beam.combiners.Count.PerElement())

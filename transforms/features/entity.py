@@ -21,6 +21,7 @@ store from history is `transforms.features.backfill`.
 """
 from __future__ import annotations
 
+import itertools
 import json
 
 import apache_beam as beam
@@ -73,12 +74,20 @@ class AddEntityFeatures(beam.PTransform):
 class _ProfileDoFn(beam.DoFn):
     """A profile per key; rows wait in state until the watermark passes them, then are applied
     in order, with `flush` and `sweep` timers as in the learner (`transforms.eventtime`; without
-    `sweep`, a topic replayed on Flink went at about 6 rows/s)."""
+    `sweep`, a topic replayed on Flink went at about 6 rows/s).
+
+    Arriving rows are appended to a bag (`pending`): an arrival writes one row, whatever waits.
+    (They were kept in one cell, rewritten whole by every arrival: quadratic in the rows a key
+    has waiting, a backlog's worth on a replay.) On Prism 2.77 a bag cleared and refilled in a
+    timer callback lost some rows and repeated others (measured: 11 lost, 2 repeated of 1,038),
+    so, as in the learner (`transforms.learning.streaming`), the bag is only appended to
+    (`process`) and cleared (timers); the rows a firing leaves waiting go to a cell (`left`),
+    written once per firing.
+    """
 
     PROFILE = userstate.ReadModifyWriteStateSpec("profile", coders.FastPrimitivesCoder())
-    # Pending rows in one cell, not a bag: on Prism 2.77 a bag cleared and refilled in a timer
-    # callback lost some rows and repeated others (measured: 11 lost, 2 repeated of 1,038).
-    PENDING = userstate.ReadModifyWriteStateSpec("pending", coders.FastPrimitivesCoder())
+    PENDING = userstate.BagStateSpec("pending", record_coders.RowCoder())
+    LEFT = userstate.ReadModifyWriteStateSpec("left", coders.FastPrimitivesCoder())  # packed rows
     # (earliest, latest) event time waiting
     PENDING_SPAN = userstate.ReadModifyWriteStateSpec("pending_span", coders.FastPrimitivesCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
@@ -99,7 +108,7 @@ class _ProfileDoFn(beam.DoFn):
                 pending_span=beam.DoFn.StateParam(PENDING_SPAN),
                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         _, row = element
-        pending.write((pending.read() or ()) + (_pack(row),))
+        pending.add(row)
         earliest, latest = pending_span.read() or (None, None)
         span = await_events(row.event_time, row.event_time, earliest, latest, flush, sweep, self.offset_us)
         if span is not None:
@@ -108,30 +117,34 @@ class _ProfileDoFn(beam.DoFn):
     @userstate.on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  profile_state=beam.DoFn.StateParam(PROFILE), pending=beam.DoFn.StateParam(PENDING),
-                 pending_span=beam.DoFn.StateParam(PENDING_SPAN),
+                 left=beam.DoFn.StateParam(LEFT), pending_span=beam.DoFn.StateParam(PENDING_SPAN),
                  flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
-        yield from self.apply_ready_events(key, fired_at, profile_state, pending, pending_span, flush, sweep,
-                                           other=sweep)
+        yield from self.apply_ready_events(key, fired_at, profile_state, pending, left, pending_span,
+                                           flush, sweep, other=sweep)
 
     @userstate.on_timer(SWEEP)
     def on_sweep(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  profile_state=beam.DoFn.StateParam(PROFILE), pending=beam.DoFn.StateParam(PENDING),
-                 pending_span=beam.DoFn.StateParam(PENDING_SPAN),
+                 left=beam.DoFn.StateParam(LEFT), pending_span=beam.DoFn.StateParam(PENDING_SPAN),
                  flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
-        yield from self.apply_ready_events(key, fired_at, profile_state, pending, pending_span, flush, sweep,
-                                           other=flush)
+        yield from self.apply_ready_events(key, fired_at, profile_state, pending, left, pending_span,
+                                           flush, sweep, other=flush)
 
-    def apply_ready_events(self, key, fired_at, profile_state, pending, pending_span, flush, sweep, other):
+    def apply_ready_events(self, key, fired_at, profile_state, pending, left, pending_span, flush, sweep, other):
+        """Applies the waiting rows at or before `fired_at`: `pending` is the bag of arrivals,
+        `left` the cell of rows an earlier firing left waiting."""
         fired_ms = millis(fired_at)
         ready, waiting = [], []
-        for row in map(_unpack, pending.read() or ()):
+        # Left rows first, then arrivals: the order the single cell kept them in.
+        for row in itertools.chain(map(_unpack, left.read() or ()), pending.read()):
             (ready if row.event_time <= fired_ms else waiting).append(row)
+        pending.clear()
         span = rearm([r.event_time for r in waiting], bool(ready), flush, sweep, other, self.offset_us)
         if waiting:
-            pending.write(tuple(map(_pack, waiting)))
+            left.write(tuple(map(_pack, waiting)))
             pending_span.write(span)
         else:
-            pending.clear()
+            left.clear()
             pending_span.clear()
         if not ready:
             return
