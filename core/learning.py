@@ -216,7 +216,7 @@ def dead_letter(example: Example, reason: str) -> DeadLetter:
     payload = json.dumps({"event_id": example.event_id, "event_time": example.event_time,
                           "x": example.x, "y": example.y}, default=str).encode()
     return DeadLetter(stage="LearnOnline", reason=reason, payload=payload, event_time=example.event_time,
-                      origin=example.origin)
+                      origin=example.origin, model_key=example.model_key)
 
 
 def _plain(value):

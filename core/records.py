@@ -98,6 +98,7 @@ class DeadLetter:
     source: Optional[str] = None
     event_time: Optional[int] = None
     origin: tuple = ()
+    model_key: Optional[str] = None  # the model that refused it; None: refused before the models
 
     def to_avro(self) -> dict:
         return _fields(self)

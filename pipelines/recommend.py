@@ -38,7 +38,7 @@ from transforms.features.entity import AddEntityFeatures
 from transforms.io.files import ReadRows
 from transforms.io.kafka import WriteToKafka
 from transforms.io.kafka_read import ReadFromKafka
-from transforms.io.offsets import CommitOffsets
+from transforms.io.offsets import EVERY_LANE, CommitOffsets
 from transforms.io.sinks import WriteRecords
 from transforms.learning.learn_online import LearnOnline
 from transforms.progress import CountTags
@@ -106,18 +106,18 @@ def run(argv=None, console=QUIET) -> dict:
         windowed = predictions | "WindowedMetrics" >> WindowedMetrics("binary", args.metrics_minutes * 60)
         if args.kafka_out:
             prefix, servers, registry = args.kafka_out, args.bootstrap, args.schema_registry
-            delivered = (
+            delivered = (  # each record's results: one per model (its lane), or a dead letter for all
                 predictions | "PredictionsToKafka" >> WriteToKafka(
-                    servers, f"{prefix}.predictions", "prediction", key=_model_key, registry=registry),
+                    servers, f"{prefix}.predictions", "prediction", key=_model_key, registry=registry, lane=_lane),
                 dead_letters | "DeadLettersToKafka" >> WriteToKafka(
-                    servers, f"{prefix}.dead_letters", "dead_letter", key=_stage, registry=registry),
+                    servers, f"{prefix}.dead_letters", "dead_letter", key=_stage, registry=registry, lane=_lane),
                 # Nothing to deliver for a prediction or label whose partner never came.
                 scored.unpaired | "UnpairedSpans" >> beam.FlatMap(_spans),
             ) | "Delivered" >> beam.Flatten()
             windowed | "MetricsToKafka" >> WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope,
                                                           registry=registry)
             if args.source == "kafka":
-                delivered | "CommitOffsets" >> CommitOffsets(servers, args.group)
+                delivered | "CommitOffsets" >> CommitOffsets(servers, args.group, lanes=sorted(models))
         if not bounded:
             return {}  # a stream has no end: no files, summary or report
         predictions | "WritePredictions" >> WriteRecords(f"{out}/predictions", "prediction", args.output_format)
@@ -193,7 +193,12 @@ def _check_kafka(args):
 def _spans(record):
     """A record's source spans as `CommitOffsets` takes them."""
     for topic, partition, first, last in record.origin:
-        yield (topic, partition), [(first, last)]
+        yield (topic, partition), {_lane(record): [(first, last)]}
+
+
+def _lane(result) -> str:
+    """The model a result belongs to; a dead letter refused before the models stands for all."""
+    return getattr(result, "model_key", None) or EVERY_LANE
 
 
 def _model_key(prediction):
@@ -209,16 +214,16 @@ def _stage(dead_letter):
 
 
 def _with_baselines(example: Example, keys):
-    """The example for each model: baselines see no entity features, and carry no origin (the
-    main model's results alone decide when a source offset is done)."""
+    """The example for each model: baselines see no entity features. Each keeps the origin: a
+    source offset is done when every model's result of it is out."""
     for key in keys:
         if key == MAIN:
             yield example
         elif key == "no_features":
-            yield dataclasses.replace(example, model_key=key, origin=(),
+            yield dataclasses.replace(example, model_key=key,
                                       x={k: v for k, v in example.x.items() if not is_entity_feature(k)})
         else:
-            yield dataclasses.replace(example, model_key=key, origin=())
+            yield dataclasses.replace(example, model_key=key)
 
 
 def _write_summary(scores: dict, path: str, counts: dict, hashing: dict):

@@ -9,7 +9,6 @@ Both strictly: an unknown field (a typo Kubernetes would silently prune) is an e
 No Docker daemon either: the Dockerfiles and .dockerignore are checked as text.
 """
 import copy
-import fnmatch
 import pathlib
 import re
 import shlex

@@ -236,8 +236,7 @@ def test_endless_stream_on_flink_recovers_from_a_killed_taskmanager(flink_master
         started = subprocess.run(SCRIPT + ["start-taskmanager"], capture_output=True, text=True, timeout=300)
         assert started.returncode == 0, started.stderr[-2000:]
 
-        # Done when every expected prediction is out (repeats after the restore do not count:
-        # the baselines' results carry no source offsets, so the commits do not wait for them)
+        # Done when every expected prediction is out (repeats after the restore do not count)
         # and the offsets are committed to the end.
         deadline = time.monotonic() + 400
         while not (_committed_offsets(kafka_bootstrap, topic, group) == ends and expected.keys() <= copies.keys()):

@@ -4,7 +4,7 @@ import json
 import fastavro
 import pandas as pd
 import pytest
-from river import datasets, evaluate, metrics as river_metrics
+from river import datasets, evaluate
 
 from core.scoring import METRICS
 from models import factory

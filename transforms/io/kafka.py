@@ -6,7 +6,7 @@ cross-language transform that needs Docker here).
 - `WriteToKafka`: Avro-encodes records, keys them, and confirms delivery: at the end of each
   bundle it flushes and raises if any record was not acknowledged, so Beam retries the bundle
   (at-least-once; consumers dedupe by key + event id). Its output is the source spans
-  (`origin`) of the records it delivered, for `transforms.io.offsets.CommitOffsets`.
+  (`origin`) of the records it delivered, by lane, for `transforms.io.offsets.CommitOffsets`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import schemas
 from core.kafka import KafkaRecord, value_encoder
 from core.payloads import AvroPayloads
 from core.records import DeadLetter
+from transforms.io.offsets import EVERY_LANE
 from transforms import coders  # noqa: F401  (registers the record coders)
 
 DEAD_LETTERS = "dead_letters"
@@ -68,26 +69,27 @@ class WriteToKafka(beam.PTransform):
     `<topic>-value`, registered on first use; `core.kafka.value_encoder`).
 
     Delivery is confirmed per bundle; a failed delivery fails the bundle (Beam retries it).
-    Returns the delivered records' source spans: one `((topic, partition), [(first, last),
-    ...])` per source partition and bundle, in the global window.
+    Returns the delivered records' source spans: one `((topic, partition), {lane: [(first,
+    last), ...]})` per source partition and bundle, in the global window, where `lane(record)`
+    names the result's lane (by default `EVERY_LANE`: see `transforms.io.offsets`).
     """
 
     def __init__(self, bootstrap: str, topic: str, schema: str, key: Callable[[object], str],
-                 registry: str | None = None):
+                 registry: str | None = None, lane: Callable[[object], str] | None = None):
         super().__init__()
         schemas.load(schema)
         self.bootstrap, self.topic, self.schema, self.key = bootstrap, topic, schema, key
-        self.registry = registry
+        self.registry, self.lane = registry, lane
 
     def expand(self, records):
         return records | "Produce" >> beam.ParDo(
-            _ProduceDoFn(self.bootstrap, self.topic, self.schema, self.key, self.registry))
+            _ProduceDoFn(self.bootstrap, self.topic, self.schema, self.key, self.registry, self.lane))
 
 
 class _ProduceDoFn(beam.DoFn):
-    def __init__(self, bootstrap, topic, schema, key, registry=None):
+    def __init__(self, bootstrap, topic, schema, key, registry=None, lane=None):
         self.bootstrap, self.topic, self.schema, self.key = bootstrap, topic, schema, key
-        self.registry = registry
+        self.registry, self.lane = registry, lane
 
     def setup(self):
         self._encode = value_encoder(self.schema, self.topic, self.registry)
@@ -109,8 +111,9 @@ class _ProduceDoFn(beam.DoFn):
                 self._producer.poll(0.5)
         self._sent += 1
         self._producer.poll(0)
+        lane = EVERY_LANE if self.lane is None else self.lane(record)
         for topic, partition, first, last in getattr(record, "origin", ()):
-            self._spans.setdefault((topic, partition), []).append((first, last))
+            self._spans.setdefault((topic, partition), {}).setdefault(lane, []).append((first, last))
         self._latest = max(self._latest, timestamp)
 
     def _delivered(self, error, message):
