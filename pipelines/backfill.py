@@ -104,4 +104,7 @@ def _write_summary(counts: dict, path: str, args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(run))
+    # Run the importable module, not __main__: the functions the pipeline pickles then refer to
+    # `pipelines.backfill`, which workers in another process (Flink's worker pool) can import.
+    from pipelines import backfill
+    sys.exit(main(backfill.run))

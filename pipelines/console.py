@@ -31,6 +31,7 @@ class Console:
 
     def __init__(self, enabled: bool = False, stream=None):
         self.enabled, self.stream = enabled, stream or sys.stderr
+        self.stop_note = "stopped (Ctrl-C)"  # what Ctrl-C stopped (a job may run on elsewhere)
 
     def say(self, line: str) -> None:
         if self.enabled:
@@ -115,7 +116,7 @@ def main(run, argv=None) -> int:
         console.say(f"error: {e}")
         return 1
     except KeyboardInterrupt:
-        console.say("stopped (Ctrl-C)")
+        console.say(console.stop_note)
         return 130
     console.say(f"done in {time.monotonic() - start:.0f} s")
     return 0

@@ -12,7 +12,9 @@ after a delay. Unless a runner is named:
 """
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import (DebugOptions, FlinkRunnerOptions, PipelineOptions,
+import uuid
+
+from apache_beam.options.pipeline_options import (DebugOptions, FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions,
                                                   PortableOptions, PrismRunnerOptions, StandardOptions)
 from apache_beam.runners import runner as _runner
 
@@ -117,3 +119,32 @@ def unknown_flags(beam_args: list[str]) -> list[str]:
         cls._add_argparse_args(parser)  # as Beam's own get_all_options() does
     _, unknown = parser.parse_known_args(beam_args)
     return [a for a in unknown if a.startswith("-")]
+
+
+def name_endless_flink_job(options: PipelineOptions, prefix: str) -> str | None:
+    """For an endless job on Flink, its Flink job name (`--job_name`, else `prefix-<random>`),
+    which `scripts/flink.sh cancel NAME` takes; None on other runners.
+
+    The job must outlive the process that submits it, so its Python code must not run there:
+    LOOPBACK workers die with this process and leave the job restarting forever, orphaned.
+
+    >>> name_endless_flink_job(pipeline_options([]), "recommend") is None
+    True
+    >>> name_endless_flink_job(pipeline_options(["--runner=FlinkRunner", "--flink_job_server_jar=/x.jar",
+    ...     "--environment_type=EXTERNAL", "--environment_config=127.0.0.1:18099", "--job_name=recs"]), "r")
+    'recs'
+    >>> name_endless_flink_job(pipeline_options(["--runner=FlinkRunner", "--flink_job_server_jar=/x.jar"]), "r")
+    Traceback (most recent call last):
+    ...
+    ValueError: an endless job on Flink must not run its Python workers in this process (LOOPBACK): they would die with it and leave the job orphaned; run them in the worker pool that `bash scripts/flink.sh start` starts (the flags: bash scripts/flink.sh runner-args)
+    """
+    if not is_flink(options):
+        return None
+    if options.view_as(PortableOptions).environment_type.upper() == "LOOPBACK":
+        raise ValueError("an endless job on Flink must not run its Python workers in this process (LOOPBACK): "
+                         "they would die with it and leave the job orphaned; run them in the worker pool that "
+                         "`bash scripts/flink.sh start` starts (the flags: bash scripts/flink.sh runner-args)")
+    cloud = options.view_as(GoogleCloudOptions)
+    if not cloud.job_name:
+        cloud.job_name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return cloud.job_name

@@ -181,4 +181,7 @@ def _write_json(scores: dict, path: str, counts: dict, **extra):
 
 
 if __name__ == "__main__":
-    sys.exit(main(run))
+    # Run the importable module, not __main__: the functions the pipeline pickles then refer to
+    # `pipelines.prequential`, which workers in another process (Flink's worker pool) can import.
+    from pipelines import prequential
+    sys.exit(main(prequential.run))

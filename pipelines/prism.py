@@ -15,21 +15,20 @@ service (which also serves artifact staging and the workers' Fn API) is built to
 """
 from __future__ import annotations
 
-import atexit
 import copy
 import functools
 
 import grpc
 from apache_beam.options.pipeline_options import DebugOptions, PortableOptions
 from apache_beam.portability import python_urns
-from apache_beam.portability.api import beam_fn_api_pb2_grpc
 from apache_beam.runners.portability import job_server, prism_runner
-from apache_beam.runners.worker import sdk_worker_main, worker_pool_main
+from apache_beam.runners.worker import sdk_worker_main
 from apache_beam.transforms import environments
-from apache_beam.utils import shared, thread_pool_executor
+from apache_beam.utils import shared
+
+from pipelines import workers
 
 NAME = f"{__name__}.PrismRunner"  # for --runner
-LOOPBACK = "127.0.0.1"
 
 
 class PrismRunner(prism_runner.PrismRunner):
@@ -70,21 +69,13 @@ class PrismRunner(prism_runner.PrismRunner):
 
 
 def start_loopback_worker_pool(options) -> tuple[str, grpc.Server]:
-    """(address, server) of an SDK worker pool in this process on 127.0.0.1: Beam's
-    `BeamFnExternalWorkerPoolServicer.start` with the same settings, which binds `[::]`."""
+    """(address, server) of an SDK worker pool in this process on 127.0.0.1, with the settings
+    Beam's LOOPBACK environment gives it."""
     debug = options.view_as(DebugOptions)
-    server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
-                         options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)])
-    port = server.add_insecure_port(f"{LOOPBACK}:0")
-    pool = worker_pool_main.BeamFnExternalWorkerPoolServicer(
+    return workers.start_worker_pool(
         use_process=debug.lookup_experiment("use_loopback_process_worker", False),
         state_cache_size=sdk_worker_main._get_state_cache_size_bytes(options=options),
         data_buffer_time_limit_ms=sdk_worker_main._get_data_buffer_time_limit_ms(debug.experiments or []))
-    beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(pool, server)
-    server.start()
-    atexit.register(lambda: [worker_pool_main.kill_process_gracefully(p)
-                             for p in pool._worker_processes.values()])
-    return f"{LOOPBACK}:{port}", server
 
 
 class _StreamsWithoutDeadline:

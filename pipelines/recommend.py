@@ -30,7 +30,7 @@ from core.records import Example
 from models import zoo
 from pipelines import report
 from pipelines.console import QUIET, Bar, UserError, main
-from pipelines.options import pipeline_options, runner_name
+from pipelines.options import name_endless_flink_job, pipeline_options, runner_name
 from pipelines.recommend_args import parse_args
 from transforms.evaluation.delayed_labels import ScoreDelayedLabels, unpaired_kind
 from transforms.evaluation.metrics import ProgressiveMetrics, WindowedMetrics
@@ -71,9 +71,18 @@ def run(argv=None, console=QUIET) -> dict:
         replayed_to = end_offsets(args.bootstrap, args.topic)
 
     options, models = pipeline_options(beam_args), _models(args)
+    try:  # an endless Flink job outlives this process: it runs until cancelled
+        flink_job = None if bounded else name_endless_flink_job(options, "recommend")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    endless = (f"endless: predictions to {args.kafka_out}.predictions; " if args.kafka_out else "endless; ") + (
+        f"Flink job {flink_job} runs on when this client exits: stop it with bash scripts/flink.sh cancel {flink_job}"
+        if flink_job else "Ctrl-C stops")
+    if flink_job and console.enabled:
+        console.stop_note = f"this client stopped; Flink job {flink_job} runs on (bash scripts/flink.sh cancel {flink_job})"
     console.say(f"learning {', '.join(sorted(models))} from "
                 f"{events or f'Kafka topic {args.topic!r}'} on {runner_name(options)}"
-                + ("" if bounded else f" (endless: predictions to {args.kafka_out}.predictions; Ctrl-C stops)"))
+                + ("" if bounded else f" ({endless})"))
     run_id = uuid.uuid4().hex  # this run's progress counters
     with console.progress(_bars(run_id, events, len(models))), beam.Pipeline(options=options) as p:
         if args.source == "kafka":
@@ -234,4 +243,7 @@ def _write_summary(scores: dict, path: str, counts: dict, hashing: dict):
 
 
 if __name__ == "__main__":
-    sys.exit(main(run))
+    # Run the importable module, not __main__: the functions the pipeline pickles then refer to
+    # `pipelines.recommend`, which workers in another process (Flink's worker pool) can import.
+    from pipelines import recommend
+    sys.exit(main(recommend.run))

@@ -108,7 +108,8 @@ def parse_args(argv=None):
                          "job's state, and a store would run ahead of a restored checkpoint")
         if store is None and args.source == "kafka" and not checkpointed:
             store = f"{args.output.rstrip('/')}/{name}{'s' if name == 'feature' else ''}-{args.group}.sqlite"
-        setattr(args, f"{name}_store", None if store == "none" else store)
+        # Absolute: workers in another process (Flink's worker pool) open the same file.
+        setattr(args, f"{name}_store", None if store in (None, "none") else os.path.abspath(store))
     if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
         parser.error("--feature_store is read by the streaming feature stage: add --streaming")
     return args, beam_args

@@ -6,12 +6,14 @@
 # and the Python SDK at the job server's Beam version from PyPI into .venv-flink.
 #
 #   bash scripts/flink.sh install            Flink, job server and .venv-flink (once)
-#   bash scripts/flink.sh start              install if needed, start JM + 1 TM, wait for the TM
-#   bash scripts/flink.sh stop               stop all TaskManagers and the JobManager
+#   bash scripts/flink.sh start              install if needed, start JM + 1 TM + the worker pool, wait
+#   bash scripts/flink.sh stop               stop the worker pool, all TaskManagers and the JobManager
 #   bash scripts/flink.sh status             exit 0 if the REST API answers with >= 1 TaskManager
 #   bash scripts/flink.sh start-taskmanager  start one more TaskManager (e.g. after a kill)
 #   bash scripts/flink.sh kill-taskmanager   SIGKILL the newest TaskManager (a crash, for recovery tests)
 #   bash scripts/flink.sh runner-args        print the Beam flags that submit to this cluster
+#   bash scripts/flink.sh jobs               list the cluster's jobs (id, state, name)
+#   bash scripts/flink.sh cancel ID|NAME|--all  cancel running jobs (an endless job runs until then)
 #   bash scripts/flink.sh logs               tail the JobManager and TaskManager logs
 #
 # Run `bash scripts/flink.sh --help` for the environment variables.
@@ -35,8 +37,11 @@ HOST=127.0.0.1
 FLINK_REST_PORT=${FLINK_REST_PORT:-18081}
 FLINK_RPC_PORT=${FLINK_RPC_PORT:-16123}
 FLINK_SLOTS=${FLINK_SLOTS:-2}
+# The Python SDK workers' pool (pipelines/workers.py): jobs run their Python code there, not in
+# the submitting process, so a job outlives its client.
+FLINK_WORKER_PORT=${FLINK_WORKER_PORT:-18099}
 # Sized for a 2-core 24 GB machine that runs other things too: the Python SDK harness runs in
-# the submitting process (LOOPBACK), so a TaskManager needs little more than Flink's own needs.
+# the worker pool's process, so a TaskManager needs little more than Flink's own needs.
 FLINK_JM_MEMORY=${FLINK_JM_MEMORY:-1024m}
 FLINK_TM_MEMORY=${FLINK_TM_MEMORY:-3072m}
 FLINK_START_TIMEOUT=${FLINK_START_TIMEOUT:-180}
@@ -66,6 +71,7 @@ PID_DIR=$RUN_DIR/pid
 CHECKPOINT_DIR=$RUN_DIR/checkpoints
 TM_PID_FILE=$PID_DIR/flink-streamml-taskexecutor.pid
 JM_PID_FILE=$PID_DIR/flink-streamml-standalonesession.pid
+WORKERS_PID_FILE=$PID_DIR/workers.pid
 
 LOCK_WAIT_S=1200
 # shellcheck source=scripts/lib.sh
@@ -84,19 +90,24 @@ Commands:
                      jars from Maven Central into .cache/flink-jobserver plus a launcher jar, and
                      .venv-flink from requirements-flink.txt (each skipped when already there)
   start              install if needed, start a JobManager and one TaskManager (separate JVMs)
-                     and wait until the REST API reports a TaskManager; returns at once if
-                     the cluster already runs. Prints FLINK_MASTER=${HOST}:<rest port>
-  stop               stop every TaskManager, then the JobManager
+                     and the Python worker pool (pipelines/workers.py, from .venv-flink), and
+                     wait until the REST API reports a TaskManager; returns at once if the
+                     cluster already runs. Prints FLINK_MASTER=${HOST}:<rest port>
+  stop               stop the worker pool, every TaskManager, then the JobManager
   status             exit 0 if the REST API answers and reports >= 1 TaskManager
   start-taskmanager  start one more TaskManager and wait until it registered
   kill-taskmanager   SIGKILL the newest TaskManager (simulated crash)
-  runner-args        print the Beam flags that run a pipeline on this cluster
+  runner-args        print the Beam flags that run a pipeline on this cluster (its Python
+                     code in the worker pool: the job outlives the submitting process)
+  jobs               list the cluster's jobs: id, state, name
+  cancel ID|NAME|--all  cancel the running jobs with that Flink job id or name, or all
   logs               print the last lines of the JobManager and TaskManager logs
 
 Environment:
   FLINK_REST_PORT      REST API / web UI port       [${FLINK_REST_PORT}]
   FLINK_RPC_PORT       JobManager RPC port          [${FLINK_RPC_PORT}]
   FLINK_SLOTS          slots per TaskManager        [${FLINK_SLOTS}]
+  FLINK_WORKER_PORT    Python worker pool port      [${FLINK_WORKER_PORT}]
   FLINK_JM_MEMORY      JobManager process memory    [${FLINK_JM_MEMORY}]
   FLINK_TM_MEMORY      TaskManager process memory   [${FLINK_TM_MEMORY}]
   FLINK_START_TIMEOUT  seconds to wait for ready    [${FLINK_START_TIMEOUT}]
@@ -452,14 +463,15 @@ cmd_start() {
       start_taskmanager
     fi
     wait_taskmanagers 1
+    [[ -n $(live_pids "$WORKERS_PID_FILE") ]] || start_workers
     log "already running"
     echo "FLINK_MASTER=$HOST:$FLINK_REST_PORT"
     return 0
   fi
   rm -f "$JM_PID_FILE" "$TM_PID_FILE"
   local p
-  for p in "$FLINK_REST_PORT" "$FLINK_RPC_PORT"; do
-    port_in_use "$p" && die "port $HOST:$p is already in use (another Flink? set FLINK_REST_PORT / FLINK_RPC_PORT)"
+  for p in "$FLINK_REST_PORT" "$FLINK_RPC_PORT" "$FLINK_WORKER_PORT"; do
+    port_in_use "$p" && die "port $HOST:$p is already in use (another Flink? set FLINK_REST_PORT / FLINK_RPC_PORT / FLINK_WORKER_PORT)"
   done
   need "${JAVA_HOME:+$JAVA_HOME/bin/}java" "Java 17 is needed to run Flink"
   write_config
@@ -470,8 +482,39 @@ cmd_start() {
   start_taskmanager
   log "started JobManager $(live_pids "$JM_PID_FILE") and TaskManager $(live_pids "$TM_PID_FILE"), waiting for http://$HOST:$FLINK_REST_PORT (up to ${FLINK_START_TIMEOUT} s) ..."
   wait_taskmanagers 1
+  start_workers
   log "ready in $((SECONDS - t0)) s: $(rest /overview)"
   echo "FLINK_MASTER=$HOST:$FLINK_REST_PORT"
+}
+
+# The Python worker pool, from .venv-flink with this checkout first on the path; it inherits
+# this environment (e.g. STREAMML_STATE_KEY, the jobs' model-signing key).
+start_workers() {
+  rm -f "$WORKERS_PID_FILE"
+  mkdir -p "$PID_DIR" "$LOG_DIR"
+  (cd "$ROOT" && PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m pipelines.workers \
+    --port "$FLINK_WORKER_PORT" >>"$LOG_DIR/workers.log" 2>&1 </dev/null 8>&- 9>&-) &
+  echo $! >"$WORKERS_PID_FILE"
+  local deadline=$((SECONDS + 60))
+  until port_in_use "$FLINK_WORKER_PORT"; do
+    if [[ -z $(live_pids "$WORKERS_PID_FILE") ]]; then
+      tail -n 20 "$LOG_DIR/workers.log" >&2 || true
+      die "the worker pool exited during startup; see ${LOG_DIR#"$ROOT"/}/workers.log"
+    fi
+    ((SECONDS < deadline)) || die "the worker pool did not listen on $HOST:$FLINK_WORKER_PORT within 60 s"
+    sleep 0.2
+  done
+  log "worker pool $(live_pids "$WORKERS_PID_FILE") listening on $HOST:$FLINK_WORKER_PORT"
+}
+
+stop_workers() {
+  local pid tries=0
+  for pid in $(live_pids "$WORKERS_PID_FILE"); do
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && ((tries++ < 100)); do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -f "$WORKERS_PID_FILE"
 }
 
 cmd_start_taskmanager() {
@@ -504,6 +547,7 @@ cmd_kill_taskmanager() {
 cmd_stop() {
   mkdir -p "$RUN_DIR"
   lock "$RUN_DIR/.lock" 9
+  stop_workers
   if [[ -z $(live_pids "$JM_PID_FILE") && -z $(live_pids "$TM_PID_FILE") ]]; then
     rm -f "$JM_PID_FILE" "$TM_PID_FILE"
     log "not running"
@@ -529,7 +573,7 @@ cmd_status() {
   fi
   n=$(taskmanagers)
   if [[ -n $n ]] && ((n >= 1)); then
-    echo "flink: running (JobManager $jm, TaskManagers ${tm:-none}; REST reports $n) FLINK_MASTER=$HOST:$FLINK_REST_PORT"
+    echo "flink: running (JobManager $jm, TaskManagers ${tm:-none}; REST reports $n; worker pool $(live_pids "$WORKERS_PID_FILE" | tr '\n' ' ')) FLINK_MASTER=$HOST:$FLINK_REST_PORT"
     return 0
   fi
   echo "flink: JobManager $jm alive but REST on $HOST:$FLINK_REST_PORT reports ${n:-no answer} TaskManagers"
@@ -537,7 +581,34 @@ cmd_status() {
 }
 
 cmd_runner_args() {
-  echo "--runner=FlinkRunner --flink_master=$HOST:$FLINK_REST_PORT --flink_version=$FLINK_MINOR --flink_job_server_jar=$JS_JAR --environment_type=LOOPBACK"
+  echo "--runner=FlinkRunner --flink_master=$HOST:$FLINK_REST_PORT --flink_version=$FLINK_MINOR --flink_job_server_jar=$JS_JAR --environment_type=EXTERNAL --environment_config=$HOST:$FLINK_WORKER_PORT"
+}
+
+# The cluster's jobs, one per line: id, state, name (newest first).
+cmd_jobs() {
+  local overview
+  overview=$(rest /jobs/overview 2>/dev/null) || die "no Flink cluster answers on http://$HOST:$FLINK_REST_PORT ('start' first)"
+  "$PYTHON" -c '
+import json, sys
+for j in sorted(json.load(sys.stdin)["jobs"], key=lambda j: -j["start-time"]):
+    print(j["jid"], j["state"], j["name"])' <<<"$overview"
+}
+
+# Cancel the running jobs with Flink job id or name $1 (--all: every running job).
+cmd_cancel() {
+  local want=${1:-} jid state name found=0 jobs
+  [[ -n $want ]] || die "usage: flink.sh cancel ID|NAME|--all (see 'flink.sh jobs')"
+  jobs=$(cmd_jobs) || exit 1
+  while read -r jid state name; do
+    [[ $state == RUNNING || $state == RESTARTING || $state == CREATED || $state == INITIALIZING ]] || continue
+    [[ $want == --all || $want == "$jid" || $want == "$name" ]] || continue
+    "$PYTHON" -c 'import sys, urllib.request
+urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="PATCH"), timeout=10).read()' \
+      "http://$HOST:$FLINK_REST_PORT/jobs/$jid?mode=cancel"
+    log "cancelled $jid ($name)"
+    found=1
+  done <<<"$jobs"
+  ((found)) || die "no running job matches '$want' (see 'flink.sh jobs')"
 }
 
 cmd_logs() {
@@ -560,6 +631,8 @@ main() {
     start-taskmanager) cmd_start_taskmanager ;;
     kill-taskmanager) cmd_kill_taskmanager ;;
     runner-args) cmd_runner_args ;;
+    jobs) cmd_jobs ;;
+    cancel) shift; cmd_cancel "$@" ;;
     python) echo "$VENV/bin/python" ;;
     logs) shift; cmd_logs "$@" ;;
     -h | --help | help) usage ;;

@@ -9,6 +9,7 @@ subprocess; the reference is the same job on the default local runner in this pr
 import io
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -21,7 +22,7 @@ from river import datasets
 import schemas
 import simulator
 from pipelines import prequential, recommend
-from tests.test_kafka import as_batch_counts
+from tests.test_kafka import _wait_for, as_batch_counts
 
 pytestmark = pytest.mark.flink
 
@@ -169,11 +170,10 @@ def test_recommend_streaming_from_kafka_on_flink_equals_the_batch_job(flink_mast
         consumer.close()
 
 
-def _wait_for(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.5)
+def _runner_args() -> list[str]:
+    """What `flink.sh runner-args` prints: the cluster, and the Python code in its worker pool."""
+    printed = subprocess.run(SCRIPT + ["runner-args"], capture_output=True, text=True, timeout=60, check=True)
+    return printed.stdout.split()
 
 
 def _running_jobs():
@@ -186,14 +186,16 @@ def _cancel(jid):
 
 
 @pytest.mark.kafka
-def test_endless_stream_on_flink_recovers_from_a_killed_taskmanager(flink_master, kafka_bootstrap, tmp_path):
+def test_endless_stream_on_flink_outlives_its_client_and_a_killed_taskmanager(flink_master, kafka_bootstrap, tmp_path):
     """The main job on an endless Kafka stream on Flink (Beam's Java KafkaIO), checkpointing
-    every 2 s. Its TaskManager is killed (SIGKILL) once a third of the predictions are out and
-    a replacement is started: the job restores its last checkpoint (Kafka offsets, models,
-    profiles, timers) and goes on. At the end every prediction of the three models equals the
-    batch job's over the same events (repeats are identical copies), which it could not if an
-    event had been learned twice or its model state lost; every dead letter is there; and the
-    group's offsets are committed to the end."""
+    every 2 s, its Python code in the cluster's worker pool (`flink.sh runner-args`). Once the
+    job runs, its client (and the job server it started) is killed: the job runs on. Its
+    TaskManager is killed (SIGKILL) once a third of the predictions are out and a replacement is
+    started: the job restores its last checkpoint (Kafka offsets, models, profiles, timers) and
+    goes on. At the end every prediction of the three models equals the batch job's over the
+    same events (repeats are identical copies), which it could not if an event had been learned
+    twice or its model state lost; every dead letter is there; the group's offsets are committed
+    to the end; and `flink.sh cancel NAME` stops the job."""
     import uuid
 
     from core.kafka import ensure_topic, produce
@@ -216,17 +218,20 @@ def test_endless_stream_on_flink_recovers_from_a_killed_taskmanager(flink_master
 
     cmd = [str(FLINK_PYTHON), "-m", "pipelines.recommend", "--source", "kafka", "--bootstrap", kafka_bootstrap,
            "--topic", topic, "--group", group, "--kafka_out", prefix, "--output", str(tmp_path / "stream"),
-           "--streaming", "--runner=FlinkRunner", f"--flink_master={MASTER}", "--parallelism=2",
-           "--checkpointing_interval=2000"]
+           "--streaming", *_runner_args(), "--parallelism=2", "--checkpointing_interval=2000",
+           f"--job_name={group}"]
     predictions, copies = _TopicReader(kafka_bootstrap, f"{prefix}.predictions", "prediction"), {}
     before = _running_jobs()
     log = open(tmp_path / "flink.log", "w")
-    job = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    job = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     jid = None
     try:
         _wait_for(lambda: len(_running_jobs() - before) == 1 or job.poll() is not None, 240, "the job to run")
         assert job.poll() is None, (tmp_path / "flink.log").read_text()[-4000:]
         jid, = _running_jobs() - before
+        assert f"bash scripts/flink.sh cancel {group}" in (tmp_path / "flink.log").read_text()
+        os.killpg(job.pid, signal.SIGKILL)  # the client and its job server: the job runs on
+        job.wait()
         _wait_for(lambda: delivered() >= len(expected) // 3, 300, "a third of the predictions")
         checkpoints = _rest(f"/jobs/{jid}/checkpoints")["counts"]["completed"]
         killed = subprocess.run(SCRIPT + ["kill-taskmanager"], capture_output=True, text=True, timeout=60)
@@ -247,13 +252,16 @@ def test_endless_stream_on_flink_recovers_from_a_killed_taskmanager(flink_master
             for p in predictions.poll():
                 copies.setdefault((p["model_key"], p["event_id"]), []).append(json.dumps(p, sort_keys=True))
         restored = _rest(f"/jobs/{jid}/checkpoints")["latest"]["restored"]
+        cancelled = subprocess.run(SCRIPT + ["cancel", group], capture_output=True, text=True, timeout=60)
+        assert cancelled.returncode == 0, cancelled.stderr
+        _wait_for(lambda: _rest(f"/jobs/{jid}")["state"] == "CANCELED", 60, "the job to be cancelled")
+        jid = None
     finally:
         if jid is not None:
             _cancel(jid)
-        try:
-            job.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            job.kill()
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
         predictions.close()
     assert restored is not None, "the job did not restore a checkpoint"
     print(f"checkpoints before the kill: {checkpoints}, predictions out at the kill: {at_kill} of "
@@ -312,3 +320,15 @@ def test_a_killed_taskmanager_is_replaced(flink_master):
     assert started.returncode == 0, started.stderr[-2000:]
     assert registered() == 1 and _rest("/overview")["slots-total"] == 2
     assert subprocess.run(SCRIPT + ["status"], capture_output=True).returncode == 0
+
+
+def test_the_worker_pool_listens_on_loopback_only(flink_master):
+    """`flink.sh start` starts the Python worker pool (`pipelines.workers`) that `runner-args`
+    names; nothing it opens listens beyond this machine."""
+    from tests.test_listeners import is_loopback, listeners_of
+
+    pid = int((ROOT / ".run" / "flink" / "pid" / "workers.pid").read_text())
+    config = next(a for a in _runner_args() if a.startswith("--environment_config="))
+    listening = {address for _, address in listeners_of(pid)}  # e.g. [::ffff:7f00:1]:18099 (IPv4 in IPv6)
+    assert config.rsplit(":", 1)[1] in {address.rsplit(":", 1)[1] for address in listening}, listening
+    assert all(is_loopback(address) for address in listening), listening

@@ -222,7 +222,7 @@ def _committed_offsets(bootstrap, topic, group) -> dict:
 def _wait_for(condition, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
         time.sleep(0.2)
 
 
