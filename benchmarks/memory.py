@@ -11,9 +11,18 @@ tree (the job and its children: Prism in streaming mode, SDK workers if any), re
 peak RSS of the tree and of the job process alone. 20,000 impressions make about 25k records
 with the simulator's defaults, 200,000 about 250k.
 
+On Flink (`--flink`, run from `.venv-flink` with `$(bash scripts/flink.sh runner-args)`), the
+job's work happens in the cluster, not under the client: each sample then also sums the
+TaskManagers and the Python worker pool (their pids in `.run/flink/pid/`), reported as
+`peak_rss_cluster_mb` beside their RSS before the run (`rss_cluster_before_mb`; the pool and
+the JVMs live on between runs, so the growth is what the run added).
+
 The tree's RSS is a sum over its processes, so pages they share count more than once: an
 upper bound. A sample every 0.5 s can miss a shorter peak. Not a test: it reports, it does
 not assert.
+
+    .venv-flink/bin/python -m benchmarks.memory --impressions 20000 --flink \
+        $(bash scripts/flink.sh runner-args) --parallelism=2
 """
 from __future__ import annotations
 
@@ -63,16 +72,35 @@ def tree_rss(root: int) -> tuple[int, int]:
     return total, rss(root)
 
 
-def measure(impressions: int, streaming: bool, interval: float, output: str, extra: list[str]) -> dict:
+def flink_pids() -> list[int]:
+    """The local Flink cluster's TaskManagers and worker pool (`scripts/flink.sh`)."""
+    pids = []
+    for name in ("flink-streamml-taskexecutor.pid", "workers.pid"):
+        path = ROOT / ".run" / "flink" / "pid" / name
+        pids += [int(line) for line in (path.read_text().split() if path.exists() else []) if line.isdigit()]
+    if not pids:
+        raise SystemExit("--flink: no TaskManager or worker pool pids in .run/flink/pid (bash scripts/flink.sh start)")
+    return pids
+
+
+def cluster_rss(pids: list[int]) -> int:
+    return sum(tree_rss(pid)[0] for pid in pids)
+
+
+def measure(impressions: int, streaming: bool, interval: float, output: str, extra: list[str],
+            flink: bool = False) -> dict:
     """Runs the main job once at `impressions`; its records, wall time and peak RSS."""
     command = [sys.executable, "-m", "pipelines.recommend", "--impressions", str(impressions),
                "--output", output, *(["--streaming"] if streaming else []), *extra]
+    cluster = flink_pids() if flink else []
+    cluster_before = peak_cluster = cluster_rss(cluster)
     started = time.monotonic()
     job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak_tree = peak_job = samples = 0
     while job.poll() is None:
         total, alone = tree_rss(job.pid)
         peak_tree, peak_job, samples = max(peak_tree, total), max(peak_job, alone), samples + 1
+        peak_cluster = max(peak_cluster, cluster_rss(cluster))
         time.sleep(interval)
     wall = time.monotonic() - started
     log = job.stdout.read()
@@ -82,14 +110,19 @@ def measure(impressions: int, streaming: bool, interval: float, output: str, ext
     return {"impressions": impressions, "records": summary["counts"].get("rows_read"),
             "mode": "streaming" if streaming else "batch", "wall_s": round(wall, 1),
             "peak_rss_mb": round(peak_tree / 2**20, 1), "peak_rss_job_mb": round(peak_job / 2**20, 1),
-            "samples": samples}
+            "samples": samples, **({"rss_cluster_before_mb": round(cluster_before / 2**20, 1),
+                                    "peak_rss_cluster_mb": round(peak_cluster / 2**20, 1)} if flink else {})}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| impressions | records | mode | wall s | peak RSS MB (tree) | peak RSS MB (job) |",
-             "|---:|---:|---|---:|---:|---:|"]
+    flink = "peak_rss_cluster_mb" in results[0]
+    lines = ["| impressions | records | mode | wall s | peak RSS MB (tree) | peak RSS MB (job) |"
+             + (" Flink TMs + pool MB: before / peak |" if flink else ""),
+             "|---:|---:|---|---:|---:|---:|" + ("---:|" if flink else "")]
     lines += [f"| {r['impressions']:,} | {r['records']:,} | {r['mode']} | {r['wall_s']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_job_mb']:.0f} |" for r in results]
+              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_job_mb']:.0f} |"
+              + (f" {r['rss_cluster_before_mb']:.0f} / {r['peak_rss_cluster_mb']:.0f} |" if flink else "")
+              for r in results]
     return "\n".join(lines)
 
 
@@ -98,6 +131,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--impressions", type=int, nargs="+", default=[20_000, 200_000],
                         help="simulated impressions per run (20,000 ~ 25k records)")
     parser.add_argument("--streaming", action="store_true", help="run the job on the streaming runner (Prism)")
+    parser.add_argument("--flink", action="store_true",
+                        help="also sample the local Flink cluster's TaskManagers and worker pool")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between RSS samples")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--keep", help="keep each run's output under this folder (default: a temporary one)")
@@ -106,7 +141,7 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="streamml-memory-") as scratch:
         for n in args.impressions:
             output = str(pathlib.Path(args.keep or scratch, f"recommend-{n}"))
-            result = measure(n, args.streaming, args.interval, output, extra)
+            result = measure(n, args.streaming, args.interval, output, extra, args.flink)
             results.append(result)
             print(f"{n:,} impressions: {result['records']:,} records in {result['wall_s']:.0f} s, "
                   f"peak RSS {result['peak_rss_mb']:,.0f} MB (job alone {result['peak_rss_job_mb']:,.0f} MB)",

@@ -21,39 +21,10 @@ JAR=$CACHE_DIR/avro-tools-${AVRO_VERSION}.jar
 
 LOCK_WAIT_S=600
 # shellcheck source=scripts/lib.sh
-source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock
+source "$SCRIPT_DIR/lib.sh"  # die, maven_fetch
 
-# The jar is there and holds the tools' entry point (not a partial download).
-has_main() {
-  [[ -s $1 ]] && python3 - "$1" "$MAIN_CLASS" <<'PY' 2>/dev/null
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    z.getinfo(sys.argv[2])
-PY
-}
-
-install() {
-  has_main "$JAR" && return 0
-  mkdir -p "$CACHE_DIR"
-  lock "$CACHE_DIR/.lock" 8
-  has_main "$JAR" && return 0
-  need mvn "Maven is needed to fetch ${AVRO_TOOLS} from Maven Central"
-  need python3 "Python 3 is needed to check the fetched jar"
-  local t0=$SECONDS tmp="$CACHE_DIR/tmp.$$"
-  log "fetching ${AVRO_TOOLS} from Maven Central into .cache/avro-tools ..."
-  rm -rf "$tmp"
-  if ! mvn -B -q -Dstyle.color=never \
-      "org.apache.maven.plugins:maven-dependency-plugin:${DEP_PLUGIN_VERSION}:copy" \
-      -Dartifact="$AVRO_TOOLS" -DoutputDirectory="$tmp" >"$CACHE_DIR/mvn.log" 2>&1; then
-    tail -n 40 "$CACHE_DIR/mvn.log" >&2 || true
-    rm -rf "$tmp"
-    die "mvn could not fetch ${AVRO_TOOLS} (full output: .cache/avro-tools/mvn.log)"
-  fi
-  has_main "$tmp/${JAR##*/}" || { rm -rf "$tmp"; die "the fetched ${JAR##*/} has no ${MAIN_CLASS}"; }
-  mv -f "$tmp/${JAR##*/}" "$JAR"
-  rm -rf "$tmp"
-  log "${JAR#"$ROOT"/} fetched in $((SECONDS - t0)) s"
-}
+# Fetch the jar unless it is there and holds the tools' entry point (not a partial download).
+install() { maven_fetch "$AVRO_TOOLS" "$JAR" "$MAIN_CLASS"; }
 
 case "${1:-install}" in
   install) install ;;

@@ -56,7 +56,7 @@ fi
 
 LOCK_WAIT_S=600
 # shellcheck source=scripts/lib.sh
-source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock, pom_build
+source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock, pom_build, pid_running, port_open, stop_process
 
 usage() {
   cat <<EOF
@@ -93,34 +93,9 @@ EOF
 
 # ---- helpers ---------------------------------------------------------------
 
-
-# Print the command line of a pid, or nothing if it is gone.
-cmdline_of() {
-  local pid=$1
-  if [[ -r /proc/$pid/cmdline ]]; then
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true
-  else
-    ps -p "$pid" -o args= 2>/dev/null || true
-  fi
-}
-
 # Pid of OUR broker (from the pid file, alive, and really kafka.Kafka with
 # our server.properties), or nothing.
-broker_pid() {
-  [[ -f $PID_FILE ]] || return 0
-  local pid
-  pid=$(tr -dc '0-9' <"$PID_FILE")
-  [[ -n $pid ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  case "$(cmdline_of "$pid")" in
-    *kafka.Kafka*"$PROPS"*) echo "$pid" ;;
-  esac
-}
-
-# Is something listening on 127.0.0.1:$1 ?
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
+broker_pid() { pid_running "$PID_FILE" kafka.Kafka "$PROPS"; }
 
 # A value from the current server.properties ('' when absent).
 prop() {
@@ -438,7 +413,7 @@ cmd_start() {
   [[ $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" ]] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
   local p
   for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-    if port_in_use "$p"; then
+    if port_open "$HOST" "$p"; then
       die "port $HOST:$p is already in use by another process (another Kafka? set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
     fi
   done
@@ -487,20 +462,7 @@ cmd_stop() {
 
 # SIGTERM, wait up to KAFKA_STOP_TIMEOUT s, then SIGKILL; remove the pid file.
 stop_pid() {
-  local pid=$1 deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      log "pid $pid still running after ${KAFKA_STOP_TIMEOUT} s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      local tries=0
-      while kill -0 "$pid" 2>/dev/null && ((tries++ < 10)); do
-        sleep 0.2
-      done
-      break
-    fi
-    sleep 0.2
-  done
+  stop_process "$1" "$KAFKA_STOP_TIMEOUT"
   rm -f "$PID_FILE"
 }
 

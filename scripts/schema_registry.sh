@@ -57,7 +57,7 @@ fi
 
 LOCK_WAIT_S=900
 # shellcheck source=scripts/lib.sh
-source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock
+source "$SCRIPT_DIR/lib.sh"  # log, die, need, lock, pid_running, port_open, stop_process
 
 usage() {
   cat <<EOF
@@ -93,30 +93,11 @@ EOF
 }
 
 # ---- helpers ---------------------------------------------------------------
-cmdline_of() {
-  local pid=$1
-  if [[ -r /proc/$pid/cmdline ]]; then
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true
-  else
-    ps -p "$pid" -o args= 2>/dev/null || true
-  fi
-}
 
 # Pid of OUR registry (from the pid file, alive, running our runner jar), or nothing.
-registry_pid() {
-  [[ -f $PID_FILE ]] || return 0
-  local pid
-  pid=$(tr -dc '0-9' <"$PID_FILE")
-  [[ -n $pid ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  case "$(cmdline_of "$pid")" in
-    *"$RUNNER_JAR"*) echo "$pid" ;;
-  esac
-}
+registry_pid() { pid_running "$PID_FILE" "$RUNNER_JAR"; }
 
 running_port() { [[ -f $PORT_FILE ]] && tr -dc '0-9' <"$PORT_FILE"; }
-
-port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 base_url() { echo "http://$HOST:$1"; }
 ccompat_url() { echo "http://$HOST:$1/apis/ccompat/v7"; }
@@ -361,7 +342,7 @@ cmd_start() {
     return 0
   fi
   rm -f "$PID_FILE"
-  port_in_use "$SR_PORT" &&
+  port_open "$HOST" "$SR_PORT" &&
     die "port $HOST:$SR_PORT is already in use by another process (set SCHEMA_REGISTRY_PORT)"
 
   : >"$LOG_FILE"
@@ -391,19 +372,9 @@ cmd_start() {
 }
 
 # ---- stop / status / logs -----------------------------------------------------
+# SIGTERM, wait up to SR_STOP_TIMEOUT s, then SIGKILL; remove the pid and port files.
 stop_pid() {
-  local pid=$1 deadline=$((SECONDS + SR_STOP_TIMEOUT))
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      log "pid $pid still running after ${SR_STOP_TIMEOUT} s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      local tries=0
-      while kill -0 "$pid" 2>/dev/null && ((tries++ < 10)); do sleep 0.2; done
-      break
-    fi
-    sleep 0.2
-  done
+  stop_process "$1" "$SR_STOP_TIMEOUT"
   rm -f "$PID_FILE" "$PORT_FILE"
 }
 
