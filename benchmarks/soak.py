@@ -29,6 +29,7 @@ import uuid
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import simulator
+from benchmarks.memory import tree_rss
 from core.kafka import encode, ensure_topic
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,25 +38,7 @@ PARTITIONS = 3
 
 def tree_rss_mb(pid: int) -> float:
     """Resident memory (MB) of a process and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        try:
-            with open(f"/proc/{p}/status") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            pass
-    return total / 1024
+    return tree_rss(pid)[0] / 2**20
 
 
 def _offsets(bootstrap: str, topic: str, group: str) -> tuple[int, int]:

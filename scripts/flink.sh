@@ -122,9 +122,6 @@ EOF
 
 # ---- helpers ---------------------------------------------------------------
 
-
-port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
 # Pids listed in a Flink pid file that are still alive.
 live_pids() {
   [[ -f $1 ]] || return 0
@@ -471,7 +468,7 @@ cmd_start() {
   rm -f "$JM_PID_FILE" "$TM_PID_FILE"
   local p
   for p in "$FLINK_REST_PORT" "$FLINK_RPC_PORT" "$FLINK_WORKER_PORT"; do
-    port_in_use "$p" && die "port $HOST:$p is already in use (another Flink? set FLINK_REST_PORT / FLINK_RPC_PORT / FLINK_WORKER_PORT)"
+    port_open "$HOST" "$p" && die "port $HOST:$p is already in use (another Flink? set FLINK_REST_PORT / FLINK_RPC_PORT / FLINK_WORKER_PORT)"
   done
   need "${JAVA_HOME:+$JAVA_HOME/bin/}java" "Java 17 is needed to run Flink"
   write_config
@@ -496,7 +493,7 @@ start_workers() {
     --port "$FLINK_WORKER_PORT" >>"$LOG_DIR/workers.log" 2>&1 </dev/null 8>&- 9>&-) &
   echo $! >"$WORKERS_PID_FILE"
   local deadline=$((SECONDS + 60))
-  until port_in_use "$FLINK_WORKER_PORT"; do
+  until port_open "$HOST" "$FLINK_WORKER_PORT"; do
     if [[ -z $(live_pids "$WORKERS_PID_FILE") ]]; then
       tail -n 20 "$LOG_DIR/workers.log" >&2 || true
       die "the worker pool exited during startup; see ${LOG_DIR#"$ROOT"/}/workers.log"
