@@ -80,8 +80,7 @@ class PartFormat:
         if self.fmt == "jsonl":
             return (lambda record: f.write(_json_line(record).encode() + b"\n")), f.close
 
-        writer = fastavro.write.Writer(f, fastavro.parse_schema(schemas.load(self.schema)), codec="deflate",
-                                       sync_marker=self.sync_marker)
+        writer = fastavro.write.Writer(f, schemas.load(self.schema), codec="deflate", sync_marker=self.sync_marker)
 
         def close():
             writer.flush()
@@ -93,8 +92,7 @@ class PartFormat:
         if self.fmt == "jsonl":
             return b""
         f = io.BytesIO()
-        fastavro.writer(f, fastavro.parse_schema(schemas.load(self.schema)), [], codec="deflate",
-                        sync_marker=self.sync_marker)
+        fastavro.writer(f, schemas.load(self.schema), [], codec="deflate", sync_marker=self.sync_marker)
         return f.getvalue()
 
 
