@@ -144,8 +144,9 @@ def main(argv=None) -> list[dict]:
             result = measure(n, args.streaming, args.interval, output, extra, args.flink)
             results.append(result)
             print(f"{n:,} impressions: {result['records']:,} records in {result['wall_s']:.0f} s, "
-                  f"peak RSS {result['peak_rss_mb']:,.0f} MB (job alone {result['peak_rss_job_mb']:,.0f} MB)",
-                  flush=True)
+                  f"peak RSS {result['peak_rss_mb']:,.0f} MB (job alone {result['peak_rss_job_mb']:,.0f} MB)"
+                  + (f", Flink TaskManagers + worker pool {result['rss_cluster_before_mb']:,.0f} -> "
+                     f"{result['peak_rss_cluster_mb']:,.0f} MB" if args.flink else ""), flush=True)
     print(table(results))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -1,9 +1,9 @@
 """The learner's core, without Beam: river models per model key, events applied in (event
 time, event id) order, predict then learn, and the durable snapshot store.
 
-Both of Beam's learner forms (`transforms.learning`: grouped per shard in batch, state and
-timers in streaming) hand it a key's ready events and emit what it returns, so batch and
-streaming apply the very same code. `Learner.apply` takes a key's ready events in any order
+Both of Beam's learner forms (`transforms.learning`: merged from sorted runs in blocks in
+batch, state and timers in streaming) hand it a key's ready events and emit what it returns,
+so batch and streaming apply the very same code. `Learner.apply` takes a key's ready events in any order
 and returns, in order:
 
 - `out`: what leaves before the new predictions, as (kind, record) pairs: an event at or before
@@ -61,6 +61,11 @@ class Learner:
     def close(self):
         if self._store is not None:
             self._store.close()
+
+    @property
+    def keyring(self) -> serde.Keyring:
+        """The keys that sign and check state (once open)."""
+        return self._keys
 
     @property
     def snapshots(self):

@@ -394,6 +394,12 @@ taskmanager.memory.network.fraction: 0.25
 taskmanager.memory.network.min: 256mb
 taskmanager.memory.network.max: 640mb
 taskmanager.network.sort-shuffle.min-buffers: 64
+# Beam's Fn API sends elements to the Python workers over gRPC, whose buffers are direct memory
+# that Flink's budget does not count; with no task off-heap memory a 75k-record batch job
+# failed with "OutOfMemoryError: Direct buffer memory" sending a stage's input to its worker.
+# Taken from managed memory (sort buffers of batch groupings, which spill to disk instead).
+taskmanager.memory.task.off-heap.size: 512m
+taskmanager.memory.managed.fraction: 0.1
 parallelism.default: 1
 rest.address: ${HOST}
 rest.bind-address: ${HOST}

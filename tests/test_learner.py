@@ -1,4 +1,5 @@
 """LearnOnline: predict-then-learn per model key, in event order, batch and streaming alike."""
+import os
 import random
 
 import apache_beam as beam
@@ -9,6 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.options import pipeline_options
 from tests.conftest import BINARY, phishing_examples, river_predictions
+from core.learning import Learner
 from transforms.learning.learn_online import LearnOnline
 
 BATCH = pipeline_options([])
@@ -56,6 +58,88 @@ def test_batch_predictions_equal_bare_river_in_any_input_order(keys):
         out = p | beam.Create(_timestamped(shuffled)) | LearnOnline(BINARY)
         assert_that(out.predictions | beam.Map(_summary), equal_to(_expected(examples)))
         assert_that(out.dead_letters, equal_to([]), label="NoDeadLetters")
+
+
+def test_batch_learner_sorts_through_runs_and_applies_them_in_small_pieces(monkeypatch, tmp_path):
+    """Bounded input is sorted as an external sort does: with the sizes made small, each key's
+    history spans many run files, frames and blocks, and copies of events sit in other runs.
+    The predictions still equal bare river's, each copy is one `duplicate`, the store holds
+    every event learned once, the runs were in `--temp_location` and are gone after the job."""
+    from models import serde
+    from stores import snapshots
+    from transforms.learning import batch, runs
+
+    written = []
+    write_run = batch.write_run
+    monkeypatch.setattr(batch, "write_run", lambda path, *a: (written.append(path), write_run(path, *a)))
+    monkeypatch.setattr(batch, "RUN", 7)
+    monkeypatch.setattr(batch, "BLOCK", 10)
+    monkeypatch.setattr(runs, "FRAME", 3)
+    monkeypatch.setattr(runs, "FAN_IN", 4)  # more runs than that: merged in passes first
+    examples = phishing_examples(300, ("a", "b"))
+    copies = [examples[18], examples[41], examples[299]]  # a's 10th event: the end of a block
+    store = str(tmp_path / "learner.sqlite")
+    options = pipeline_options(["--temp_location", str(tmp_path / "temp")])
+    with TestPipeline(options=options) as p:
+        out = p | beam.Create(_timestamped(examples + copies)) | LearnOnline(BINARY, store=store)
+        assert_that(out.predictions | beam.Map(_summary), equal_to(_expected(examples)))
+        reasons = out.dead_letters | beam.Map(lambda d: (d.reason.split(":")[0], d.event_time))
+        assert_that(reasons, equal_to([("duplicate", e.event_time) for e in copies]), label="Dead")
+
+    assert len(written) >= (len(examples) + len(copies)) // 7
+    assert all(path.startswith(str(tmp_path / "temp" / "streamml-runs-")) for path in written)
+    assert not any(os.path.exists(path) for path in written)
+    assert list((tmp_path / "temp").glob("streamml-runs-*")) == []
+    saved = snapshots.SnapshotStore(store)
+    for key in ("a", "b"):
+        blob, applied = saved.load(key)
+        assert serde.loads(blob, serde.store_key(store))[1] == sum(e.model_key == key for e in examples)
+        assert applied == max(e.order() for e in examples if e.model_key == key)
+
+
+def test_many_runs_are_merged_in_passes_of_at_most_fan_in(monkeypatch, tmp_path):
+    from models import serde
+    from transforms.learning import runs
+
+    monkeypatch.setattr(runs, "FAN_IN", 2)
+    monkeypatch.setattr(runs, "FRAME", 2)
+    opened = []
+    read_run = runs.read_run
+    monkeypatch.setattr(runs, "read_run", lambda path, keys: (opened.append(path), read_run(path, keys))[1])
+    keys = serde.keyring("k" * 32)
+    examples = phishing_examples(90, ("a", "b", "c"))
+    random.Random(3).shuffle(examples)
+    paths = [str(tmp_path / f"run{i}") for i in range(9)]
+    for i, path in enumerate(paths):
+        runs.write_run(path, sorted(examples[i * 10:(i + 1) * 10], key=runs.run_order), keys)
+    merged = list(runs.merge_runs(paths, keys, str(tmp_path)))
+    assert [e.event_id for e in merged] == [e.event_id for e in sorted(examples, key=runs.run_order)]
+    assert len(opened) == 9 + 5 + 3 + 2  # 9 runs -> 5 -> 3 -> 2, read at once
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"run{i}" for i in range(9))
+
+
+def test_a_run_that_was_altered_or_cut_is_refused(tmp_path):
+    from models import serde
+    from transforms.learning.runs import read_run, write_run
+
+    keys = serde.keyring("k" * 32)
+    path = str(tmp_path / "run")
+    write_run(path, phishing_examples(600), keys)
+    assert [e.event_id for e in read_run(path, keys)] == [e.event_id for e in phishing_examples(600)]
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    with pytest.raises(serde.TamperedState, match=f"{path}: a run of the batch learner: .*signature"):
+        list(read_run(path, keys))
+    open(path, "wb").write(data[:-5])
+    with pytest.raises(IOError, match="ends inside a frame"):
+        list(read_run(path, keys))
+    with pytest.raises(serde.TamperedState, match="signature"):
+        list(read_run(path, serde.keyring("x" * 32)))
+    open(path, "wb").write((1 << 62).to_bytes(8, "big") + data[8:])  # a damaged length
+    with pytest.raises(IOError, match="ends inside a frame"):
+        list(read_run(path, keys))
+    with pytest.raises(IOError, match="--temp_location must be storage every worker shares"):
+        list(read_run(str(tmp_path / "elsewhere"), keys))
 
 
 def test_streaming_predictions_equal_batch_predictions():
@@ -206,3 +290,29 @@ def test_mini_batch_refuses_models_that_cannot_learn_mini_batches():
         LearnOnline("models.zoo:hoeffding_tree", mini_batch=10)
     with pytest.raises(ValueError, match="mini_batch must be >= 0"):
         LearnOnline(MINI, mini_batch=-1)
+
+
+def test_batch_blocks_keep_whole_mini_batches_and_bounded_replays(monkeypatch, tmp_path):
+    """Blocks of a few events (made small): mini-batches are the same as in one pass, and a
+    restarted job replays 120 stored events in blocks, then learns the rest."""
+    from transforms.learning import batch
+
+    monkeypatch.setattr(batch, "BLOCK", 60)  # 50 events a block with mini-batches of 25
+    examples = phishing_examples(600, ("a", "b"))
+    with TestPipeline(options=BATCH) as p:
+        out = p | beam.Create(_timestamped(examples)) | LearnOnline(MINI, mini_batch=25)
+        assert_that(out.predictions | beam.Map(_summary), equal_to(_mini_batch_reference(examples, MINI, 25)))
+
+    monkeypatch.setattr(batch, "BLOCK", 7)
+    examples, store = phishing_examples(240, ("a", "b")), str(tmp_path / "learner.sqlite")
+    with TestPipeline(options=BATCH) as p:
+        _ = p | beam.Create(_timestamped(examples[:120])) | LearnOnline(BINARY, store=store)
+    applied = []
+    apply = Learner.apply
+    monkeypatch.setattr(Learner, "apply", lambda self, key, ready, *a: (applied.append(len(ready)),
+                                                                         apply(self, key, ready, *a))[1])
+    with TestPipeline(options=BATCH) as p:
+        second = p | beam.Create(_timestamped(examples)) | LearnOnline(BINARY, store=store)
+        assert_that(second.predictions | beam.Map(_summary), equal_to(_expected(examples)))
+        assert_that(second.dead_letters, equal_to([]), label="NoDeadLetters")
+    assert max(applied) <= 2 * 7 and sum(applied) == len(examples)  # 7 replays and 7 new at most

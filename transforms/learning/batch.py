@@ -1,17 +1,44 @@
-"""The learner on bounded input: every event of a key is known before any is applied, so each
-shard of model keys is grouped once (GroupByKey) and each key's events applied in one sorted
-pass. No Beam state, no timers: a key's model lives only in that call (and, with a store, is
-resumed from and saved to it, as in streaming)."""
+"""The learner on bounded input: every event of a key is known before any is applied, so the
+events are sorted once, as an external sort does (`transforms.learning.runs`), and each key's
+events applied in one ordered pass. No Beam state, no timers: a key's model lives only in that
+pass (and, with a store, is resumed from and saved to it, as in streaming).
+
+- `SpillRunDoFn`: each chunk of a bundle (up to `RUN` events of one shard of model keys,
+  after a `Reshuffle` so that bundles are not one user's events) is sorted and written as a
+  run file where it is; only `(shard, path)` goes on;
+- a GroupByKey gathers each shard's paths: small, whatever the input's size;
+- `ApplyShardDoFn` merges the shard's runs a frame at a time and applies each key's events in
+  blocks of `BLOCK` events, saving to the store after each block;
+- once every shard is applied, the runs are deleted. A job that fails leaves them behind (as
+  Beam's file sinks leave their temporary files): `streamml-runs-*` under `--temp_location`.
+  With a store, a key's model is saved after each block, so a failed shard's retry replays
+  the blocks already saved (their stored predictions again, within the replay horizon).
+
+Keys are grouped in shards (`shard_of`) so that a key with two events does not cost a
+grouping of its own.
+"""
 from __future__ import annotations
 
-import collections
+import itertools
+import operator
+import os
+import uuid
 import zlib
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
-from transforms.chunks import flatten
-from transforms.learning.base import LearnerDoFn, emit
+from core.learning import Learner
+from core.records import Example
+from models import serde
+from transforms.chunks import ChunkPerKey
+from transforms.learning.base import DEAD_LETTERS, LEARNED, LearnerDoFn, emit
+from transforms.learning.runs import blocks, merge_runs, run_order, write_run
 
 SHARDS = 256  # groups of model keys, each applied by one call
+RUN = 4096  # most events in one run (one chunk of a bundle)
+BLOCK = 8192  # new events per key applied, and saved to a store, at once
+APPLIED = "applied"
 
 
 def shard_of(model_key: str, shards: int = SHARDS) -> int:
@@ -23,22 +50,95 @@ def shard_of(model_key: str, shards: int = SHARDS) -> int:
     return zlib.crc32(model_key.encode()) % shards
 
 
-class ApplyShardDoFn(LearnerDoFn):
-    """`(shard, [chunk of Examples, ...])` -> predictions, dead letters, learned examples."""
+class LearnBounded(beam.PTransform):
+    """Examples -> predictions (main), dead letters, learned examples: `LearnOnline` in batch
+    (and `applied`: each shard once applied, which the runs' deletion waits for).
+
+    Args:
+        learner: the `core.learning.Learner` to apply.
+        progress: name of a progress counter to tick, or None.
+        temp_dir: where the runs go (a directory every worker can read, e.g. the pipeline's
+            `--temp_location`); a new directory under it holds this transform's runs.
+    """
+
+    def __init__(self, learner: Learner, progress: str | None, temp_dir: str):
+        super().__init__()
+        self.learner, self.progress = learner, progress
+        # Named once, where the pipeline is built, so that every worker writes beside the others.
+        self.runs_dir = FileSystems.join(temp_dir, f"streamml-runs-{uuid.uuid4().hex}")
+
+    def expand(self, examples):
+        results = (examples
+                   | "KeyByShard" >> beam.Map(lambda e: (shard_of(e.model_key), e)).with_output_types(
+                       beam.typehints.KV[int, Example])
+                   # A fusion break, so that runs are as long as bundles allow: fused after a
+                   # stateful stage, a bundle is one key's events on Flink (a run per user).
+                   | "Rebalance" >> beam.Reshuffle()
+                   | "Chunk" >> ChunkPerKey(max_size=RUN)
+                   | "SpillRuns" >> beam.ParDo(SpillRunDoFn(self.learner.keys, self.runs_dir))
+                   | "GroupByShard" >> beam.GroupByKey()
+                   | "PredictThenLearn" >> beam.ParDo(ApplyShardDoFn(self.learner, self.progress, self.runs_dir)).with_outputs(
+                       DEAD_LETTERS, LEARNED, APPLIED, main="predictions"))
+        applied = results[APPLIED] | "AllWindows" >> beam.WindowInto(beam.window.GlobalWindows())
+        _ = (examples.pipeline
+             | "Once" >> beam.Create([None])
+             | "DeleteRuns" >> beam.Map(_delete_runs, self.runs_dir, beam.pvalue.AsList(applied)))
+        return results
+
+
+class SpillRunDoFn(beam.DoFn):
+    """`(shard, [Example, ...])` -> `(shard, path)`: the chunk sorted and written as a run."""
+
+    def __init__(self, keys: serde.KeySource, runs_dir: str):
+        self.keys, self.runs_dir = keys, runs_dir
+
+    def setup(self):
+        self._keys = serde.as_keyring(self.keys)
+        if FileSystems.get_scheme(self.runs_dir) is None:  # a local path: for this user only
+            os.makedirs(self.runs_dir, mode=0o700, exist_ok=True)
 
     def process(self, element):
-        _, chunks = element
-        by_key = collections.defaultdict(list)
-        for example in flatten(chunks):
-            by_key[example.model_key].append(example)
-        for key in sorted(by_key):
-            yield from self._apply_key(key, by_key[key])
+        shard, examples = element
+        path = FileSystems.join(self.runs_dir, f"run-{uuid.uuid4().hex}")
+        write_run(path, sorted(examples, key=run_order), self._keys)
+        yield shard, path
 
-    def _apply_key(self, key, ready):
+
+class ApplyShardDoFn(LearnerDoFn):
+    """`(shard, [run path, ...])` -> predictions, dead letters, learned examples, and the shard
+    once applied (tagged `applied`)."""
+
+    def __init__(self, learner: Learner, progress: str | None, runs_dir: str):
+        super().__init__(learner, progress)
+        self.runs_dir = runs_dir
+
+    def process(self, element):
+        shard, paths = element
+        runs = merge_runs(sorted(paths), self.learner.keyring, self.runs_dir)
+        for key, events in itertools.groupby(runs, key=operator.attrgetter("model_key")):
+            yield from self._apply_key(key, events)
+        yield beam.pvalue.TaggedOutput(APPLIED, shard)
+
+    def _apply_key(self, key, events):
         learner, store = self.learner, self.learner.snapshots
         blob, clock = (store.load(key) or (None, None)) if store is not None else (None, None)
         model, step = learner.resume(key, blob)
-        out, made, learned, last, step = learner.apply(key, ready, model, step, clock)
-        if last is not None and store is not None:
-            learner.save(key, model, step, last, made, learned)
-        return emit(out, made, learned)
+        # Mini-batches are cut within a block: keep them whole.
+        size = max(BLOCK // learner.mini_batch, 1) * learner.mini_batch if learner.mini_batch else BLOCK
+        for block in blocks(events, size, clock):
+            out, made, learned, last, step = learner.apply(key, block, model, step, clock)
+            if last is not None:
+                clock = last
+                if store is not None:
+                    learner.save(key, model, step, last, made, learned)
+            yield from emit(out, made, learned)
+
+
+def _delete_runs(_, runs_dir: str, applied: list):
+    """Deletes the runs once every shard is applied (`applied` is only there to wait for). An
+    object store has no directories: its runs are listed and deleted one by one."""
+    runs = [m.path for m in FileSystems.match([FileSystems.join(runs_dir, "*")])[0].metadata_list]
+    if runs:
+        FileSystems.delete(runs)
+    if FileSystems.exists(runs_dir):
+        FileSystems.delete([runs_dir])

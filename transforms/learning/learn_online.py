@@ -5,9 +5,11 @@
 streaming:
 
 - batch (bounded input): every event is known before any is applied, so the events are
-  grouped (GroupByKey) in shards of model keys (`shard_of`: a key with two events does not
-  cost a grouping of its own), and each key's events are applied in one sorted pass. No Beam
-  state, no timers: the model lives only in that call (and in the store, if any);
+  sorted once, as an external sort does: chunks are sorted and written as run files (in the
+  pipeline's `--temp_location`, else the system's temporary directory), the runs' paths are
+  grouped in shards of model keys, and each key's events are merged from its runs and applied
+  in one ordered pass (`transforms.learning.batch`). No Beam state, no timers, and no element
+  that holds a key's history: the model lives only in that pass (and in the store, if any);
 - streaming: events wait in Beam state until the watermark passes them. An event-time timer
   at the earliest waiting event (`flush`) fires when the watermark passes it (just after: see
   `transforms.eventtime`); its timestamp holds the output watermark, so predictions keep their
@@ -15,8 +17,8 @@ streaming:
   one firing once the watermark has passed it all (a replay, a file, a catch-up). A firing
   applies every waiting event at or before its own timestamp.
 
-Either way, events reach the learner's grouping or state in chunks (`transforms.chunks`):
-one element per key and bundle, not one per event.
+Either way, events reach the learner's runs or state in chunks (`transforms.chunks`): one
+element per key and bundle, not one per event.
 
 The two forms are `transforms.learning.batch` and `transforms.learning.streaming`; both apply a
 key's ready events with the Beam-free `core.learning.Learner`. Events that arrive after their
@@ -32,17 +34,18 @@ event replayed from the source gets its stored prediction again instead of being
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from core.learning import Learner, check_mini_batch
 from core.records import Example
 from models import factory, serde
 from transforms.chunks import ChunkPerKey
 from transforms.learning.base import DEAD_LETTERS, LEARNED
-from transforms.learning.batch import ApplyShardDoFn, shard_of
+from transforms.learning.batch import LearnBounded
 from transforms.learning.streaming import PredictThenLearnDoFn
 from transforms.runners import is_streaming
 
@@ -116,16 +119,8 @@ class LearnOnline(beam.PTransform):
                        | "PredictThenLearn" >> beam.ParDo(PredictThenLearnDoFn(learner, self.progress)).with_outputs(
                            DEAD_LETTERS, LEARNED, main="predictions"))
         else:
-            # Bounded input: every event of a key is known before any is applied, so one group
-            # per key, sorted once, replaces state and timers (and Beam's state cache). Keys are
-            # grouped in shards, so that a key with few events does not cost a grouping each.
-            results = (examples
-                       | "KeyByShard" >> beam.Map(lambda e: (shard_of(e.model_key), e)).with_output_types(
-                           beam.typehints.KV[int, Example])
-                       | "Chunk" >> ChunkPerKey()
-                       | "GroupByShard" >> beam.GroupByKey()
-                       | "PredictThenLearn" >> beam.ParDo(ApplyShardDoFn(learner, self.progress)).with_outputs(
-                           DEAD_LETTERS, LEARNED, main="predictions"))
+            temp_dir = examples.pipeline.options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
+            results = examples | "Bounded" >> LearnBounded(learner, self.progress, temp_dir)
         return LearnerOutputs(results.predictions, results[DEAD_LETTERS], results[LEARNED])
 
 
