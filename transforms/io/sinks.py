@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.windowed_value import WindowedValue
 
 import schemas
+from transforms.tempfiles import delete_folder
 
 FORMATS = ("jsonl", "avro")
 
@@ -138,9 +139,9 @@ def _concatenate(_, output: str, part_format: PartFormat, parts: list):
     if FileSystems.exists(output):
         FileSystems.delete([output])
     FileSystems.rename([tmp], [output])
-    if FileSystems.exists(part_format.parts_dir):
-        FileSystems.delete([part_format.parts_dir])
+    delete_folder(part_format.parts_dir)
     yield output
+
 
 
 def _json_line(record) -> str:

@@ -34,6 +34,7 @@ from models import serde
 from transforms.chunks import ChunkPerKey
 from transforms.learning.base import DEAD_LETTERS, LEARNED, LearnerDoFn, emit
 from transforms.learning.runs import blocks, merge_runs, run_order, write_run
+from transforms.tempfiles import delete_folder
 
 SHARDS = 256  # groups of model keys, each applied by one call
 RUN = 4096  # most events in one run (one chunk of a bundle)
@@ -135,10 +136,5 @@ class ApplyShardDoFn(LearnerDoFn):
 
 
 def _delete_runs(_, runs_dir: str, applied: list):
-    """Deletes the runs once every shard is applied (`applied` is only there to wait for). An
-    object store has no directories: its runs are listed and deleted one by one."""
-    runs = [m.path for m in FileSystems.match([FileSystems.join(runs_dir, "*")])[0].metadata_list]
-    if runs:
-        FileSystems.delete(runs)
-    if FileSystems.exists(runs_dir):
-        FileSystems.delete([runs_dir])
+    """Deletes the runs once every shard is applied (`applied` is only there to wait for)."""
+    delete_folder(runs_dir)
