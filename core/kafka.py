@@ -101,10 +101,24 @@ def value_encoder(schema: str, topic: str, registry: str | None = None) -> Calla
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
     serializer = AvroSerializer(SchemaRegistryClient({"url": registry}), schema_text(schema),
                                 conf={"auto.register.schemas": True})
     context = SerializationContext(topic, MessageField.VALUE)
-    return lambda record: serializer(record, context)
+
+    def to_value(record: dict) -> bytes:
+        try:
+            return serializer(record, context)
+        except SchemaRegistryError as e:
+            # Writers registering a new subject at once (a job's parallel workers): Apicurio
+            # answers all but the first with 409 "already exists". Registering the same schema
+            # again then finds it.
+            if e.http_status_code != 409:
+                raise
+            return serializer(record, context)
+
+    return to_value
 
 
 def produce(records, bootstrap: str, topic: str, schema: str, key_field: str,

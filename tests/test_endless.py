@@ -89,8 +89,12 @@ def test_an_endless_job_lives_through_garbage_and_accounts_for_every_record(kafk
         assert producer.flush(30) == 0
         ends = _end_offsets(kafka_bootstrap, topic)
         before_ticks = {p: end - 1 for p, end in ends.items()}
-        _wait_for(lambda: _committed_offsets(kafka_bootstrap, topic, group) == before_ticks or job.poll() is not None,
-                  300, "offsets committed up to the ticks")
+        try:
+            _wait_for(lambda: _committed_offsets(kafka_bootstrap, topic, group) == before_ticks or job.poll() is not None,
+                      300, "offsets committed up to the ticks")
+        except AssertionError as e:  # what a stall looked like, for the one who reads CI's log
+            raise AssertionError(f"{e}; committed {_committed_offsets(kafka_bootstrap, topic, group)}, expected "
+                                 f"{before_ticks}; the job's log ends:\n{(tmp_path / 'job.log').read_text()[-4000:]}")
         assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
     finally:
         if job.poll() is None:

@@ -3,6 +3,7 @@ Registry's Confluent API): decoding evolved writer schemas, bad values as reason
 registry as an error to retry, and the main job on the real broker in wire format."""
 import json
 import pickle
+import threading
 import time
 import uuid
 
@@ -13,7 +14,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 import simulator
-from core.kafka import KafkaRecord, ensure_topic, produce, schema_text
+from core.kafka import KafkaRecord, ensure_topic, produce, schema_text, value_encoder
 from core.payloads import RegistryPayloads
 from pipelines import recommend
 
@@ -85,6 +86,29 @@ def test_an_unreachable_registry_is_not_the_records_fault(schema_registry):
     nobody = RegistryPayloads("http://127.0.0.1:9/apis/ccompat/v7", "interaction")
     with pytest.raises(ConnectionError, match="unreachable"):
         nobody.row(_record(value))
+
+
+def test_writers_registering_one_new_subject_at_once_all_write(schema_registry):
+    """A job's parallel workers register a new output subject at the same moment: Apicurio answers
+    all but one with 409 "already exists"; every writer still writes, with the one schema id."""
+    topic = f"sr-{uuid.uuid4().hex[:8]}"
+    encoders = [value_encoder("dead_letter", topic, schema_registry) for _ in range(16)]
+    start, values, errors = threading.Barrier(len(encoders)), [], []
+
+    def write(encode):
+        start.wait()
+        try:
+            values.append(encode({"stage": "s", "reason": "r", "payload": b"x"}))
+        except Exception as e:  # noqa: BLE001  (the test reports it)
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(e,)) for e in encoders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len({v[:5] for v in values}) == 1 and values[0][0] == 0
 
 
 def _consume_wire(bootstrap, registry, topic, expected, timeout_s=60):

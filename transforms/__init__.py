@@ -7,7 +7,11 @@
 - `evaluation`: windowed and progressive metrics, served predictions meeting delayed labels;
 - shared steps: `chunks` (one element per key and bundle through a grouping), `coders`
   (record coders), `eventtime` (timestamps and timers of ordered stages), `progress`
-  (counts), `runners` (what a transform needs to know of the runner).
+  (counts), `runners` (what a transform needs to know of the runner), `statecache` (Beam's
+  state cache weighed cheaply: installed here, in every process that runs our transforms).
 
 Transforms build on `core`, `models` and `stores`; they never import `pipelines`.
 """
+from transforms import statecache
+
+statecache.install()

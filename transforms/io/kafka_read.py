@@ -41,6 +41,8 @@ from transforms.io.kafka_positions import CHECKPOINT, NO_TIME, UNBOUNDED, Partit
 from transforms.io.kafkaio import ReadWithKafkaIO
 from transforms.runners import is_flink
 
+POLL_TIMEOUT_S = 0.1  # longest a poll waits for records (each poll is a bundle: a live stream's latency)
+
 
 class ReadFromKafka(beam.PTransform):
     """Reads every partition of `topics` as `KafkaRecord`s timestamped by the Kafka timestamp,
@@ -159,6 +161,7 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
 
     def setup(self):
         self._consumers = {}
+        self._assigned = {}  # topic -> {partition: next offset} the consumer is positioned at
 
     def teardown(self):
         for c in self._consumers.values():
@@ -173,13 +176,18 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
         c = self._consumers.get(topic)
         if c is None:
             c = self._consumers[topic] = consumer(self.bootstrap, self.group_id)
-        c.assign([TopicPartition(topic, p, nxt) for p, nxt in open_partitions])
-        messages = c.consume(self.poll_records, timeout=0.5)
         positions = dict(open_partitions)
+        # Assigning again drops what the consumer has fetched ahead and starts its fetches over:
+        # a poll then waits for the broker (measured: 0.5 to 1 s per poll, whatever was ready).
+        # So the consumer stays assigned while it is where this restriction resumes.
+        if self._assigned.get(topic) != positions:
+            c.assign([TopicPartition(topic, p, nxt) for p, nxt in open_partitions])
+        self._assigned[topic] = None  # unknown until this poll has run to its end
+        messages = c.consume(self.poll_records, timeout=POLL_TIMEOUT_S)
         latest = {p: t for p, _, _, t in restriction}
         current = watermark.current_watermark()
         floor = None if current is None or current == MIN_TIMESTAMP else current.micros // 1000
-        read = 0
+        read, passed_stop = 0, False
         for m in messages:
             if m.error() is not None:
                 if is_transient(m.error()):
@@ -193,7 +201,8 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
             behind = floor if latest[p] == NO_TIME else latest[p] - self.allowed_lateness_ms
             element, event_time = self._decoded(record, behind)
             if not tracker.try_claim((p, m.offset(), NO_TIME if event_time is None else event_time)):
-                continue  # past this partition's stop offset (a bounded replay)
+                passed_stop = True  # past this partition's stop offset (a bounded replay)
+                continue
             read += 1
             positions[p] = m.offset() + 1
             if first != m.offset():  # transaction markers and compaction leave gaps; else a clue
@@ -208,6 +217,8 @@ class _ReadTopicDoFn(beam.DoFn, RestrictionProvider):
             if not is_transient(e.args[0]):
                 raise
             logging.warning("Kafka %s: watermark not advanced: %s", topic, e)
+        if not passed_stop:  # every record consumed was claimed: the consumer is at `positions`
+            self._assigned[topic] = positions
         tracker.try_claim(CHECKPOINT)
         tracker.defer_remainder(Duration(seconds=0 if read else 0.2))
 

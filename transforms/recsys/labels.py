@@ -29,6 +29,7 @@ from core.records import LEARN, Example, Row
 from stores import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
 from transforms.progress import add_progress
+from transforms.runners import is_streaming
 
 DEAD_LETTERS = "dead_letters"
 JOINED = "joined_outcomes"
@@ -52,6 +53,10 @@ class LabelImpressions(beam.PTransform):
     watch within it, else False), the ids of outcomes folded into a label (`joined_outcomes`, for
     accounting), and dead letters: duplicate impressions, and outcomes with no impression in
     the window before them.
+
+    On a stream each impression id keeps its records in state until an event-time timer closes
+    its window; in batch (without a store) its records are grouped and joined in one pass, with
+    the same logic (`_Attribution`) and the same results.
     """
 
     def __init__(self, window_s: float, model_key: str = "default", store: str | None = None,
@@ -63,15 +68,66 @@ class LabelImpressions(beam.PTransform):
         self.progress = progress  # a progress counter (transforms.progress) ticked per row joined
 
     def expand(self, rows):
-        results = (
-            rows
-            | "KeyByImpression" >> beam.Map(lambda r: (
-                r.fields["event_id"] if r.fields["event_type"] == "impression"
-                else r.fields["impression_id"], r)).with_output_types(beam.typehints.KV[str, Row])
-            | "Join" >> beam.ParDo(_JoinDoFn(self.window_ms, self.model_key, self.store, self.progress)).with_outputs(
-                DEAD_LETTERS, JOINED, main="examples")
-        )
+        keyed = rows | "KeyByImpression" >> beam.Map(lambda r: (
+            r.fields["event_id"] if r.fields["event_type"] == "impression"
+            else r.fields["impression_id"], r)).with_output_types(beam.typehints.KV[str, Row])
+        if is_streaming(rows) or self.store:
+            join = beam.ParDo(_JoinDoFn(self.window_ms, self.model_key, self.store, self.progress))
+        else:  # all of an impression's records at once: one grouping, no state or timers
+            keyed = (keyed | "Stamped" >> beam.ParDo(_WithTimestamp())
+                     | "GroupByImpression" >> beam.GroupByKey())
+            join = beam.ParDo(_JoinGroupDoFn(self.window_ms, self.model_key, self.progress))
+        results = keyed | "Join" >> join.with_outputs(DEAD_LETTERS, JOINED, main="examples")
         return LabelOutputs(results.examples, results[JOINED], results[DEAD_LETTERS])
+
+
+class _Attribution:
+    """One impression's attribution: the impression once shown, whether it was clicked, outcomes
+    that came before it (`early`) and the (id, origin) of the outcomes joined to it. Records
+    arrive one by one (`arrive`); when the window closes, `close` gives the label and the
+    early outcomes that never met their impression."""
+
+    def __init__(self, window_ms: int, model_key: str, state=None):
+        self.window_ms, self.model_key = window_ms, model_key
+        self.shown, self.clicked, self.early, self.joined = _unpack(state)
+        self.closes_at = None  # where the window's timer goes, once a record has set it
+
+    def arrive(self, row: Row):
+        """Yields what `row` decides now: a joined outcome's id, or a dead letter."""
+        if row.fields["event_type"] == "impression":
+            if self.shown is not None:
+                yield _dead("LabelImpressions", "duplicate impression", row)
+                return
+            self.shown, self.closes_at = row, row.event_time + self.window_ms
+            for outcome in sorted(self.early, key=lambda r: (r.event_time, r.event_id)):
+                yield from self._outcome(outcome)
+            self.early = []
+        elif self.shown is None:  # the outcome came first: wait for its impression until the window ends
+            self.early.append(row)
+            self.closes_at = row.event_time + self.window_ms
+        else:
+            yield from self._outcome(row)
+
+    def _outcome(self, outcome: Row):
+        if not self.shown.event_time <= outcome.event_time < self.shown.event_time + self.window_ms:
+            yield _dead("LabelImpressions", NO_IMPRESSION, outcome)
+            return
+        yield beam.pvalue.TaggedOutput(JOINED, outcome.event_id)
+        self.joined.append((outcome.event_id, tuple(outcome.origin)))
+        self.clicked = self.clicked or outcome.fields["event_type"] in POSITIVE
+
+    def close(self, closed_at_ms: int) -> tuple[Example | None, list]:
+        """(the label, or None without an impression; dead letters of the early outcomes)."""
+        label = None
+        if self.shown is not None:
+            label = Example(event_id=self.shown.event_id, event_time=closed_at_ms,
+                            x=impression_features(self.shown.fields), y=self.clicked, model_key=self.model_key,
+                            origin=tuple(self.shown.origin) + tuple(s for _, spans in self.joined for s in spans),
+                            mode=LEARN)
+        return label, [_dead("LabelImpressions", NO_IMPRESSION, orphan) for orphan in self.early]
+
+    def state(self) -> tuple:
+        return _pack(self.shown, self.clicked, self.early, self.joined)
 
 
 class _JoinDoFn(beam.DoFn):
@@ -101,51 +157,65 @@ class _JoinDoFn(beam.DoFn):
             if stored is not None:  # labelled before (by an earlier run): the same fate again
                 yield from _replay(row, json.loads(stored))
                 return
-        shown, clicked, early, joined = _unpack(state)
-        if row.fields["event_type"] == "impression":
-            if shown is not None:
-                yield _dead("LabelImpressions", "duplicate impression", row)
-                return
-            shown = row
-            close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
-            for outcome in sorted(early, key=lambda r: (r.event_time, r.event_id)):
-                clicked = yield from self._outcome(shown, outcome, clicked, joined)
-            early = []
-        elif shown is None:  # the outcome came first: wait for its impression until the window ends
-            early.append(row)
-            close.set(Timestamp(micros=(row.event_time + self.window_ms) * 1000))
-        else:
-            clicked = yield from self._outcome(shown, row, clicked, joined)
-        attribution.write(_pack(shown, clicked, early, joined))
-
-    def _outcome(self, shown: Row, outcome: Row, clicked: bool, joined: list):
-        """Yields the outcome's fate; returns whether the impression is now clicked. A joined
-        outcome's id and origin go with the label (into `joined`)."""
-        if not shown.event_time <= outcome.event_time < shown.event_time + self.window_ms:
-            yield _dead("LabelImpressions", NO_IMPRESSION, outcome)
-            return clicked
-        yield beam.pvalue.TaggedOutput(JOINED, outcome.event_id)
-        joined.append((outcome.event_id, tuple(outcome.origin)))
-        return clicked or outcome.fields["event_type"] in POSITIVE
+        join = _Attribution(self.window_ms, self.model_key, state)
+        yield from join.arrive(row)
+        if join.closes_at is not None:
+            close.set(Timestamp(micros=join.closes_at * 1000))
+        attribution.write(join.state())
 
     @userstate.on_timer(CLOSE)
     def close_window(self, fired_at=beam.DoFn.TimestampParam,
                      attribution=beam.DoFn.StateParam(ATTRIBUTION)):
-        shown, clicked, early, joined = _unpack(attribution.read())
-        if shown is not None:
-            label = Example(event_id=shown.event_id, event_time=fired_at.micros // 1000,
-                            x=impression_features(shown.fields), y=clicked, model_key=self.model_key,
-                            origin=tuple(shown.origin) + tuple(s for _, spans in joined for s in spans),
-                            mode=LEARN)
+        join = _Attribution(self.window_ms, self.model_key, attribution.read())
+        label, orphans = join.close(fired_at.micros // 1000)
+        if label is not None:
             if self._store is not None:  # durable first: what leaves here is in the store
-                stored = json.dumps({"label": _label_json(label), "joined": [i for i, _ in joined]})
+                stored = json.dumps({"label": _label_json(label), "joined": [i for i, _ in join.joined]})
                 self._store.save(LABELS, b"", (label.event_time, label.event_id),
                                  [(label.event_id, label.event_time, stored.encode())],
                                  keep_after_ms=label.event_time - LABEL_HORIZON_MS)
             yield label
-        for orphan in early:
-            yield _dead("LabelImpressions", NO_IMPRESSION, orphan)
+        yield from orphans
         attribution.clear()
+
+
+class _WithTimestamp(beam.DoFn):
+    """`(key, value)` -> `(key, (timestamp, value))`: a grouping keeps no element's time."""
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        key, value = element
+        yield key, (timestamp, value)
+
+
+class _JoinGroupDoFn(beam.DoFn):
+    """The batch form of `_JoinDoFn`: an impression id's records, all at once, arrive in (event
+    time, event id) order, and their outputs carry the times the streaming form gives them (a
+    record's own, and the window's close for what the close emits)."""
+
+    def __init__(self, window_ms: int, model_key: str, progress: str | None = None):
+        self.window_ms, self.model_key, self.progress = window_ms, model_key, progress
+
+    def process(self, element):
+        _, stamped = element
+        stamped = sorted(stamped, key=lambda tv: (tv[1].event_time, tv[1].event_id))
+        if self.progress:
+            add_progress(self.progress, len(stamped))
+        join = _Attribution(self.window_ms, self.model_key)
+        for timestamp, row in stamped:
+            for out in join.arrive(row):
+                yield _at(out, timestamp)
+        if join.closes_at is not None:
+            closed_at = Timestamp(micros=join.closes_at * 1000)
+            label, orphans = join.close(join.closes_at)
+            for out in ([label] if label is not None else []) + orphans:
+                yield _at(out, closed_at)
+
+
+def _at(output, timestamp):
+    """`output` (tagged or not) at `timestamp`."""
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(output.tag, beam.window.TimestampedValue(output.value, timestamp))
+    return beam.window.TimestampedValue(output, timestamp)
 
 
 def _replay(row: Row, stored: dict):
