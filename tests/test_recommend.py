@@ -27,6 +27,31 @@ def _row(event_id, kind, t, impression_id=None, user="u1"):
     return beam.window.TimestampedValue(Row(event_id, t, fields), t / 1000)
 
 
+def _at(value, t=beam.DoFn.TimestampParam):
+    """An output with its timestamp (ms)."""
+    return value, t.micros // 1000
+
+
+LABELS_AT = [(("imp1", True, 61_000), 61_000), (("imp2", False, 62_000), 62_000), (("imp3", False, 62_500), 62_500)]
+# c3 is refused when imp3 arrives, at imp3's time; c9 when its window closes
+DEAD_AT = [(("duplicate impression", "imp1"), 6_000), ((NO_IMPRESSION, "c3"), 2_500),
+           ((NO_IMPRESSION, "c2"), 70_000), ((NO_IMPRESSION, "c9"), 100_000)]
+
+
+def _check_labels(out, dead_letter_times=True):
+    """Without `dead_letter_times`, dead letters without their times: on a stream, c2 (after
+    imp2's window) may come after imp2's window closed (the watermark may pass 62 s while c2,
+    at 70 s, is still on its way), and is then refused when its own wait ends, at 130 s."""
+    assert_that(out.examples | beam.Map(lambda e: (e.event_id, e.y, e.event_time)) | "At" >> beam.Map(_at),
+                equal_to(LABELS_AT))
+    assert_that(out.joined_outcomes | "JoinedAt" >> beam.Map(_at), equal_to([("c1", 5_000)]), label="Joined")
+    dead = out.dead_letters | beam.Map(lambda d: (d.reason, json.loads(d.payload)["event_id"]))
+    if dead_letter_times:
+        assert_that(dead | "DeadAt" >> beam.Map(_at), equal_to(DEAD_AT), label="Dead")
+    else:
+        assert_that(dead, equal_to([d for d, _ in DEAD_AT]), label="Dead")
+
+
 def test_labels_by_outcome_within_the_window_in_streaming():
     stream = (TestStream()
               .add_elements([_row("imp1", "impression", 1_000), _row("imp2", "impression", 2_000),
@@ -38,13 +63,18 @@ def test_labels_by_outcome_within_the_window_in_streaming():
                              _row("c9", "click", 40_000, "imp9")])       # no such impression
               .advance_watermark_to_infinity())
     with TestPipeline(options=pipeline_options(["--streaming"])) as p:
-        out = p | stream | LabelImpressions(WINDOW_MS / 1000)
-        assert_that(out.examples | beam.Map(lambda e: (e.event_id, e.y, e.event_time)),
-                    equal_to([("imp1", True, 61_000), ("imp2", False, 62_000), ("imp3", False, 62_500)]))
-        assert_that(out.joined_outcomes, equal_to(["c1"]), label="Joined")
-        assert_that(out.dead_letters | beam.Map(lambda d: (d.reason, json.loads(d.payload)["event_id"])),
-                    equal_to([("duplicate impression", "imp1"), (NO_IMPRESSION, "c3"),
-                              (NO_IMPRESSION, "c2"), (NO_IMPRESSION, "c9")]), label="Dead")
+        _check_labels(p | stream | LabelImpressions(WINDOW_MS / 1000), dead_letter_times=False)
+
+
+def test_labels_in_batch_are_those_of_the_stream():
+    """The batch form (grouped, no state) over the same records as the streaming test above:
+    the same labels, joins and dead letters, at the times the stateful form gives them."""
+    rows = [_row("imp1", "impression", 1_000), _row("imp2", "impression", 2_000), _row("c3", "click", 2_000, "imp3"),
+            _row("c1", "click", 5_000, "imp1"), _row("imp3", "impression", 2_500), _row("imp1", "impression", 6_000),
+            _row("c2", "click", 70_000, "imp2"), _row("c9", "click", 40_000, "imp9")]
+
+    with TestPipeline(options=pipeline_options([])) as p:
+        _check_labels(p | beam.Create(rows) | LabelImpressions(WINDOW_MS / 1000))
 
 
 def test_a_restarted_labeller_gives_replayed_records_the_fates_they_had(tmp_path):

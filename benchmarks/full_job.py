@@ -1,0 +1,135 @@
+"""The main job as it runs, through Kafka: one row of `benchmarks.kafka_latency` (job `full`).
+
+`pipelines.recommend --source kafka --streaming --kafka_out PREFIX` runs as a separate process
+(validate -> user and item features -> labels -> three models -> scored predictions to Kafka)
+while simulated interactions are produced at a steady rate, each stamped with the wall clock
+as its event time (so event time is the time of sending). The attribution window is short
+(`WINDOW_S`) so that labels come within the run. Per impression of the main model, read back
+from `PREFIX.predictions`:
+
+- `prediction`: read time - impression time. The main job emits a prediction once it is
+  paired with its label, so this includes the attribution window (until the serving plane
+  serves predictions on arrival).
+- `freshness`: read time - the moment its label could be known (impression time + window: a
+  negative is known when the watermark passes it; a positive's label is also emitted then, so
+  every label waits the same). The scored prediction leaves only after the learner learned the
+  label, so this bounds "label knowable -> learned" from above.
+
+Only impressions whose window closed before the last record was sent count: the job is then
+stopped by far-ahead records on every partition, which move the watermark past everything.
+`sustained_eps` is the records sent up to that point over the time from the first send to the
+last counted prediction read.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import fastavro
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+import schemas
+import simulator
+from core.kafka import encode, ensure_topic
+from transforms.runners import ROOT
+
+WINDOW_S = 10  # the attribution window (the simulator's shortest)
+PARTITIONS = 3
+MAIN = "recommender"
+
+
+def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: list[str], python: str,
+                 runner: str) -> dict:
+    """One run of the main job at `rate` records/s (0: as fast as possible)."""
+    topic, prefix = f"bench-full-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
+    ensure_topic(bootstrap, topic, PARTITIONS)
+    ensure_topic(bootstrap, f"{prefix}.predictions", 1)
+    (ROOT / "out").mkdir(exist_ok=True)
+    log = open(ROOT / "out" / f"bench-full-{runner.replace(':', '-')}.log", "w")
+    job = subprocess.Popen(
+        [python, "-m", "pipelines.recommend", "--source", "kafka", "--bootstrap", bootstrap, "--topic", topic,
+         "--group", topic, "--kafka_out", prefix, "--streaming", "--attribution_minutes", str(WINDOW_S / 60),
+         "--metrics_minutes", "1", "--allowed_lateness_s", "0", "--output", str(ROOT / "out" / "bench-full")]
+        + runner_flags, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    reads, done = {}, threading.Event()
+    reader = threading.Thread(target=_read_predictions, args=(bootstrap, f"{prefix}.predictions", reads, done),
+                              daemon=True)
+    reader.start()
+    try:
+        time.sleep(20)  # the job starts (a runner, a job server): not the pipeline's latency
+        config = simulator.SimulatorConfig(impressions=impressions, late_fraction=0.0, malformed_fraction=0.0,
+                                           attribution_window_ms=WINDOW_S * 1000)
+        sent_at, last = _produce(bootstrap, topic, list(simulator.generate(config)), rate)
+        counted = {i: t for i, t in sent_at.items() if t + WINDOW_S * 1000 < last}
+        _wait(lambda: counted.keys() <= reads.keys() or job.poll() is not None, 60 + len(counted) / 20)
+    finally:
+        done.set()
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGTERM)
+        job.wait()
+    got = [(reads[i], t) for i, t in counted.items() if i in reads]
+    first = min(sent_at.values())
+    prediction = sorted((r - t) / 1000 for r, t in got)
+    freshness = sorted((r - t) / 1000 - WINDOW_S for r, t in got)
+    pick = lambda xs, q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else None  # noqa: E731
+    records = sum(1 for t in sent_at.values() if t <= max(counted.values(), default=first))
+    return {"job": "full", "runner": runner, "rate": rate or "max", "impressions": len(counted),
+            "predictions": len(got),
+            "sustained_eps": round(records / max((max(r for r, _ in got) - first) / 1000, 1e-9), 1) if got else 0,
+            "freshness_p50_s": pick(freshness, 0.5), "freshness_p99_s": pick(freshness, 0.99),
+            "prediction_p99_s": pick(prediction, 0.99)}
+
+
+def _produce(bootstrap, topic, events, rate):
+    """Sends `events` at `rate` records/s, each stamped now; returns ({impression id: sent ms},
+    the last send ms), after one far-ahead record per partition."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    sent_at, began = {}, time.monotonic()
+    for i, event in enumerate(events):
+        ahead = i / rate - (time.monotonic() - began) if rate else 0
+        if ahead > 0:
+            time.sleep(ahead)
+        now = int(time.time() * 1000)
+        event = dict(event, event_time=now)
+        producer.produce(topic, key=event["user_id"].encode(), value=encode(event, "interaction"))
+        producer.poll(0)
+        if event["event_type"] == "impression":
+            sent_at[event["event_id"]] = now
+    last = int(time.time() * 1000)
+    for p in range(PARTITIONS):
+        tick = dict(events[0], event_id=f"tick-{p}", event_type="impression", event_time=last + 600_000)
+        producer.produce(topic, partition=p, value=encode(tick, "interaction"))
+    producer.flush(30)
+    return sent_at, last
+
+
+def _read_predictions(bootstrap, topic, reads, done):
+    """{impression id: read ms} of the main model's predictions, until `done`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    schema = schemas.load("prediction")
+    while not done.is_set():
+        for m in consumer.consume(500, timeout=0.2):
+            if m.error() is None:
+                p = fastavro.schemaless_reader(io.BytesIO(m.value()), schema)
+                if p["model_key"] == MAIN:
+                    reads.setdefault(p["event_id"], int(time.time() * 1000))
+    consumer.close()
+
+
+def _wait(condition, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure_full("127.0.0.1:19092", int(sys.argv[1]), float(sys.argv[2]), [], sys.executable,
+                                  "local")))
