@@ -2,7 +2,7 @@
 
 `pipelines.recommend --source kafka --streaming --kafka_out PREFIX` runs as a separate process
 (validate -> user and item features -> labels -> three models -> scored predictions to Kafka)
-while simulated interactions are produced at a steady rate, each stamped with the wall clock
+on the local runner or a Flink cluster, while simulated interactions are produced at a steady rate, each stamped with the wall clock
 as its event time (so event time is the time of sending). The attribution window is short
 (`WINDOW_S`) so that labels come within the run. Per impression of the main model, read back
 from `PREFIX.predictions`:
@@ -37,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import schemas
 import simulator
+from benchmarks.flink_jobs import cancel_flink_jobs, flink_jobs, wait_until_flink_runs
 from core.kafka import encode, ensure_topic
 from transforms.runners import ROOT
 
@@ -53,6 +54,8 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
     ensure_topic(bootstrap, f"{prefix}.predictions", 1)
     (ROOT / "out").mkdir(exist_ok=True)
     log = open(ROOT / "out" / f"bench-full-{runner.replace(':', '-')}.log", "w")
+    flink = runner != "local"
+    before = flink_jobs("RUNNING") if flink else set()
     job = subprocess.Popen(
         [python, "-m", "pipelines.recommend", "--source", "kafka", "--bootstrap", bootstrap, "--topic", topic,
          "--group", topic, "--kafka_out", prefix, "--streaming", "--attribution_minutes", str(WINDOW_S / 60),
@@ -63,7 +66,8 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
                               daemon=True)
     reader.start()
     try:
-        time.sleep(20)  # the job starts (a runner, a job server): not the pipeline's latency
+        # The job starts (a runner, a job server, a Flink deployment): not the pipeline's latency.
+        wait_until_flink_runs(before) if flink else time.sleep(20)
         config = simulator.SimulatorConfig(impressions=impressions, late_fraction=0.0, malformed_fraction=0.0,
                                            attribution_window_ms=WINDOW_S * 1000)
         sent_at, last = _produce(bootstrap, topic, list(simulator.generate(config)), rate)
@@ -71,6 +75,8 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
         _wait(lambda: counted.keys() <= reads.keys() or job.poll() is not None, 60 + len(counted) / 20)
     finally:
         done.set()
+        if flink:
+            cancel_flink_jobs(flink_jobs("RUNNING") - before)
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGTERM)
         job.wait()

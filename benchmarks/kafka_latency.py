@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 
 import apache_beam as beam
@@ -37,6 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 import schemas
 import simulator
+from benchmarks.flink_jobs import cancel_flink_jobs, flink_jobs, runner_args, wait_until_flink_runs
 from benchmarks.full_job import measure_full
 from core.interactions import impression_features
 from core.kafka import ensure_topic, produce
@@ -53,50 +52,12 @@ def _example(row):
     return Example(row.event_id, row.event_time, impression_features(row.fields), clicked)
 
 
-FLINK_MASTER = f"127.0.0.1:{os.environ.get('FLINK_REST_PORT', '18081')}"
-
-
-def runner_args(runner: str) -> list[str]:
-    """Beam flags of `local` or `flink:PARALLELISM`."""
-    if runner == "local":
-        return []
-    name, _, parallelism = runner.partition(":")
-    if name != "flink" or not parallelism.isdigit():
-        raise ValueError(f"runner {runner!r}: use local or flink:PARALLELISM (e.g. flink:2)")
-    return ["--runner=FlinkRunner", f"--flink_master={FLINK_MASTER}", f"--parallelism={parallelism}"]
-
-
-def _flink_jobs(state: str) -> set:
-    with urllib.request.urlopen(f"http://{FLINK_MASTER}/jobs/overview", timeout=10) as r:
-        return {j["jid"] for j in json.load(r)["jobs"] if j["state"] == state}
-
-
-def _wait_until_flink_runs(before: set, timeout_s: float = 300) -> None:
-    """Until a new Flink job runs with all its tasks (job server, expansion and deployment
-    take tens of seconds: not latency of the pipeline)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for jid in _flink_jobs("RUNNING") - before:
-            with urllib.request.urlopen(f"http://{FLINK_MASTER}/jobs/{jid}", timeout=10) as r:
-                if all(v["status"] == "RUNNING" for v in json.load(r)["vertices"]):
-                    return
-        time.sleep(1)
-    raise TimeoutError("the Flink job did not start running")
-
-
-def _cancel_flink_jobs(jids) -> None:
-    """Cancels Flink jobs by REST: cancelling through Beam's job service left them running."""
-    for jid in jids:
-        request = urllib.request.Request(f"http://{FLINK_MASTER}/jobs/{jid}?mode=cancel", method="PATCH")
-        urllib.request.urlopen(request, timeout=10).close()
-
-
 def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> dict:
     topic, out_topic = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
     ensure_topic(bootstrap, topic, 3)
     ensure_topic(bootstrap, out_topic, 1)
     flink = runner != "local"
-    before = _flink_jobs("RUNNING") if flink else set()
+    before = flink_jobs("RUNNING") if flink else set()
     p = beam.Pipeline(options=pipeline_options(["--streaming"] + runner_args(runner)))
     rows = (p | "Read" >> ReadFromKafka(bootstrap, [topic], f"bench-{uuid.uuid4().hex[:6]}",
                                                poll_records=200)
@@ -126,7 +87,7 @@ def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
     if flink:
-        _wait_until_flink_runs(before)
+        wait_until_flink_runs(before)
     time.sleep(5)  # let the pipeline start reading
 
     def stamped():  # event time = wall clock at send time
@@ -140,7 +101,7 @@ def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> 
     elapsed = max(last_at[0] - start, 1e-9)
     done.set()
     if flink:
-        _cancel_flink_jobs(_flink_jobs("RUNNING") - before)
+        cancel_flink_jobs(flink_jobs("RUNNING") - before)
     else:
         result.cancel()
     latencies.sort()
@@ -187,8 +148,7 @@ def main(argv=None):
             for rate in map(float, args.rates.split(",")):
                 if "reduced" in args.jobs:
                     results.append(measure(args.bootstrap, args.events, rate, runner))
-                if "full" in args.jobs and runner == "local":  # (Flink: the endless job outlives its
-                    # client and must be cancelled by REST, as `measure` does: not wired yet)
+                if "full" in args.jobs:
                     results.append(measure_full(args.bootstrap, args.events, rate, runner_args(runner),
                                                 sys.executable, runner))
     print(f"{'job':>8} {'runner':>8} {'rate':>6} {'impressions':>11} {'predictions':>11} {'events/s':>9} "

@@ -142,10 +142,13 @@ def test_a_run_that_was_altered_or_cut_is_refused(tmp_path):
         list(read_run(str(tmp_path / "elsewhere"), keys))
 
 
-def test_streaming_predictions_equal_batch_predictions():
+@pytest.mark.parametrize("tick_ms", [1, 250, 7_000])
+def test_streaming_predictions_equal_batch_predictions(tick_ms):
+    """Whatever the tick (events 1 s apart: one, or several per key per tick), and though the
+    watermark moves in steps of 25 events while some wait."""
     examples = phishing_examples(200, ("a", "b"))
     with TestPipeline(options=STREAMING) as p:
-        out = p | _stream_of(examples) | LearnOnline(BINARY)
+        out = p | _stream_of(examples) | LearnOnline(BINARY, tick_ms=tick_ms)
         assert_that(out.predictions | beam.Map(_summary), equal_to(_expected(examples)))
 
 

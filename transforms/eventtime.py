@@ -16,17 +16,28 @@ exceeds those of the stages feeding it:
 Without this, two events of one millisecond reached by paths of different depth could be
 applied in a different order than in batch (seen as rare batch/streaming mismatches).
 
-Ordered stages (entity features, the learner) keep two event-time timers per key: `flush` at
-the earliest waiting event holds the output watermark there, so what they emit keeps its
-event's time; `sweep` at the latest applies a whole backlog in one firing once the watermark
-has passed it (a replay, a catch-up), not one firing per event time (a bundle round trip each
-on Prism and Flink). `await_events` and `rearm` set them.
+Ordered stages (entity features, the learner) keep three event-time timers per key:
+
+- `flush` at the earliest waiting event holds the output watermark there, so what they emit
+  keeps its event's time;
+- `tick` at the end of the earliest waiting event's tick (event time cut in steps of `tick_ms`)
+  applies the whole tick in one firing. A firing applies only what is at or before its own
+  timestamp (the one time it knows the watermark has passed), so with `flush` alone a key
+  behind a live stream caught up one event time per firing: one bundle round trip each (on
+  Prism about 20 ms per key), slower than events arrived;
+- `sweep` at the latest applies a whole backlog in one firing once the watermark has passed
+  it (a replay, a catch-up).
+
+`await_events` and `rearm` set them.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from apache_beam.utils.timestamp import Timestamp
 
 USER_FEATURES_US, ITEM_FEATURES_US, LEARNER_US = 1, 2, 999
+TICK_MS = 250  # the default tick (see `Timers`)
 
 
 def stamp(event_time_ms: int, offset_us: int = 0) -> Timestamp:
@@ -43,33 +54,56 @@ def millis(timestamp: Timestamp) -> int:
     return timestamp.micros // 1000
 
 
-def await_events(first: int, last: int, earliest, latest, flush, sweep, offset_us: int):
-    """Timers for events at times `first`..`last` (ms) joining those waiting in
-    [earliest, latest]; returns the new (earliest, latest), or None when both timers already
-    cover them."""
-    if earliest is not None and earliest <= first and last <= latest:
-        return None
-    if earliest is None or first < earliest:
-        earliest = first
-        flush.set(stamp(first, offset_us))
-    if latest is None or last > latest:
-        latest = last
-    if latest > earliest:  # one event time waiting: `flush` alone applies it
-        sweep.set(stamp(latest, offset_us))
-    return earliest, latest
+def tick_end(event_time_ms: int, tick_ms: int) -> int:
+    """The last millisecond of the tick that holds `event_time_ms`.
+
+    >>> tick_end(1_000, 250), tick_end(1_249, 250), tick_end(1_250, 250)
+    (1249, 1249, 1499)
+    """
+    return event_time_ms - event_time_ms % tick_ms + tick_ms - 1
 
 
-def rearm(waiting_times, applied: bool, flush, sweep, other, offset_us: int):
-    """After a firing: timers for the events still waiting (their times); `other` is the timer
-    that did not fire. Returns the new (earliest, latest), (None, None) when nothing waits."""
-    if waiting_times:
-        earliest, latest = min(waiting_times), max(waiting_times)
-        flush.set(stamp(earliest, offset_us))
-        if latest > earliest:
-            sweep.set(stamp(latest, offset_us))
-        else:
-            sweep.clear()
-        return earliest, latest
-    if applied:
-        other.clear()  # nothing waits: the other timer would find nothing to apply
-    return None, None
+class Timers(NamedTuple):
+    """A stage's three timers (see the module's docstring), its offset and its tick."""
+    flush: object
+    tick: object
+    sweep: object
+    offset_us: int
+    tick_ms: int
+
+    def awaiting(self, first: int, last: int, earliest, latest):
+        """Timers for events at times `first`..`last` (ms) joining those waiting in
+        [earliest, latest]; returns the new (earliest, latest), or None when the timers already
+        cover them."""
+        if earliest is not None and earliest <= first and last <= latest:
+            return None
+        new_earliest = first if earliest is None else min(first, earliest)
+        new_latest = last if latest is None else max(last, latest)
+        if new_earliest != earliest:
+            self.flush.set(stamp(new_earliest, self.offset_us))
+        if new_latest > new_earliest:  # one event time waiting: `flush` alone applies it
+            self.sweep.set(stamp(new_latest, self.offset_us))
+            end = tick_end(new_earliest, self.tick_ms)
+            was_set = earliest is not None and tick_end(earliest, self.tick_ms) < latest
+            if end < new_latest and not (new_earliest == earliest and was_set):
+                self.tick.set(stamp(end, self.offset_us))
+        return new_earliest, new_latest
+
+    def rearm(self, waiting_times, applied: bool, fired: str):
+        """After the firing of timer `fired`: timers for the events still waiting (their times).
+        Returns the new (earliest, latest), (None, None) when nothing waits."""
+        if waiting_times:
+            earliest, latest = min(waiting_times), max(waiting_times)
+            self.flush.set(stamp(earliest, self.offset_us))
+            end = tick_end(earliest, self.tick_ms)
+            for timer, at, needed in ((self.sweep, latest, latest > earliest), (self.tick, end, end < latest)):
+                if needed:
+                    timer.set(stamp(at, self.offset_us))
+                else:
+                    timer.clear()
+            return earliest, latest
+        if applied:  # nothing waits: the others would find nothing to apply
+            for name in ("flush", "tick", "sweep"):
+                if name != fired:
+                    getattr(self, name).clear()
+        return None, None

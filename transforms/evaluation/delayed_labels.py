@@ -90,6 +90,7 @@ class _PairDoFn(beam.DoFn):
         if type(earlier) is type(record):
             return  # a replayed copy of what is waiting: its pair is still to come
         first.clear()
+        expire.clear()  # else it fires for nothing: a firing per event, the stage's main cost
         yield _scored(earlier, record)
 
     @userstate.on_timer(EXPIRE)

@@ -33,7 +33,7 @@ from core.features import PROFILES, featurise, order, profile_key, with_features
 from core.records import Row
 from stores import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.eventtime import ITEM_FEATURES_US, USER_FEATURES_US, await_events, millis, rearm, stamp
+from transforms.eventtime import ITEM_FEATURES_US, TICK_MS, USER_FEATURES_US, Timers, millis, stamp
 from transforms.progress import add_progress
 from transforms.runners import is_streaming
 
@@ -73,7 +73,7 @@ class AddEntityFeatures(beam.PTransform):
 
 class _ProfileDoFn(beam.DoFn):
     """A profile per key; rows wait in state until the watermark passes them, then are applied
-    in order, with `flush` and `sweep` timers as in the learner (`transforms.eventtime`; without
+    in order, with `flush`, `tick` and `sweep` timers as in the learner (`transforms.eventtime`; without
     `sweep`, a topic replayed on Flink went at about 6 rows/s).
 
     Arriving rows are appended to a bag (`pending`): an arrival writes one row, whatever waits.
@@ -91,10 +91,11 @@ class _ProfileDoFn(beam.DoFn):
     # (earliest, latest) event time waiting
     PENDING_SPAN = userstate.ReadModifyWriteStateSpec("pending_span", coders.FastPrimitivesCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
+    TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
 
-    def __init__(self, kind: str, store: str | None = None, progress: str | None = None):
-        self.kind, self.store, self.progress = kind, store, progress
+    def __init__(self, kind: str, store: str | None = None, progress: str | None = None, tick_ms: int = TICK_MS):
+        self.kind, self.store, self.progress, self.tick_ms = kind, store, progress, tick_ms
         self.profile_type, self.offset_us = PROFILES[kind][0], OFFSETS_US[kind]
 
     def setup(self):
@@ -105,12 +106,12 @@ class _ProfileDoFn(beam.DoFn):
             self._store.close()
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
-                pending_span=beam.DoFn.StateParam(PENDING_SPAN),
-                flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
+                pending_span=beam.DoFn.StateParam(PENDING_SPAN), flush=beam.DoFn.TimerParam(FLUSH),
+                tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
         _, row = element
         pending.add(row)
         earliest, latest = pending_span.read() or (None, None)
-        span = await_events(row.event_time, row.event_time, earliest, latest, flush, sweep, self.offset_us)
+        span = self._timers(flush, tick, sweep).awaiting(row.event_time, row.event_time, earliest, latest)
         if span is not None:
             pending_span.write(span)
 
@@ -118,19 +119,33 @@ class _ProfileDoFn(beam.DoFn):
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  profile_state=beam.DoFn.StateParam(PROFILE), pending=beam.DoFn.StateParam(PENDING),
                  left=beam.DoFn.StateParam(LEFT), pending_span=beam.DoFn.StateParam(PENDING_SPAN),
-                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
+                 flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                 sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self.apply_ready_events(key, fired_at, profile_state, pending, left, pending_span,
-                                           flush, sweep, other=sweep)
+                                           self._timers(flush, tick, sweep), "flush")
+
+    @userstate.on_timer(TICK)
+    def on_tick(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
+                profile_state=beam.DoFn.StateParam(PROFILE), pending=beam.DoFn.StateParam(PENDING),
+                left=beam.DoFn.StateParam(LEFT), pending_span=beam.DoFn.StateParam(PENDING_SPAN),
+                flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                sweep=beam.DoFn.TimerParam(SWEEP)):
+        yield from self.apply_ready_events(key, fired_at, profile_state, pending, left, pending_span,
+                                           self._timers(flush, tick, sweep), "tick")
 
     @userstate.on_timer(SWEEP)
     def on_sweep(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  profile_state=beam.DoFn.StateParam(PROFILE), pending=beam.DoFn.StateParam(PENDING),
                  left=beam.DoFn.StateParam(LEFT), pending_span=beam.DoFn.StateParam(PENDING_SPAN),
-                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
+                 flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                 sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self.apply_ready_events(key, fired_at, profile_state, pending, left, pending_span,
-                                           flush, sweep, other=flush)
+                                           self._timers(flush, tick, sweep), "sweep")
 
-    def apply_ready_events(self, key, fired_at, profile_state, pending, left, pending_span, flush, sweep, other):
+    def _timers(self, flush, tick, sweep) -> Timers:
+        return Timers(flush, tick, sweep, self.offset_us, self.tick_ms)
+
+    def apply_ready_events(self, key, fired_at, profile_state, pending, left, pending_span, timers, fired):
         """Applies the waiting rows at or before `fired_at`: `pending` is the bag of arrivals,
         `left` the cell of rows an earlier firing left waiting."""
         fired_ms = millis(fired_at)
@@ -139,7 +154,7 @@ class _ProfileDoFn(beam.DoFn):
         for row in itertools.chain(map(_unpack, left.read() or ()), pending.read()):
             (ready if row.event_time <= fired_ms else waiting).append(row)
         pending.clear()
-        span = rearm([r.event_time for r in waiting], bool(ready), flush, sweep, other, self.offset_us)
+        span = timers.rearm([r.event_time for r in waiting], bool(ready), fired)
         if waiting:
             left.write(tuple(map(_pack, waiting)))
             pending_span.write(span)

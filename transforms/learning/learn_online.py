@@ -13,9 +13,10 @@ streaming:
 - streaming: events wait in Beam state until the watermark passes them. An event-time timer
   at the earliest waiting event (`flush`) fires when the watermark passes it (just after: see
   `transforms.eventtime`); its timestamp holds the output watermark, so predictions keep their
-  events' time. A second timer at the latest waiting event (`sweep`) applies a whole backlog in
-  one firing once the watermark has passed it all (a replay, a file, a catch-up). A firing
-  applies every waiting event at or before its own timestamp.
+  events' time. A second timer at the end of that event's tick (`tick_ms` of event time)
+  applies the tick's events in one firing, and a third at the latest waiting event (`sweep`)
+  applies a whole backlog in one firing once the watermark has passed it all (a replay, a
+  file, a catch-up). A firing applies every waiting event at or before its own timestamp.
 
 Either way, events reach the learner's runs or state in chunks (`transforms.chunks`): one
 element per key and bundle, not one per event.
@@ -44,6 +45,7 @@ from core.learning import Learner, check_mini_batch
 from core.records import Example
 from models import factory, serde
 from transforms.chunks import ChunkPerKey
+from transforms.eventtime import TICK_MS
 from transforms.learning.base import DEAD_LETTERS, LEARNED
 from transforms.learning.batch import LearnBounded
 from transforms.learning.streaming import PredictThenLearnDoFn
@@ -86,17 +88,23 @@ class LearnOnline(beam.PTransform):
             figures) may differ from a batch run over the same events. Only models whose every
             step has `learn_many` (and `transform_many` / `predict_proba_many`) qualify, e.g.
             `preprocessing.StandardScaler() | linear_model.LogisticRegression()`.
+        tick_ms: in streaming, the events of each tick of event time are applied together,
+            once the watermark has passed the tick (see `transforms.eventtime`): a key keeps up
+            with a stream as long as a firing takes less than a tick. Results do not depend on
+            it; latency grows with it.
         progress: name of a progress counter (`transforms.progress`) to tick with the events
             applied, for a progress bar; None: none.
     """
 
     def __init__(self, model_spec: str | dict, key_file: str | None = None, store: str | None = None,
                  replay_horizon_s: float = 24 * 3600, mini_batch: int = 0, progress: str | None = None,
-                 signing_key=None):
+                 signing_key=None, tick_ms: int = TICK_MS):
         super().__init__()
         if signing_key is not None:
             raise TypeError("LearnOnline takes no signing_key (it would be pickled into the pipeline): "
                             "give key_file=, --state_key_file or $STREAMML_STATE_KEY")
+        if tick_ms < 1:
+            raise ValueError(f"tick_ms must be >= 1, not {tick_ms}")
         if mini_batch < 0:
             raise ValueError(f"mini_batch must be >= 0, not {mini_batch}")
         for spec in (model_spec.values() if isinstance(model_spec, dict) else [model_spec]):
@@ -104,7 +112,7 @@ class LearnOnline(beam.PTransform):
             if mini_batch:
                 check_mini_batch(model, spec)
         self.model_spec, self.store, self.replay_horizon_ms = model_spec, store, int(replay_horizon_s * 1000)
-        self.mini_batch, self.progress, self.key_file = mini_batch, progress, key_file
+        self.mini_batch, self.progress, self.key_file, self.tick_ms = mini_batch, progress, key_file, tick_ms
 
     def expand(self, examples):
         key_file = self.key_file or examples.pipeline.options.view_as(StateKeyOptions).state_key_file
@@ -116,7 +124,7 @@ class LearnOnline(beam.PTransform):
                        | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
                            beam.typehints.KV[str, Example])
                        | "Chunk" >> ChunkPerKey()
-                       | "PredictThenLearn" >> beam.ParDo(PredictThenLearnDoFn(learner, self.progress)).with_outputs(
+                       | "PredictThenLearn" >> beam.ParDo(PredictThenLearnDoFn(learner, self.progress, self.tick_ms)).with_outputs(
                            DEAD_LETTERS, LEARNED, main="predictions"))
         else:
             temp_dir = examples.pipeline.options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()

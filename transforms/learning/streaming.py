@@ -1,26 +1,31 @@
 """The learner on a stream: events wait in Beam state until the watermark passes them, then are
 applied in order by `core.learning.Learner`.
 
-Two timers per key: `flush` at the earliest waiting event (it holds the output watermark
-there, so predictions keep their events' time) and `sweep` at the latest one. A firing applies
-every waiting event at or before its own timestamp. Live, `flush` fires event time by event
-time as the watermark advances; when the watermark has jumped past many waiting events (a
-backlog, a replayed file), `sweep` applies them all in one firing instead of one firing per
-event time.
+Three timers per key (`transforms.eventtime.Timers`): `flush` at the earliest waiting event
+(it holds the output watermark there, so predictions keep their events' time), `tick` at the
+end of that event's tick, `sweep` at the latest waiting event. A firing applies every waiting
+event at or before its own timestamp.
 
-Two value cells per key: `clock` (the last applied event's order and the earliest and latest
-waiting event times, read for every incoming event, written by firings without being read)
-and `model` (the signed model bytes, the same clock and the events a firing left for later,
-read and written once per firing). With a single waiting event time only `flush` is set. Bytes
-are cheap for Beam's state cache to size; the live model of the last firing stays in memory
-and is reused while the state still holds the bytes it was saved as. A retried bundle starts
-again from the committed model and buffer: nothing is lost or learned twice.
+State per key: a bag of arrivals (`pending`, only appended to by `process`), a cell of the
+events a compaction kept (`left`), the model (`model`: signed bytes and the clock, the order
+of the last applied event) and `clock` (that order, the waiting span, the number of arrivals
+in the bag and a token that changes with every write). An event in the bag at or before the
+clock was applied (or refused) already: the bag is compacted into `left` only when such dead
+events outnumber the waiting ones, so a firing does not rewrite the waiting events.
+
+A firing must not read them either: on Prism each bag read comes over the runner's API and is
+decoded whole (once per firing, it made the learner quadratic in the events waiting behind a
+live stream). So each worker keeps, per key, the live model and the waiting events as of the
+token it last wrote; a firing that finds the same token in `clock` uses them and reads neither
+the bag nor the model bytes. Any other token (a retried bundle, another worker, a restart)
+rebuilds them from state: nothing is lost or learned twice.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import itertools
+import secrets
 
 import apache_beam as beam
 from apache_beam import coders
@@ -29,98 +34,146 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from core.records import Example
 from transforms import coders as record_coders
-from transforms.eventtime import LEARNER_US, await_events, millis, rearm
+from transforms.eventtime import LEARNER_US, TICK_MS, Timers, millis
 from transforms.learning.base import LearnerDoFn, emit, emit_replayed
+
+
+@dataclasses.dataclass
+class _Live:
+    """What a worker keeps of a key between firings, valid while `clock` holds `token`."""
+    token: int | None
+    blob: bytes | None  # the model as saved
+    clock: tuple | None  # the order of the last event it applied
+    model: object
+    step: int
+    waiting: list  # the waiting Examples
 
 
 class PredictThenLearnDoFn(LearnerDoFn):
     """`(model key, [Example, ...])` chunks -> predictions, dead letters, learned examples."""
 
+    # (applied order, earliest waiting, latest waiting, arrivals in the bag, token)
     CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.FastPrimitivesCoder())
     PENDING = userstate.BagStateSpec("pending", record_coders.ExampleCoder())
-    # The model blob and the events a firing leaves for later, in one cell: on Prism 2.77 a bag
-    # cleared and refilled within a timer callback lost some elements and repeated others; the
-    # bag is now only appended to (process) and cleared (timer).
-    MODEL = userstate.ReadModifyWriteStateSpec("model", coders.FastPrimitivesCoder())
+    MODEL = userstate.ReadModifyWriteStateSpec("model", coders.FastPrimitivesCoder())  # (blob, clock)
+    # Events a compaction of `pending` kept: on Prism 2.77 a bag cleared and refilled within a
+    # timer callback lost some elements and repeated others, so the bag is only appended to
+    # (process) and cleared (timers).
+    LEFT = userstate.ReadModifyWriteStateSpec("left", coders.FastPrimitivesCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
+    TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
-    LIVE_MODELS = 10_000  # live models kept in memory (least recently used dropped)
+    LIVE_KEYS = 10_000  # keys whose live model and waiting events a worker keeps (least recent dropped)
+
+    def __init__(self, learner, progress=None, tick_ms: int = TICK_MS):
+        super().__init__(learner, progress)
+        self.tick_ms = tick_ms
 
     def setup(self):
         super().setup()
-        self._live = collections.OrderedDict()  # key -> (blob it was written as, model, step)
+        self._live: collections.OrderedDict[str, _Live] = collections.OrderedDict()
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK),
-                pending=beam.DoFn.StateParam(PENDING),
-                flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
+                pending=beam.DoFn.StateParam(PENDING), flush=beam.DoFn.TimerParam(FLUSH),
+                tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
         key, chunk = element
-        applied_up_to, earliest, latest = clock_state.read() or (None, None, None)
+        applied_up_to, earliest, latest, in_bag, token = clock_state.read() or (None, None, None, 0, None)
         applied = tuple(applied_up_to) if applied_up_to is not None else None
-        seen, times = [], []
+        seen, fresh = [], []
         for example in chunk:
             if applied is not None and example.order() <= applied:
                 seen.append(example)
             else:
                 pending.add(example)
-                times.append(example.event_time)
+                fresh.append(example)
         if seen:
             yield from emit_replayed(self.learner.replay_or_late(key, seen, applied))
-        if times:
-            span = await_events(min(times), max(times), earliest, latest, flush, sweep, LEARNER_US)
-            if span is not None:
-                clock_state.write((applied_up_to, *span))
+        if fresh:
+            times = [e.event_time for e in fresh]
+            timers = Timers(flush, tick, sweep, LEARNER_US, self.tick_ms)
+            earliest, latest = timers.awaiting(min(times), max(times), earliest, latest) or (earliest, latest)
+            live = self._live.pop(key, None)
+            new_token = secrets.randbits(63)
+            if live is not None and live.token == token:
+                live.token = new_token
+                live.waiting.extend(fresh)
+                self._live[key] = live
+            clock_state.write((applied_up_to, earliest, latest, in_bag + len(fresh), new_token))
 
     @userstate.on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
-                 pending=beam.DoFn.StateParam(PENDING),
-                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
-        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, flush, sweep,
-                                           other=sweep)
+                 pending=beam.DoFn.StateParam(PENDING), left=beam.DoFn.StateParam(LEFT),
+                 flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                 sweep=beam.DoFn.TimerParam(SWEEP)):
+        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, left,
+                                           Timers(flush, tick, sweep, LEARNER_US, self.tick_ms), "flush")
+
+    @userstate.on_timer(TICK)
+    def on_tick(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
+                clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
+                pending=beam.DoFn.StateParam(PENDING), left=beam.DoFn.StateParam(LEFT),
+                flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                sweep=beam.DoFn.TimerParam(SWEEP)):
+        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, left,
+                                           Timers(flush, tick, sweep, LEARNER_US, self.tick_ms), "tick")
 
     @userstate.on_timer(SWEEP)
     def on_sweep(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
-                 pending=beam.DoFn.StateParam(PENDING),
-                 flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
-        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, flush, sweep,
-                                           other=flush)
+                 pending=beam.DoFn.StateParam(PENDING), left=beam.DoFn.StateParam(LEFT),
+                 flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                 sweep=beam.DoFn.TimerParam(SWEEP)):
+        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, left,
+                                           Timers(flush, tick, sweep, LEARNER_US, self.tick_ms), "sweep")
 
-    def apply_ready_events(self, key, fired_at, clock_state, model_state, pending, flush, sweep, other):
+    def apply_ready_events(self, key, fired_at, clock_state, model_state, pending, left, timers, fired):
+        """Applies the waiting events at or before `fired_at`."""
         fired_ms = millis(fired_at)
-        # The model cell keeps its own copy of the clock: a firing reads one cell, not two.
-        blob, clock, left = model_state.read() or (None, None, ())
+        _, _, _, in_bag, token = clock_state.read() or (None, None, None, 0, None)
+        live = self._live.pop(key, None)  # put back only once this firing has fully succeeded
+        if live is None or live.token != token:
+            live = self._from_state(key, model_state, pending, left)
+        applied = live.clock and tuple(live.clock)
+        # (An event at or before the clock waits only after a restart resumed a snapshot that
+        # has seen it: it is replayed now, whatever its time.)
         ready, waiting = [], []
-        for example in itertools.chain((Example(*fields) for fields in left), pending.read()):
-            (ready if example.event_time <= fired_ms else waiting).append(example)
-        pending.clear()
-        earliest, latest = rearm([e.event_time for e in waiting], bool(ready), flush, sweep, other, LEARNER_US)
-        waiting_fields = tuple(_fields(e) for e in waiting)
-        if not ready:
-            clock_state.write((clock, earliest, latest))
-            if left or waiting:
-                model_state.write((blob, clock, waiting_fields))
-            return
+        for e in live.waiting:
+            (ready if e.event_time <= fired_ms or (applied and e.order() <= applied) else waiting).append(e)
+        earliest, latest = timers.rearm([e.event_time for e in waiting], bool(ready), fired)
+        if in_bag > 2 * len(waiting):  # the bag is mostly dead events: compact it
+            pending.clear()
+            if waiting:
+                left.write(tuple(_fields(e) for e in waiting))
+            else:
+                left.clear()
+            in_bag = 0
+        if ready:
+            out, made, learned, last, live.step = self.learner.apply(key, ready, live.model, live.step, live.clock)
+            if last is not None:
+                live.blob = self.learner.save(key, live.model, live.step, last, made, learned)
+                live.clock = last
+            model_state.write((live.blob, live.clock))  # what was ready is now at or before the clock
+        live.token, live.waiting = secrets.randbits(63), waiting
+        clock_state.write((live.clock, earliest, latest, in_bag, live.token))
+        self._live[key] = live
+        if len(self._live) > self.LIVE_KEYS:
+            self._live.popitem(last=False)
+        if ready:
+            yield from emit(out, made, learned)
 
-        learner, store = self.learner, self.learner.snapshots
+    def _from_state(self, key, model_state, pending, left) -> _Live:
+        """The key's model and waiting events, from state (and, for a new job, its snapshot).
+        Events in the bag at or before the model's clock were applied: they are dead."""
+        blob, clock = model_state.read() or (None, None)
+        applied = tuple(clock) if clock is not None else None
+        waiting = [e for e in itertools.chain((Example(*fields) for fields in left.read() or ()), pending.read())
+                   if applied is None or e.order() > applied]
+        store = self.learner.snapshots
         if blob is None and store is not None:  # a new job: resume from the snapshot
             blob, clock = store.load(key) or (None, None)
-        live = self._live.pop(key, None)  # put back only once this firing has fully succeeded
-        # Same bytes, same model: state read over the runner's API (Prism) is a fresh copy.
-        if live is not None and blob is not None and live[0] == blob:
-            model, step = live[1], live[2]
-        else:
-            model, step = learner.resume(key, blob)
-        out, made, learned, last, step = learner.apply(key, ready, model, step, clock)
-        if last is not None:
-            blob, clock = learner.save(key, model, step, last, made, learned), last
-        model_state.write((blob, clock, waiting_fields))
-        clock_state.write((clock, earliest, latest))
-        if blob is not None:
-            self._live[key] = (blob, model, step)
-            if len(self._live) > self.LIVE_MODELS:
-                self._live.popitem(last=False)
-        yield from emit(out, made, learned)
+        model, step = self.learner.resume(key, blob)
+        return _Live(None, blob, clock, model, step, waiting)
 
 
 def _fields(example: Example) -> tuple:
