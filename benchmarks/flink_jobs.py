@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import urllib.request
+
+from transforms.runners import ROOT
 
 FLINK_MASTER = f"127.0.0.1:{os.environ.get('FLINK_REST_PORT', '18081')}"
 
@@ -43,3 +46,13 @@ def cancel_flink_jobs(jids) -> None:
     for jid in jids:
         request = urllib.request.Request(f"http://{FLINK_MASTER}/jobs/{jid}?mode=cancel", method="PATCH")
         urllib.request.urlopen(request, timeout=10).close()
+
+
+def endless_runner_args(runner: str) -> list[str]:
+    """Beam flags of `runner` for a job that outlives its client: on Flink its Python code runs
+    in the cluster's worker pool (`scripts/flink.sh runner-args`), not in the client."""
+    if runner == "local":
+        return []
+    pool = subprocess.run(["bash", str(ROOT / "scripts" / "flink.sh"), "runner-args"], capture_output=True,
+                          text=True, timeout=60, check=True).stdout.split()
+    return pool + [f"--parallelism={runner.partition(':')[2]}"]

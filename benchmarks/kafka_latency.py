@@ -35,7 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 import schemas
 import simulator
-from benchmarks.flink_jobs import cancel_flink_jobs, flink_jobs, runner_args, wait_until_flink_runs
+from benchmarks.flink_jobs import cancel_flink_jobs, endless_runner_args, flink_jobs, runner_args, wait_until_flink_runs
 from benchmarks.full_job import measure_full
 from core.interactions import impression_features
 from core.kafka import ensure_topic, produce
@@ -149,7 +149,7 @@ def main(argv=None):
                 if "reduced" in args.jobs:
                     results.append(measure(args.bootstrap, args.events, rate, runner))
                 if "full" in args.jobs:
-                    results.append(measure_full(args.bootstrap, args.events, rate, runner_args(runner),
+                    results.append(measure_full(args.bootstrap, args.events, rate, endless_runner_args(runner),
                                                 sys.executable, runner))
     print(f"{'job':>8} {'runner':>8} {'rate':>6} {'impressions':>11} {'predictions':>11} {'events/s':>9} "
           f"{'fresh p50':>9} {'fresh p99':>9} {'pred p99':>9}")

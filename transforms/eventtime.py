@@ -25,8 +25,11 @@ Ordered stages (entity features, the learner) keep three event-time timers per k
   timestamp (the one time it knows the watermark has passed), so with `flush` alone a key
   behind a live stream caught up one event time per firing: one bundle round trip each (on
   Prism about 20 ms per key), slower than events arrived;
-- `sweep` at the latest applies a whole backlog in one firing once the watermark has passed
-  it (a replay, a catch-up).
+- `sweep` at the latest waiting event *when it was set* applies a whole backlog in one firing
+  once the watermark has passed it (a replay, a catch-up). Arrivals do not move it later
+  (firings set it again, at the latest then): behind a live stream, a sweep moved with every
+  arrival would never fire, and the key would catch up one tick per firing. Pinned, each sweep
+  applies what had arrived when it was set: the lag stays within about twice the watermark's.
 
 `await_events` and `rearm` set them.
 """
@@ -63,18 +66,24 @@ def tick_end(event_time_ms: int, tick_ms: int) -> int:
     return event_time_ms - event_time_ms % tick_ms + tick_ms - 1
 
 
+NOTHING_WAITS = (None, None, None)  # a stage's span: (earliest, latest waiting, sweep's time)
+
+
 class Timers(NamedTuple):
-    """A stage's three timers (see the module's docstring), its offset and its tick."""
+    """A stage's three timers (see the module's docstring), its offset and its tick.
+
+    A key's *span* is (earliest waiting time, latest waiting time, the time `sweep` is set at),
+    each None when nothing waits (ms)."""
     flush: object
     tick: object
     sweep: object
     offset_us: int
     tick_ms: int
 
-    def awaiting(self, first: int, last: int, earliest, latest):
-        """Timers for events at times `first`..`last` (ms) joining those waiting in
-        [earliest, latest]; returns the new (earliest, latest), or None when the timers already
-        cover them."""
+    def awaiting(self, first: int, last: int, span):
+        """Timers for events at times `first`..`last` (ms) joining those waiting in `span`;
+        returns the new span, or None when the timers already cover them."""
+        earliest, latest, sweep_at = span
         if earliest is not None and earliest <= first and last <= latest:
             return None
         new_earliest = first if earliest is None else min(first, earliest)
@@ -82,28 +91,34 @@ class Timers(NamedTuple):
         if new_earliest != earliest:
             self.flush.set(stamp(new_earliest, self.offset_us))
         if new_latest > new_earliest:  # one event time waiting: `flush` alone applies it
-            self.sweep.set(stamp(new_latest, self.offset_us))
+            if sweep_at is None:  # a set `sweep` stays where it is (see the module's docstring)
+                sweep_at = new_latest
+                self.sweep.set(stamp(sweep_at, self.offset_us))
             end = tick_end(new_earliest, self.tick_ms)
             was_set = earliest is not None and tick_end(earliest, self.tick_ms) < latest
             if end < new_latest and not (new_earliest == earliest and was_set):
                 self.tick.set(stamp(end, self.offset_us))
-        return new_earliest, new_latest
+        return new_earliest, new_latest, sweep_at
 
-    def rearm(self, waiting_times, applied: bool, fired: str):
-        """After the firing of timer `fired`: timers for the events still waiting (their times).
-        Returns the new (earliest, latest), (None, None) when nothing waits."""
+    def rearm(self, waiting_times, applied: bool, fired: str, fired_ms: int, sweep_at):
+        """After the firing of timer `fired` at `fired_ms`: timers for the events still waiting
+        (their times; `sweep_at` where `sweep` was set). Returns the new span."""
+        if sweep_at is not None and (fired == "sweep" or sweep_at <= fired_ms):
+            sweep_at = None  # it fired, or fires now and would find nothing
         if waiting_times:
             earliest, latest = min(waiting_times), max(waiting_times)
             self.flush.set(stamp(earliest, self.offset_us))
             end = tick_end(earliest, self.tick_ms)
-            for timer, at, needed in ((self.sweep, latest, latest > earliest), (self.tick, end, end < latest)):
-                if needed:
-                    timer.set(stamp(at, self.offset_us))
-                else:
-                    timer.clear()
-            return earliest, latest
+            if end < latest:
+                self.tick.set(stamp(end, self.offset_us))
+            else:
+                self.tick.clear()
+            if sweep_at is None and latest > earliest:
+                sweep_at = latest
+                self.sweep.set(stamp(sweep_at, self.offset_us))
+            return earliest, latest, sweep_at
         if applied:  # nothing waits: the others would find nothing to apply
             for name in ("flush", "tick", "sweep"):
                 if name != fired:
                     getattr(self, name).clear()
-        return None, None
+        return NOTHING_WAITS

@@ -33,7 +33,7 @@ from core.features import PROFILES, featurise, order, profile_key, with_features
 from core.records import Row
 from stores import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.eventtime import ITEM_FEATURES_US, TICK_MS, USER_FEATURES_US, Timers, millis, stamp
+from transforms.eventtime import ITEM_FEATURES_US, NOTHING_WAITS, TICK_MS, USER_FEATURES_US, Timers, millis, stamp
 from transforms.progress import add_progress
 from transforms.runners import is_streaming
 
@@ -88,7 +88,7 @@ class _ProfileDoFn(beam.DoFn):
     PROFILE = userstate.ReadModifyWriteStateSpec("profile", coders.FastPrimitivesCoder())
     PENDING = userstate.BagStateSpec("pending", record_coders.RowCoder())
     LEFT = userstate.ReadModifyWriteStateSpec("left", coders.FastPrimitivesCoder())  # packed rows
-    # (earliest, latest) event time waiting
+    # the waiting span (transforms.eventtime.Timers)
     PENDING_SPAN = userstate.ReadModifyWriteStateSpec("pending_span", coders.FastPrimitivesCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
     TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
@@ -110,8 +110,8 @@ class _ProfileDoFn(beam.DoFn):
                 tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
         _, row = element
         pending.add(row)
-        earliest, latest = pending_span.read() or (None, None)
-        span = self._timers(flush, tick, sweep).awaiting(row.event_time, row.event_time, earliest, latest)
+        span = self._timers(flush, tick, sweep).awaiting(row.event_time, row.event_time,
+                                                         pending_span.read() or NOTHING_WAITS)
         if span is not None:
             pending_span.write(span)
 
@@ -154,7 +154,8 @@ class _ProfileDoFn(beam.DoFn):
         for row in itertools.chain(map(_unpack, left.read() or ()), pending.read()):
             (ready if row.event_time <= fired_ms else waiting).append(row)
         pending.clear()
-        span = timers.rearm([r.event_time for r in waiting], bool(ready), fired)
+        span = timers.rearm([r.event_time for r in waiting], bool(ready), fired, fired_ms,
+                            (pending_span.read() or NOTHING_WAITS)[2])
         if waiting:
             left.write(tuple(map(_pack, waiting)))
             pending_span.write(span)

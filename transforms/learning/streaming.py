@@ -3,8 +3,8 @@ applied in order by `core.learning.Learner`.
 
 Three timers per key (`transforms.eventtime.Timers`): `flush` at the earliest waiting event
 (it holds the output watermark there, so predictions keep their events' time), `tick` at the
-end of that event's tick, `sweep` at the latest waiting event. A firing applies every waiting
-event at or before its own timestamp.
+end of that event's tick, `sweep` at the latest waiting event when it was set. A firing
+applies every waiting event at or before its own timestamp.
 
 State per key: a bag of arrivals (`pending`, only appended to by `process`), a cell of the
 events a compaction kept (`left`), the model (`model`: signed bytes and the clock, the order
@@ -22,9 +22,11 @@ rebuilds them from state: nothing is lost or learned twice.
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import itertools
+import operator
 import secrets
 
 import apache_beam as beam
@@ -34,8 +36,10 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from core.records import Example
 from transforms import coders as record_coders
-from transforms.eventtime import LEARNER_US, TICK_MS, Timers, millis
+from transforms.eventtime import LEARNER_US, NOTHING_WAITS, TICK_MS, Timers, millis
 from transforms.learning.base import LearnerDoFn, emit, emit_replayed
+
+_EVENT_TIME = operator.attrgetter("event_time")
 
 
 @dataclasses.dataclass
@@ -46,13 +50,14 @@ class _Live:
     clock: tuple | None  # the order of the last event it applied
     model: object
     step: int
-    waiting: list  # the waiting Examples
+    waiting: list  # the waiting Examples, by event time
+    replay: bool = False  # resumed from a snapshot: waiting events it has seen are to be replayed
 
 
 class PredictThenLearnDoFn(LearnerDoFn):
     """`(model key, [Example, ...])` chunks -> predictions, dead letters, learned examples."""
 
-    # (applied order, earliest waiting, latest waiting, arrivals in the bag, token)
+    # (applied order, waiting span (transforms.eventtime.Timers), arrivals in the bag, token)
     CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.FastPrimitivesCoder())
     PENDING = userstate.BagStateSpec("pending", record_coders.ExampleCoder())
     MODEL = userstate.ReadModifyWriteStateSpec("model", coders.FastPrimitivesCoder())  # (blob, clock)
@@ -77,7 +82,7 @@ class PredictThenLearnDoFn(LearnerDoFn):
                 pending=beam.DoFn.StateParam(PENDING), flush=beam.DoFn.TimerParam(FLUSH),
                 tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
         key, chunk = element
-        applied_up_to, earliest, latest, in_bag, token = clock_state.read() or (None, None, None, 0, None)
+        applied_up_to, span, in_bag, token = clock_state.read() or (None, NOTHING_WAITS, 0, None)
         applied = tuple(applied_up_to) if applied_up_to is not None else None
         seen, fresh = [], []
         for example in chunk:
@@ -91,14 +96,18 @@ class PredictThenLearnDoFn(LearnerDoFn):
         if fresh:
             times = [e.event_time for e in fresh]
             timers = Timers(flush, tick, sweep, LEARNER_US, self.tick_ms)
-            earliest, latest = timers.awaiting(min(times), max(times), earliest, latest) or (earliest, latest)
+            span = timers.awaiting(min(times), max(times), span) or span
             live = self._live.pop(key, None)
             new_token = secrets.randbits(63)
             if live is not None and live.token == token:
                 live.token = new_token
-                live.waiting.extend(fresh)
+                fresh.sort(key=_EVENT_TIME)
+                if live.waiting and fresh[0].event_time < live.waiting[-1].event_time:
+                    live.waiting = sorted(live.waiting + fresh, key=_EVENT_TIME)  # rare: out of order
+                else:
+                    live.waiting.extend(fresh)
                 self._live[key] = live
-            clock_state.write((applied_up_to, earliest, latest, in_bag + len(fresh), new_token))
+            clock_state.write((applied_up_to, span, in_bag + len(fresh), new_token))
 
     @userstate.on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
@@ -130,17 +139,19 @@ class PredictThenLearnDoFn(LearnerDoFn):
     def apply_ready_events(self, key, fired_at, clock_state, model_state, pending, left, timers, fired):
         """Applies the waiting events at or before `fired_at`."""
         fired_ms = millis(fired_at)
-        _, _, _, in_bag, token = clock_state.read() or (None, None, None, 0, None)
+        _, span, in_bag, token = clock_state.read() or (None, NOTHING_WAITS, 0, None)
         live = self._live.pop(key, None)  # put back only once this firing has fully succeeded
         if live is None or live.token != token:
             live = self._from_state(key, model_state, pending, left)
-        applied = live.clock and tuple(live.clock)
-        # (An event at or before the clock waits only after a restart resumed a snapshot that
-        # has seen it: it is replayed now, whatever its time.)
-        ready, waiting = [], []
-        for e in live.waiting:
-            (ready if e.event_time <= fired_ms or (applied and e.order() <= applied) else waiting).append(e)
-        earliest, latest = timers.rearm([e.event_time for e in waiting], bool(ready), fired)
+        # `waiting` is sorted by event time: what is ready is a prefix.
+        split = bisect.bisect_right(live.waiting, fired_ms, key=_EVENT_TIME)
+        ready, waiting = live.waiting[:split], live.waiting[split:]
+        if live.replay:  # a restart resumed a snapshot: what it has seen is replayed now, whatever its time
+            ready += [e for e in waiting if e.order() <= tuple(live.clock)]
+            waiting = [e for e in waiting if e.order() > tuple(live.clock)]
+            live.replay = False
+        ends = [waiting[0].event_time, waiting[-1].event_time] if waiting else []
+        span = timers.rearm(ends, bool(ready), fired, fired_ms, span[2])
         if in_bag > 2 * len(waiting):  # the bag is mostly dead events: compact it
             pending.clear()
             if waiting:
@@ -155,7 +166,7 @@ class PredictThenLearnDoFn(LearnerDoFn):
                 live.clock = last
             model_state.write((live.blob, live.clock))  # what was ready is now at or before the clock
         live.token, live.waiting = secrets.randbits(63), waiting
-        clock_state.write((live.clock, earliest, latest, in_bag, live.token))
+        clock_state.write((live.clock, span, in_bag, live.token))
         self._live[key] = live
         if len(self._live) > self.LIVE_KEYS:
             self._live.popitem(last=False)
@@ -169,11 +180,13 @@ class PredictThenLearnDoFn(LearnerDoFn):
         applied = tuple(clock) if clock is not None else None
         waiting = [e for e in itertools.chain((Example(*fields) for fields in left.read() or ()), pending.read())
                    if applied is None or e.order() > applied]
-        store = self.learner.snapshots
+        waiting.sort(key=_EVENT_TIME)
+        store, replay = self.learner.snapshots, False
         if blob is None and store is not None:  # a new job: resume from the snapshot
             blob, clock = store.load(key) or (None, None)
+            replay = clock is not None
         model, step = self.learner.resume(key, blob)
-        return _Live(None, blob, clock, model, step, waiting)
+        return _Live(None, blob, clock, model, step, waiting, replay)
 
 
 def _fields(example: Example) -> tuple:
