@@ -20,8 +20,8 @@ def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
     from core.learning import Learner
     from models import serde
     from core.scoring import score
-    from transforms.evaluation.metrics import _ScoreWindowDoFn
-    from transforms.io.files import _ReadFileDoFn
+    from transforms.evaluation.metrics import ScoresFn, _WindowMetricDoFn
+    from transforms.io.files import _DecodeRangeDoFn
     from transforms.io.sinks import _json_line
     from transforms.learning.examples import _ToExampleDoFn
 
@@ -32,8 +32,8 @@ def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
         clock.append(time.perf_counter())
         parts[name] = clock[-1] - clock[-2]
 
-    read = _ReadFileDoFn("avro", "event_time", "event_id")
-    rows = [timestamped.value for timestamped in read.process(table)]
+    read = _DecodeRangeDoFn(None, "event_time", "event_id")
+    rows = [timestamped.value for timestamped in read.process((table, None))]  # all its blocks
     lap("decode_us")
     to_examples = _ToExampleDoFn(TARGET, ("event_time", "event_id"), "key")
     examples = [example for row in rows for example in to_examples.process(row)]
@@ -51,9 +51,10 @@ def measure_floor(table: str, model: str, window_s: float = 1000.0) -> dict:
     windows = collections.defaultdict(list)
     for p in predictions:
         windows[p.event_time // size_ms * size_ms].append(p)
-    scorer = _ScoreWindowDoFn("binary")
+    scores, scorer = ScoresFn("binary"), _WindowMetricDoFn("binary")  # one scope, as WindowedMetrics per key
     windowed = [m for start, ps in sorted(windows.items())
-                for m in scorer.process(("", [ps]), IntervalWindow(start / 1000, (start + size_ms) / 1000))]
+                for m in scorer.process(("", scores.add_input(scores.create_accumulator(), ps)),
+                                        IntervalWindow(start / 1000, (start + size_ms) / 1000))]
     lap("windowed_metrics_us")
     final = score(predictions, "binary")
     lap("final_metrics_us")
