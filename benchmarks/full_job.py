@@ -2,9 +2,9 @@
 
 `pipelines.recommend --source kafka --streaming --kafka_out PREFIX` runs as a separate process
 (validate -> user and item features -> labels -> three models -> scored predictions to Kafka)
-on the local runner or a Flink cluster, while simulated interactions are produced at a steady rate, each stamped with the wall clock
-as its event time (so event time is the time of sending). The attribution window is short
-(`WINDOW_S`) so that labels come within the run. Per impression of the main model, read back
+on the local runner or a Flink cluster, while simulated interactions are produced at a steady
+rate, each stamped with the wall clock as its event time (so event time is the time of
+sending). The attribution window is short (`WINDOW_S`) so that labels come within the run. Per impression of the main model, read back
 from `PREFIX.predictions`:
 
 - `prediction`: read time - impression time. The main job emits a prediction once it is
@@ -67,7 +67,10 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
     reader.start()
     try:
         # The job starts (a runner, a job server, a Flink deployment): not the pipeline's latency.
-        wait_until_flink_runs(before) if flink else time.sleep(20)
+        if flink:
+            wait_until_flink_runs(before)
+        else:
+            time.sleep(20)
         config = simulator.SimulatorConfig(impressions=impressions, late_fraction=0.0, malformed_fraction=0.0,
                                            attribution_window_ms=WINDOW_S * 1000)
         sent_at, last = _produce(bootstrap, topic, list(simulator.generate(config)), rate)

@@ -31,7 +31,7 @@ Ordered stages (entity features, the learner) keep three event-time timers per k
   arrival would never fire, and the key would catch up one tick per firing. Pinned, each sweep
   applies what had arrived when it was set: the lag stays within about twice the watermark's.
 
-`await_events` and `rearm` set them.
+`Timers.awaiting` (arrivals) and `Timers.rearm` (firings) set them.
 """
 from __future__ import annotations
 

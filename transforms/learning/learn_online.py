@@ -14,8 +14,8 @@ streaming:
   at the earliest waiting event (`flush`) fires when the watermark passes it (just after: see
   `transforms.eventtime`); its timestamp holds the output watermark, so predictions keep their
   events' time. A second timer at the end of that event's tick (`tick_ms` of event time)
-  applies the tick's events in one firing, and a third at the latest waiting event (`sweep`)
-  applies a whole backlog in one firing once the watermark has passed it all (a replay, a
+  applies the tick's events in one firing, and a third at the latest waiting event when it was
+  set (`sweep`) applies a whole backlog in one firing once the watermark has passed it all (a replay, a
   file, a catch-up). A firing applies every waiting event at or before its own timestamp.
 
 Either way, events reach the learner's runs or state in chunks (`transforms.chunks`): one
