@@ -4,8 +4,8 @@
 (validate -> user and item features -> labels -> three models -> scored predictions to Kafka)
 on the local runner or a Flink cluster, while simulated interactions are produced at a steady
 rate, each stamped with the wall clock as its event time (so event time is the time of
-sending). The attribution window is short (`WINDOW_S`) so that labels come within the run. Per impression of the main model, read back
-from `PREFIX.predictions`:
+sending). The attribution window is short (`WINDOW_S`) so that labels come within the run.
+Per impression of the main model, read back from `PREFIX.predictions`:
 
 - `prediction`: read time - impression time. The main job emits a prediction once it is
   paired with its label, so this includes the attribution window (until the serving plane
