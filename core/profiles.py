@@ -33,10 +33,11 @@ class _Decayed:
     """Counters that halve every `half_life` ms, stored as of time `t`."""
 
     def __init__(self, state=None):
-        self.t, self.counts = state if state else (None, {})
+        t, counts = state if state else (None, {})
+        self.t, self.counts = t, dict(counts)  # a copy: a state value may be kept (Beam's cache, a worker's)
 
     def state(self) -> tuple:
-        return self.t, self.counts
+        return self.t, dict(self.counts)  # a copy: later updates do not change a state already handed out
 
     def at(self, now: int) -> dict:
         """The counters decayed to `now` (not stored)."""

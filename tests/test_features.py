@@ -142,8 +142,26 @@ def test_streaming_rows_left_waiting_by_a_firing_meet_later_arrivals():
         assert_that(featured, equal_to(sorted(expected.items())))
 
 
+@pytest.mark.parametrize("shards", [1, 3, 64])
+def test_streaming_features_from_state_alone_equal_those_from_the_worker_cache(monkeypatch, shards):
+    """With no live shard kept between calls, every call and firing rebuilds its shard from
+    state (what a restarted or another worker does): profiles from the `profiles` cell and the
+    `changes` bag, waiting rows from `left` and `pending`, compacted on the way. The features
+    are still those of only the events strictly before each impression, whatever the sharding."""
+    from transforms.features.streaming import ProfileShardDoFn
+    monkeypatch.setattr(ProfileShardDoFn, "LIVE_SHARDS", 0 if shards != 64 else ProfileShardDoFn.LIVE_SHARDS)
+    events = _events(n=150, seed=11)
+    expected = _strictly_before(events)
+    with TestPipeline(options=pipeline_options(["--streaming"])) as p:
+        featured = (p | _stream(events, step=25)
+                    | AddEntityFeatures(shards=shards)
+                    | beam.Filter(lambda r: r.fields["event_type"] == "impression")
+                    | beam.Map(lambda r: (r.event_id, sorted(r.fields["features"].items()))))
+        assert_that(featured, equal_to(sorted(expected.items())))
+
+
 def test_the_streaming_feature_stage_appends_arrivals_to_a_bag():
     """An arrival adds one row to state, not the whole waiting list rewritten (quadratic)."""
     from apache_beam.transforms import userstate
-    from transforms.features.entity import _ProfileDoFn
-    assert isinstance(_ProfileDoFn.PENDING, userstate.BagStateSpec)
+    from transforms.features.streaming import ProfileShardDoFn
+    assert isinstance(ProfileShardDoFn.PENDING, userstate.BagStateSpec)

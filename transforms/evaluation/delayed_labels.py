@@ -18,15 +18,14 @@ import dataclasses
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam import coders
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import userstate
-from apache_beam.transforms.timeutil import TimeDomain
 
 from core.records import Example, Prediction
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
+from transforms.deadlines import ShardDeadlinesDoFn
 from transforms.eventtime import stamp
 from transforms.runners import is_streaming
+from transforms.shards import SHARDS, shard_of
 
 UNPAIRED = "unpaired"
 
@@ -42,13 +41,16 @@ class ScoreDelayedLabels(beam.PTransform):
     Args:
         label_delay_s: how long after its prediction's event a label comes (an example's
             label time is its prediction's time plus this): a prediction waits that long.
+        shards: in streaming, the keys the pairs are spread over (`transforms.shards`).
     """
 
-    def __init__(self, label_delay_s: float):
+    def __init__(self, label_delay_s: float, shards: int = SHARDS):
         super().__init__()
         if label_delay_s < 0:
             raise ValueError("the label delay cannot be negative")
-        self.label_delay_ms = int(label_delay_s * 1000)
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, not {shards}")
+        self.label_delay_ms, self.shards = int(label_delay_s * 1000), shards
 
     def expand(self, pcolls):
         served, learned = pcolls
@@ -60,46 +62,43 @@ class ScoreDelayedLabels(beam.PTransform):
             results = (both | "Group" >> beam.GroupByKey()
                        | "PairAll" >> beam.FlatMap(_pair_all).with_outputs(UNPAIRED, main="scored"))
         else:
-            results = both | "Pair" >> beam.ParDo(_PairDoFn(self.label_delay_ms)).with_input_types(
-                beam.typehints.KV[beam.typehints.Tuple[str, str], beam.typehints.Any]).with_outputs(
-                UNPAIRED, main="scored")
+            results = (both
+                       | "ByShard" >> beam.Map(lambda kv, n=self.shards: (shard_of("\0".join(kv[0]), n), kv))
+                       | "Pair" >> beam.ParDo(_PairDoFn(self.label_delay_ms)).with_outputs(UNPAIRED, main="scored"))
         return ScoredOutputs(results.scored, results[UNPAIRED])
 
 
-class _PairDoFn(beam.DoFn):
-    # One cell per event: the served prediction or the label, whichever came first.
-    FIRST = userstate.ReadModifyWriteStateSpec("first", coders.FastPrimitivesCoder())
-    # When the partner of what waits can no longer come.
-    EXPIRE = userstate.TimerSpec("expire", TimeDomain.WATERMARK)
+class _PairDoFn(ShardDeadlinesDoFn):
+    """Per shard of (model key, event id)s (`transforms.deadlines`), the served prediction or
+    the label, whichever came first, until its partner comes or cannot come any more."""
 
     def __init__(self, label_delay_ms: int):
+        super().__init__()
         self.label_delay_ms = label_delay_ms
         self.unpaired = Metrics.counter("ScoreDelayedLabels", "unpaired")
 
-    def process(self, element, first=beam.DoFn.StateParam(FIRST), expire=beam.DoFn.TimerParam(EXPIRE)):
-        _, record = element
-        earlier = _decode(first.read())
+    def arrive(self, waiting, keyed):
+        pair, record = keyed
+        earlier = waiting.get(pair)
         if earlier is None:
-            first.write(_encode(record))
             # Labels leave the learner stamped within their event-time millisecond (see
             # transforms.eventtime): once the watermark reaches the next one, every label up
             # to the time this record's label is due has arrived.
             label_time = record.event_time + (self.label_delay_ms if isinstance(record, Prediction) else 0)
-            expire.set(stamp(label_time + 1))
-            return
-        if type(earlier) is type(record):
-            return  # a replayed copy of what is waiting: its pair is still to come
-        first.clear()
-        expire.clear()  # else it fires for nothing: a firing per event, the stage's main cost
-        yield _scored(earlier, record)
+            waiting.put(pair, record, label_time + 1)
+        elif type(earlier) is not type(record):  # (the same type: a replayed copy of what waits)
+            waiting.drop(pair)
+            yield _scored(earlier, record)
 
-    @userstate.on_timer(EXPIRE)
-    def on_expire(self, first=beam.DoFn.StateParam(FIRST)):
-        waiting = _decode(first.read())
-        if waiting is not None:
-            first.clear()
-            self.unpaired.inc()
-            yield beam.pvalue.TaggedOutput(UNPAIRED, waiting)
+    def expire(self, pair, record, deadline):
+        self.unpaired.inc()
+        yield beam.pvalue.TaggedOutput(UNPAIRED, beam.window.TimestampedValue(record, stamp(deadline)))
+
+    def pack(self, record):
+        return _encode(record)
+
+    def unpack(self, packed):
+        return _decode(packed)
 
 
 def _pair_all(keyed):

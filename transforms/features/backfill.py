@@ -15,7 +15,7 @@ import apache_beam as beam
 from core.features import PROFILES, featurise, order, profile_key
 from core.records import Row
 from stores import snapshots
-from transforms.features.entity import REPLAY_HORIZON_MS
+from transforms.features.streaming import REPLAY_HORIZON_MS
 
 
 class SnapshotProfiles(beam.PTransform):

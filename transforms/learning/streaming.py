@@ -23,7 +23,6 @@ rebuilds them from state: nothing is lost or learned twice.
 from __future__ import annotations
 
 import bisect
-import collections
 import dataclasses
 import itertools
 import operator
@@ -37,6 +36,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from core.records import Example
 from transforms import coders as record_coders
 from transforms.eventtime import LEARNER_US, NOTHING_WAITS, TICK_MS, Timers, millis
+from transforms.livecache import live_cache, new_owner
 from transforms.learning.base import LearnerDoFn, emit, emit_replayed
 
 _EVENT_TIME = operator.attrgetter("event_time")
@@ -72,11 +72,11 @@ class PredictThenLearnDoFn(LearnerDoFn):
 
     def __init__(self, learner, progress=None, tick_ms: int = TICK_MS):
         super().__init__(learner, progress)
-        self.tick_ms = tick_ms
+        self.tick_ms, self._owner = tick_ms, new_owner()
 
     def setup(self):
         super().setup()
-        self._live: collections.OrderedDict[str, _Live] = collections.OrderedDict()
+        self._live = live_cache(self._owner, self.LIVE_KEYS)
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK),
                 pending=beam.DoFn.StateParam(PENDING), flush=beam.DoFn.TimerParam(FLUSH),
@@ -97,16 +97,16 @@ class PredictThenLearnDoFn(LearnerDoFn):
             times = [e.event_time for e in fresh]
             timers = Timers(flush, tick, sweep, LEARNER_US, self.tick_ms)
             span = timers.awaiting(min(times), max(times), span) or span
-            live = self._live.pop(key, None)
+            live = self._live.take(key, token)
             new_token = secrets.randbits(63)
-            if live is not None and live.token == token:
+            if live is not None:
                 live.token = new_token
                 fresh.sort(key=_EVENT_TIME)
                 if live.waiting and fresh[0].event_time < live.waiting[-1].event_time:
                     live.waiting = sorted(live.waiting + fresh, key=_EVENT_TIME)  # rare: out of order
                 else:
                     live.waiting.extend(fresh)
-                self._live[key] = live
+                self._live.keep(key, live)
             clock_state.write((applied_up_to, span, in_bag + len(fresh), new_token))
 
     @userstate.on_timer(FLUSH)
@@ -140,8 +140,8 @@ class PredictThenLearnDoFn(LearnerDoFn):
         """Applies the waiting events at or before `fired_at`."""
         fired_ms = millis(fired_at)
         _, span, in_bag, token = clock_state.read() or (None, NOTHING_WAITS, 0, None)
-        live = self._live.pop(key, None)  # put back only once this firing has fully succeeded
-        if live is None or live.token != token:
+        live = self._live.take(key, token)  # kept again only once this firing has fully succeeded
+        if live is None:
             live = self._from_state(key, model_state, pending, left)
         # `waiting` is sorted by event time: what is ready is a prefix.
         split = bisect.bisect_right(live.waiting, fired_ms, key=_EVENT_TIME)
@@ -167,9 +167,7 @@ class PredictThenLearnDoFn(LearnerDoFn):
             model_state.write((live.blob, live.clock))  # what was ready is now at or before the clock
         live.token, live.waiting = secrets.randbits(63), waiting
         clock_state.write((live.clock, span, in_bag, live.token))
-        self._live[key] = live
-        if len(self._live) > self.LIVE_KEYS:
-            self._live.popitem(last=False)
+        self._live.keep(key, live)
         if ready:
             yield from emit(out, made, learned)
 

@@ -19,26 +19,17 @@ import json
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam import coders
-from apache_beam.transforms import userstate
-from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from core.interactions import POSITIVE, dead_letter, impression_features
-from core.records import LEARN, Example, Row
+from core.records import Row
 from stores import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
+from transforms.deadlines import ShardDeadlinesDoFn
 from transforms.progress import add_progress
 from transforms.runners import is_streaming
-
-DEAD_LETTERS = "dead_letters"
-JOINED = "joined_outcomes"
-# One reason whether the impression is missing, earlier than the window or later than the
-# outcome: in streaming which of these a late outcome meets depends on arrival order.
-NO_IMPRESSION = "no impression of this id within the attribution window before the outcome"
-LABELS = "labels"  # the store key of the labels
-LABEL_HORIZON_MS = 24 * 3600 * 1000  # how long labels stay stored for replays
-
+from transforms.recsys.attribution import (DEAD_LETTERS, JOINED, LABEL_HORIZON_MS, LABELS, NO_IMPRESSION,  # noqa: F401
+                                           Attribution, at, impression_of, label_json, replay)
+from transforms.shards import SHARDS, shard_of
 
 class LabelOutputs(NamedTuple):
     examples: beam.PCollection
@@ -55,128 +46,90 @@ class LabelImpressions(beam.PTransform):
     the window before them.
 
     On a stream each impression id keeps its records in state until an event-time timer closes
-    its window; in batch (without a store) its records are grouped and joined in one pass, with
-    the same logic (`_Attribution`) and the same results.
+    its window (impression ids are spread over `shards` keys, `transforms.shards`); in batch
+    (without a store) its records are grouped and joined in one pass, with the same logic
+    (`Attribution`) and the same results.
     """
 
     def __init__(self, window_s: float, model_key: str = "default", store: str | None = None,
-                 progress: str | None = None):
+                 progress: str | None = None, shards: int = SHARDS):
         super().__init__()
         if window_s <= 0:
             raise ValueError("the attribution window must be positive")
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, not {shards}")
+        self.shards = shards
         self.window_ms, self.model_key, self.store = int(window_s * 1000), model_key, store
         self.progress = progress  # a progress counter (transforms.progress) ticked per row joined
 
     def expand(self, rows):
-        keyed = rows | "KeyByImpression" >> beam.Map(lambda r: (
-            r.fields["event_id"] if r.fields["event_type"] == "impression"
-            else r.fields["impression_id"], r)).with_output_types(beam.typehints.KV[str, Row])
         if is_streaming(rows) or self.store:
+            keyed = rows | "KeyByShard" >> beam.Map(lambda r, n=self.shards: (
+                shard_of(impression_of(r), n), r)).with_output_types(beam.typehints.KV[int, Row])
             join = beam.ParDo(_JoinDoFn(self.window_ms, self.model_key, self.store, self.progress))
         else:  # all of an impression's records at once: one grouping, no state or timers
-            keyed = (keyed | "Stamped" >> beam.ParDo(_WithTimestamp())
+            keyed = (rows
+                     | "KeyByImpression" >> beam.Map(lambda r: (impression_of(r), r)).with_output_types(
+                         beam.typehints.KV[str, Row])
+                     | "Stamped" >> beam.ParDo(_WithTimestamp())
                      | "GroupByImpression" >> beam.GroupByKey())
             join = beam.ParDo(_JoinGroupDoFn(self.window_ms, self.model_key, self.progress))
         results = keyed | "Join" >> join.with_outputs(DEAD_LETTERS, JOINED, main="examples")
         return LabelOutputs(results.examples, results[JOINED], results[DEAD_LETTERS])
 
 
-class _Attribution:
-    """One impression's attribution: the impression once shown, whether it was clicked, outcomes
-    that came before it (`early`) and the (id, origin) of the outcomes joined to it. Records
-    arrive one by one (`arrive`); when the window closes, `close` gives the label and the
-    early outcomes that never met their impression."""
-
-    def __init__(self, window_ms: int, model_key: str, state=None):
-        self.window_ms, self.model_key = window_ms, model_key
-        self.shown, self.clicked, self.early, self.joined = _unpack(state)
-        self.closes_at = None  # where the window's timer goes, once a record has set it
-
-    def arrive(self, row: Row):
-        """Yields what `row` decides now: a joined outcome's id, or a dead letter."""
-        if row.fields["event_type"] == "impression":
-            if self.shown is not None:
-                yield _dead("LabelImpressions", "duplicate impression", row)
-                return
-            self.shown, self.closes_at = row, row.event_time + self.window_ms
-            for outcome in sorted(self.early, key=lambda r: (r.event_time, r.event_id)):
-                yield from self._outcome(outcome)
-            self.early = []
-        elif self.shown is None:  # the outcome came first: wait for its impression until the window ends
-            self.early.append(row)
-            self.closes_at = row.event_time + self.window_ms
-        else:
-            yield from self._outcome(row)
-
-    def _outcome(self, outcome: Row):
-        if not self.shown.event_time <= outcome.event_time < self.shown.event_time + self.window_ms:
-            yield _dead("LabelImpressions", NO_IMPRESSION, outcome)
-            return
-        yield beam.pvalue.TaggedOutput(JOINED, outcome.event_id)
-        self.joined.append((outcome.event_id, tuple(outcome.origin)))
-        self.clicked = self.clicked or outcome.fields["event_type"] in POSITIVE
-
-    def close(self, closed_at_ms: int) -> tuple[Example | None, list]:
-        """(the label, or None without an impression; dead letters of the early outcomes)."""
-        label = None
-        if self.shown is not None:
-            label = Example(event_id=self.shown.event_id, event_time=closed_at_ms,
-                            x=impression_features(self.shown.fields), y=self.clicked, model_key=self.model_key,
-                            origin=tuple(self.shown.origin) + tuple(s for _, spans in self.joined for s in spans),
-                            mode=LEARN)
-        return label, [_dead("LabelImpressions", NO_IMPRESSION, orphan) for orphan in self.early]
-
-    def state(self) -> tuple:
-        return _pack(self.shown, self.clicked, self.early, self.joined)
-
-
-class _JoinDoFn(beam.DoFn):
-    # One state cell per impression id, (impression, clicked, early outcomes) as plain
-    # tuples: each state access costs far more than the join's logic, so keep them few.
-    ATTRIBUTION = userstate.ReadModifyWriteStateSpec("attribution", coders.FastPrimitivesCoder())
-    CLOSE = userstate.TimerSpec("close", TimeDomain.WATERMARK)
+class _JoinDoFn(ShardDeadlinesDoFn):
+    """The open attributions of a shard of impression ids (`transforms.deadlines`): a record
+    joins its impression's attribution as it arrives; an attribution closes, giving its label
+    and orphans, once the watermark passes the end of its window."""
 
     def __init__(self, window_ms: int, model_key: str, store: str | None = None, progress: str | None = None):
+        super().__init__()
         self.window_ms, self.model_key, self.store, self.progress = window_ms, model_key, store, progress
 
     def setup(self):
+        super().setup()
         self._store = snapshots.open_store(self.store) if self.store else None
 
     def teardown(self):
         if self._store is not None:
             self._store.close()
 
-    def process(self, element, attribution=beam.DoFn.StateParam(ATTRIBUTION),
-                close=beam.DoFn.TimerParam(CLOSE)):
-        impression_id, row = element
+    def arrive(self, waiting, row):
         if self.progress:
             add_progress(self.progress, 1)
-        state = attribution.read()
-        if state is None and self._store is not None:
+        impression_id = impression_of(row)
+        join = waiting.get(impression_id)
+        if join is None and self._store is not None:
             stored = self._store.predictions(LABELS, [impression_id]).get(impression_id)
             if stored is not None:  # labelled before (by an earlier run): the same fate again
-                yield from _replay(row, json.loads(stored))
+                yield from replay(row, json.loads(stored))
                 return
-        join = _Attribution(self.window_ms, self.model_key, state)
+        join = join or Attribution(self.window_ms, self.model_key)
         yield from join.arrive(row)
-        if join.closes_at is not None:
-            close.set(Timestamp(micros=join.closes_at * 1000))
-        attribution.write(join.state())
+        waiting.put(impression_id, join, join.closes_at)
 
-    @userstate.on_timer(CLOSE)
-    def close_window(self, fired_at=beam.DoFn.TimestampParam,
-                     attribution=beam.DoFn.StateParam(ATTRIBUTION)):
-        join = _Attribution(self.window_ms, self.model_key, attribution.read())
-        label, orphans = join.close(fired_at.micros // 1000)
+    def expire(self, impression_id, join, closes_at):
+        """The window closed: the label and the orphans leave, at the time it closed."""
+        label, orphans = join.close(closes_at)
         if label is not None:
             if self._store is not None:  # durable first: what leaves here is in the store
-                stored = json.dumps({"label": _label_json(label), "joined": [i for i, _ in join.joined]})
+                stored = json.dumps({"label": label_json(label), "joined": [i for i, _ in join.joined]})
                 self._store.save(LABELS, b"", (label.event_time, label.event_id),
                                  [(label.event_id, label.event_time, stored.encode())],
                                  keep_after_ms=label.event_time - LABEL_HORIZON_MS)
-            yield label
-        yield from orphans
-        attribution.clear()
+            yield at(label, Timestamp(micros=closes_at * 1000))
+        for orphan in orphans:
+            yield at(orphan, Timestamp(micros=closes_at * 1000))
+
+    def pack(self, join):
+        return join.state(), join.closes_at
+
+    def unpack(self, packed):
+        state, closes_at = packed
+        join = Attribution(self.window_ms, self.model_key, state)
+        join.closes_at = closes_at
+        return join
 
 
 class _WithTimestamp(beam.DoFn):
@@ -200,56 +153,12 @@ class _JoinGroupDoFn(beam.DoFn):
         stamped = sorted(stamped, key=lambda tv: (tv[1].event_time, tv[1].event_id))
         if self.progress:
             add_progress(self.progress, len(stamped))
-        join = _Attribution(self.window_ms, self.model_key)
+        join = Attribution(self.window_ms, self.model_key)
         for timestamp, row in stamped:
             for out in join.arrive(row):
-                yield _at(out, timestamp)
+                yield at(out, timestamp)
         if join.closes_at is not None:
             closed_at = Timestamp(micros=join.closes_at * 1000)
             label, orphans = join.close(join.closes_at)
             for out in ([label] if label is not None else []) + orphans:
-                yield _at(out, closed_at)
-
-
-def _at(output, timestamp):
-    """`output` (tagged or not) at `timestamp`."""
-    if isinstance(output, beam.pvalue.TaggedOutput):
-        return beam.pvalue.TaggedOutput(output.tag, beam.window.TimestampedValue(output.value, timestamp))
-    return beam.window.TimestampedValue(output, timestamp)
-
-
-def _replay(row: Row, stored: dict):
-    """A record whose impression an earlier run labelled: an impression gets its label again,
-    an outcome the fate it had then (joined to that label, or a dead letter)."""
-    if row.fields["event_type"] == "impression":
-        yield _label_from_json(stored["label"])
-    elif row.event_id in stored["joined"]:
-        yield beam.pvalue.TaggedOutput(JOINED, row.event_id)
-    else:
-        yield _dead("LabelImpressions", NO_IMPRESSION, row)
-
-
-def _label_json(label: Example) -> dict:
-    return {"event_id": label.event_id, "event_time": label.event_time, "x": label.x, "y": label.y,
-            "model_key": label.model_key, "origin": [list(o) for o in label.origin]}
-
-
-def _label_from_json(d: dict) -> Example:
-    return Example(event_id=d["event_id"], event_time=d["event_time"], x=d["x"], y=d["y"],
-                   model_key=d["model_key"], origin=tuple(tuple(o) for o in d["origin"]), mode=LEARN)
-
-
-def _pack(shown, clicked, early, joined) -> tuple:
-    as_tuple = lambda r: (r.event_id, r.event_time, r.fields, tuple(r.origin))  # noqa: E731
-    return (shown and as_tuple(shown), clicked, [as_tuple(r) for r in early], tuple(joined))
-
-
-def _unpack(state) -> tuple:
-    if state is None:
-        return None, False, [], []
-    shown, clicked, early, joined = state
-    return (shown and Row(*shown)), clicked, [Row(*r) for r in early], list(joined)
-
-
-def _dead(stage: str, reason: str, row: Row) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(stage, reason, row))
+                yield at(out, closed_at)
