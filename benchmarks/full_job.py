@@ -62,7 +62,7 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
          "--metrics_minutes", "1", "--allowed_lateness_s", "0", "--output", str(ROOT / "out" / "bench-full")]
         + runner_flags, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     reads, done = {}, threading.Event()
-    reader = threading.Thread(target=_read_predictions, args=(bootstrap, f"{prefix}.predictions", reads, done),
+    reader = threading.Thread(target=read_predictions, args=(bootstrap, f"{prefix}.predictions", reads, done),
                               daemon=True)
     reader.start()
     try:
@@ -73,9 +73,9 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
             time.sleep(20)
         config = simulator.SimulatorConfig(impressions=impressions, late_fraction=0.0, malformed_fraction=0.0,
                                            attribution_window_ms=WINDOW_S * 1000)
-        sent_at, last = _produce(bootstrap, topic, list(simulator.generate(config)), rate)
+        sent_at, last = produce_stamped(bootstrap, topic, list(simulator.generate(config)), rate)
         counted = {i: t for i, t in sent_at.items() if t + WINDOW_S * 1000 < last}
-        _wait(lambda: counted.keys() <= reads.keys() or job.poll() is not None, 60 + len(counted) / 20)
+        wait_for(lambda: counted.keys() <= reads.keys() or job.poll() is not None, 60 + len(counted) / 20)
     finally:
         done.set()
         if flink:
@@ -83,20 +83,25 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGTERM)
         job.wait()
+    return full_row("full", runner, rate, sent_at, counted, reads)
+
+
+def full_row(job: str, runner: str, rate: float, sent_at: dict, counted: dict, reads: dict) -> dict:
+    """A row of `benchmarks.kafka_latency` from what was sent and read, with the definitions
+    of `benchmarks.full_job` (its docstring), plus the median prediction latency."""
     got = [(reads[i], t) for i, t in counted.items() if i in reads]
     first = min(sent_at.values())
     prediction = sorted((r - t) / 1000 for r, t in got)
     freshness = sorted((r - t) / 1000 - WINDOW_S for r, t in got)
     pick = lambda xs, q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else None  # noqa: E731
     records = sum(1 for t in sent_at.values() if t <= max(counted.values(), default=first))
-    return {"job": "full", "runner": runner, "rate": rate or "max", "impressions": len(counted),
-            "predictions": len(got),
+    return {"job": job, "runner": runner, "rate": rate or "max", "impressions": len(counted), "predictions": len(got),
             "sustained_eps": round(records / max((max(r for r, _ in got) - first) / 1000, 1e-9), 1) if got else 0,
             "freshness_p50_s": pick(freshness, 0.5), "freshness_p99_s": pick(freshness, 0.99),
-            "prediction_p99_s": pick(prediction, 0.99)}
+            "prediction_p50_s": pick(prediction, 0.5), "prediction_p99_s": pick(prediction, 0.99)}
 
 
-def _produce(bootstrap, topic, events, rate):
+def produce_stamped(bootstrap, topic, events, rate):
     """Sends `events` at `rate` records/s, each stamped now; returns ({impression id: sent ms},
     the last send ms), after one far-ahead record per partition."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -119,7 +124,7 @@ def _produce(bootstrap, topic, events, rate):
     return sent_at, last
 
 
-def _read_predictions(bootstrap, topic, reads, done):
+def read_predictions(bootstrap, topic, reads, done):
     """{impression id: read ms} of the main model's predictions, until `done`."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
@@ -133,7 +138,7 @@ def _read_predictions(bootstrap, topic, reads, done):
     consumer.close()
 
 
-def _wait(condition, timeout_s):
+def wait_for(condition, timeout_s):
     deadline = time.monotonic() + timeout_s
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -27,9 +27,8 @@ Not done here, and done by the job: durable stores (its learner and feature snap
 on in `benchmarks.full_job`), offset commits, windowed metrics, dead letters and metrics to Kafka.
 
 `measure_floor` measures it as `benchmarks.full_job.measure_full` measures the job: the same
-simulated records, rates, window, producer (`_produce`) and reader (`_read_predictions`), and
-the same definitions of the row's numbers (`full_row`: measure_full's counting, which is
-inline there, plus the median prediction latency).
+simulated records, rates, window, producer (`produce_stamped`) and reader (`read_predictions`), and
+the same definitions of the row's numbers (`benchmarks.full_job.full_row`).
 """
 from __future__ import annotations
 
@@ -50,7 +49,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, Producer, TopicPartition
 
 import simulator
-from benchmarks.full_job import PARTITIONS, WINDOW_S, _produce, _read_predictions, _wait
+from benchmarks.full_job import PARTITIONS, WINDOW_S, full_row, produce_stamped, read_predictions, wait_for
 from core.features import PROFILES, featurise
 from core.interactions import invalid_reason, served_example
 from core.kafka import KafkaRecord, consumer, encode, ensure_topic, is_transient
@@ -232,34 +231,19 @@ def measure_floor(bootstrap: str, impressions: int, rate: float) -> dict:
                             "--out", f"{prefix}.predictions", "--window_s", str(WINDOW_S)],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
     reads, done = {}, threading.Event()
-    threading.Thread(target=_read_predictions, args=(bootstrap, f"{prefix}.predictions", reads, done),
+    threading.Thread(target=read_predictions, args=(bootstrap, f"{prefix}.predictions", reads, done),
                      daemon=True).start()
     try:
         wait_ready(job, "the floor", log.name)  # its start-up (imports, models) is not latency
         config = simulator.SimulatorConfig(impressions=impressions, late_fraction=0.0, malformed_fraction=0.0,
                                            attribution_window_ms=WINDOW_S * 1000)
-        sent_at, last = _produce(bootstrap, topic, list(simulator.generate(config)), rate)
+        sent_at, last = produce_stamped(bootstrap, topic, list(simulator.generate(config)), rate)
         counted = {i: t for i, t in sent_at.items() if t + WINDOW_S * 1000 < last}  # windows closed by then
-        _wait(lambda: counted.keys() <= reads.keys() or job.poll() is not None, 60 + len(counted) / 20)
+        wait_for(lambda: counted.keys() <= reads.keys() or job.poll() is not None, 60 + len(counted) / 20)
     finally:
         done.set()
         stop_job(job)
     return full_row("floor", "local", rate, sent_at, counted, reads)
-
-
-def full_row(job: str, runner: str, rate: float, sent_at: dict, counted: dict, reads: dict) -> dict:
-    """A row of `benchmarks.kafka_latency` from what was sent and read, with the definitions
-    of `benchmarks.full_job` (its docstring), plus the median prediction latency."""
-    got = [(reads[i], t) for i, t in counted.items() if i in reads]
-    first = min(sent_at.values())
-    prediction = sorted((r - t) / 1000 for r, t in got)
-    freshness = sorted((r - t) / 1000 - WINDOW_S for r, t in got)
-    pick = lambda xs, q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else None  # noqa: E731
-    records = sum(1 for t in sent_at.values() if t <= max(counted.values(), default=first))
-    return {"job": job, "runner": runner, "rate": rate or "max", "impressions": len(counted), "predictions": len(got),
-            "sustained_eps": round(records / max((max(r for r, _ in got) - first) / 1000, 1e-9), 1) if got else 0,
-            "freshness_p50_s": pick(freshness, 0.5), "freshness_p99_s": pick(freshness, 0.99),
-            "prediction_p50_s": pick(prediction, 0.5), "prediction_p99_s": pick(prediction, 0.99)}
 
 
 def wait_ready(job: subprocess.Popen, what: str, log: str, timeout_s: float = 120) -> None:
