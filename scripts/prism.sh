@@ -3,7 +3,7 @@
 # Beam's DirectRunner would download a prebuilt Prism at run time; offline that fails, so the
 # project builds the same program, at the same version as the Python SDK, once.
 #
-# Two patches, each of one line; if an upstream line changed (another Beam version), the build
+# Three patches, each of one line; if an upstream line changed (another Beam version), the build
 # fails loudly rather than build something else: look at the file again and update the
 # UPSTREAM/PATCHED pair below.
 #
@@ -20,11 +20,17 @@
 #    `stage.Execute`, starving the Python worker. The patch sets the channel to nil once
 #    closed (a nil channel is never ready), so the loop sleeps until the answer or a progress
 #    tick.
+# 3. Timer holds. An event-time timer may hold the output watermark earlier than it fires
+#    (the Fn API timer's hold timestamp; Java's `withOutputTimestamp`; `transforms.eventtime`
+#    sets one). Set again at the same firing time with another hold, the element that fires is
+#    the first one pushed, which carries the old hold, while the hold accounting already moved
+#    to the new one: at the bundle's end Prism released the old hold and panicked ("negative
+#    watermark hold count"). The patched line releases the hold the timer was last set with.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BEAM_VERSION="$(sed -n 's/^apache-beam==//p' "$ROOT/requirements.txt")"
 BIN="$ROOT/.cache/prism/bin/prism"
-PATCH_ID="loopback-1+nospin-1"  # bump when a patch changes: an installed binary without it is rebuilt
+PATCH_ID="loopback-1+nospin-1+holds-1"  # bump when a patch changes: an installed binary without it is rebuilt
 STAMP="$BEAM_VERSION+$PATCH_ID"
 SERVER_GO="go/pkg/beam/runners/prism/internal/jobservices/server.go"
 UPSTREAM='lis, err := net.Listen("tcp", fmt.Sprintf(":%d", port))'
@@ -33,6 +39,10 @@ STAGE_GO="go/pkg/beam/runners/prism/internal/stage.go"
 STAGE_UPSTREAM='		case <-dataReady:'
 STAGE_PATCHED='		case <-dataReady:
 			dataReady = nil // streamml: closed, it would be ready forever: the loop would spin'
+
+EM_GO="go/pkg/beam/runners/prism/internal/engine/elementmanager.go"
+EM_UPSTREAM='				holdsInBundle[e.holdTimestamp]++'
+EM_PATCHED='				holdsInBundle[lastSet.hold]++ // streamml: the hold as last set, not the one of this element'
 
 fail() { echo "prism.sh: $*" >&2; exit 1; }
 
@@ -63,6 +73,7 @@ case "${1:-}" in
     chmod -R u+w "$SRC"
     patch_line "$SERVER_GO" "$UPSTREAM" "$PATCHED" "Prism would listen on every interface"
     patch_line "$STAGE_GO" "$STAGE_UPSTREAM" "$STAGE_PATCHED" "Prism would spin a core per bundle in flight"
+    patch_line "$EM_GO" "$EM_UPSTREAM" "$EM_PATCHED" "Prism would panic on a timer set again with another hold"
     mkdir -p "$(dirname "$BIN")"
     (cd "$SRC" && go build -o "$BIN.new" ./go/cmd/prism) || fail "go build of the patched Prism failed"
     mv -f "$BIN.new" "$BIN"  # atomic: a running Prism keeps its old file

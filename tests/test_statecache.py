@@ -5,7 +5,7 @@ from apache_beam.runners.worker import statecache as beams
 import transforms  # noqa: F401  (installs the cheap weighing)
 from core.records import Example, Row
 from transforms import statecache
-from transforms.features.entity import _pack
+from transforms.features.streaming import _pack
 
 
 def _state_values():

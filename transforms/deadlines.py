@@ -3,9 +3,9 @@ windows waiting to close, of predictions waiting for their labels.
 
 Keyed by id, every entry cost its own timer firing and state round trips, the main cost of such
 a stage on a stream. `ShardDeadlinesDoFn` keys by shard (`transforms.shards`) instead and closes
-the due entries of a whole tick in one firing, with the `flush`, `tick` and `sweep` timers of
-`transforms.eventtime` over the deadlines (`flush` at the earliest holds the output watermark
-there, so what a closing emits keeps its deadline's time).
+the due entries of a whole tick in one firing, with the `flush` and `sweep` timers of
+`transforms.eventtime` over the deadlines (they hold the output watermark at the earliest, so
+what expires is emitted at its own deadline).
 
 State per shard: the waiting entries as one cell (`open`, rewritten only by a compaction) plus
 a bag of changes (`changes`: id -> the entry's new packed form and deadline, or None once it
@@ -27,7 +27,7 @@ from apache_beam import coders
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
-from transforms.eventtime import NOTHING_WAITS, TICK_MS, Timers, millis
+from transforms.eventtime import NOTHING_WAITS, TICK_MS, Timers, applied_up_to
 from transforms.livecache import live_cache, new_owner
 
 _DEADLINE = operator.itemgetter(0)
@@ -79,7 +79,6 @@ class ShardDeadlinesDoFn(beam.DoFn):
     OPEN = userstate.ReadModifyWriteStateSpec("open", coders.FastPrimitivesCoder())  # id -> (packed, deadline)
     CHANGES = userstate.BagStateSpec("changes", coders.FastPrimitivesCoder())  # (id, (packed, deadline) | None)
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
-    TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
     LIVE_SHARDS = 1_000  # shards whose entries a worker keeps (least recent dropped)
     tick_ms = TICK_MS
@@ -105,45 +104,34 @@ class ShardDeadlinesDoFn(beam.DoFn):
         self._live = live_cache(self._owner, self.LIVE_SHARDS)
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK), open_state=beam.DoFn.StateParam(OPEN),
-                changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
+                changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         shard, record = element
         span, n_changes, token = clock_state.read() or (NOTHING_WAITS, 0, None)
         waiting = self._take(shard, token, open_state, changes)
         yield from self.arrive(waiting, record)
         new = [change[1] for change in waiting.changed.values() if change is not None]
         if new:
-            timers = Timers(flush, tick, sweep, 0, self.tick_ms)
+            timers = Timers(flush, sweep, 0, self.tick_ms)
             span = timers.awaiting(min(new), max(new), span) or span
         self._write(shard, waiting, span, n_changes, clock_state, open_state, changes)
 
     @userstate.on_timer(FLUSH)
     def on_flush(self, shard=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), open_state=beam.DoFn.StateParam(OPEN),
-                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                 tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
+                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self._close(shard, fired_at, clock_state, open_state, changes,
-                               Timers(flush, tick, sweep, 0, self.tick_ms), "flush")
-
-    @userstate.on_timer(TICK)
-    def on_tick(self, shard=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                clock_state=beam.DoFn.StateParam(CLOCK), open_state=beam.DoFn.StateParam(OPEN),
-                changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
-        yield from self._close(shard, fired_at, clock_state, open_state, changes,
-                               Timers(flush, tick, sweep, 0, self.tick_ms), "tick")
+                               Timers(flush, sweep, 0, self.tick_ms), "flush")
 
     @userstate.on_timer(SWEEP)
     def on_sweep(self, shard=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), open_state=beam.DoFn.StateParam(OPEN),
-                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                 tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
+                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self._close(shard, fired_at, clock_state, open_state, changes,
-                               Timers(flush, tick, sweep, 0, self.tick_ms), "sweep")
+                               Timers(flush, sweep, 0, self.tick_ms), "sweep")
 
     def _close(self, shard, fired_at, clock_state, open_state, changes, timers, fired):
         """Expires the entries due at or before `fired_at`."""
-        fired_ms = millis(fired_at)
+        fired_ms = applied_up_to(fired_at)
         span, n_changes, token = clock_state.read() or (NOTHING_WAITS, 0, None)
         waiting = self._take(shard, token, open_state, changes)
         due = waiting.due(fired_ms)

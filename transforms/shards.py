@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 
-SHARDS = 16  # the default keys of a sharded stage: a few per core of a small cluster
+SHARDS = 4  # the default keys of a sharded stage: few (each costs a firing per tick), a few per parallel worker
 
 
 def shard_of(entity: str, shards: int) -> int:

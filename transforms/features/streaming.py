@@ -20,7 +20,7 @@ from core.features import PROFILES, featurise, order, profile_key, with_features
 from core.records import Row
 from stores import snapshots
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.eventtime import ITEM_FEATURES_US, NOTHING_WAITS, TICK_MS, USER_FEATURES_US, Timers, millis, stamp
+from transforms.eventtime import ITEM_FEATURES_US, NOTHING_WAITS, TICK_MS, USER_FEATURES_US, Timers, applied_up_to, stamp
 from transforms.livecache import live_cache, new_owner
 from transforms.progress import add_progress
 
@@ -39,8 +39,8 @@ class _Live:
 
 class ProfileShardDoFn(beam.DoFn):
     """The profiles of a shard of entities; rows wait in state until the watermark passes them,
-    then are applied in order, each to its entity's profile, with `flush`, `tick` and `sweep`
-    timers as in the learner (`transforms.eventtime`; without `sweep`, a topic replayed on Flink
+    then are applied in order, each to its entity's profile, with the `flush` and `sweep`
+    timers of the learner (`transforms.eventtime`; without `sweep`, a topic replayed on Flink
     went at about 6 rows/s).
 
     Keyed by entity, every row cost a timer firing and its state round trips: most of a
@@ -64,7 +64,6 @@ class ProfileShardDoFn(beam.DoFn):
     PROFILES = userstate.ReadModifyWriteStateSpec("profiles", coders.FastPrimitivesCoder())
     CHANGES = userstate.BagStateSpec("changes", coders.FastPrimitivesCoder())  # (entity, state, clock)
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
-    TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
     LIVE_SHARDS = 1_000  # shards whose live profiles a worker keeps (least recent dropped)
 
@@ -84,8 +83,7 @@ class ProfileShardDoFn(beam.DoFn):
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK), pending=beam.DoFn.StateParam(PENDING),
                 left=beam.DoFn.StateParam(LEFT), profiles=beam.DoFn.StateParam(PROFILES),
-                changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
+                changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         shard, rows = element
         span, in_bag, n_changes, token = clock_state.read() or (NOTHING_WAITS, 0, 0, None)
         live = self._live.take(shard, token)  # kept again only once this call has fully succeeded
@@ -101,7 +99,7 @@ class ProfileShardDoFn(beam.DoFn):
                 pending.add(row)
                 fresh.append(row)
         if fresh:
-            span = self._timers(flush, tick, sweep).awaiting(fresh[0].event_time, fresh[-1].event_time, span) or span
+            span = self._timers(flush, sweep).awaiting(fresh[0].event_time, fresh[-1].event_time, span) or span
             if live.waiting and order(fresh[0]) < order(live.waiting[-1]):
                 live.waiting = sorted(live.waiting + fresh, key=order)  # rare: out of order
             else:
@@ -119,35 +117,24 @@ class ProfileShardDoFn(beam.DoFn):
     def on_flush(self, shard=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), pending=beam.DoFn.StateParam(PENDING),
                  left=beam.DoFn.StateParam(LEFT), profiles=beam.DoFn.StateParam(PROFILES),
-                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                 tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
+                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self.apply_ready_rows(shard, fired_at, clock_state, pending, left, profiles, changes,
-                                         self._timers(flush, tick, sweep), "flush")
-
-    @userstate.on_timer(TICK)
-    def on_tick(self, shard=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                clock_state=beam.DoFn.StateParam(CLOCK), pending=beam.DoFn.StateParam(PENDING),
-                left=beam.DoFn.StateParam(LEFT), profiles=beam.DoFn.StateParam(PROFILES),
-                changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
-        yield from self.apply_ready_rows(shard, fired_at, clock_state, pending, left, profiles, changes,
-                                         self._timers(flush, tick, sweep), "tick")
+                                         self._timers(flush, sweep), "flush")
 
     @userstate.on_timer(SWEEP)
     def on_sweep(self, shard=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), pending=beam.DoFn.StateParam(PENDING),
                  left=beam.DoFn.StateParam(LEFT), profiles=beam.DoFn.StateParam(PROFILES),
-                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH),
-                 tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
+                 changes=beam.DoFn.StateParam(CHANGES), flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self.apply_ready_rows(shard, fired_at, clock_state, pending, left, profiles, changes,
-                                         self._timers(flush, tick, sweep), "sweep")
+                                         self._timers(flush, sweep), "sweep")
 
-    def _timers(self, flush, tick, sweep) -> Timers:
-        return Timers(flush, tick, sweep, self.offset_us, self.tick_ms)
+    def _timers(self, flush, sweep) -> Timers:
+        return Timers(flush, sweep, self.offset_us, self.tick_ms)
 
     def apply_ready_rows(self, shard, fired_at, clock_state, pending, left, profiles, changes, timers, fired):
         """Applies the waiting rows at or before `fired_at`, each to its entity's profile."""
-        fired_ms = millis(fired_at)
+        fired_ms = applied_up_to(fired_at)
         span, in_bag, n_changes, token = clock_state.read() or (NOTHING_WAITS, 0, 0, None)
         live = self._live.take(shard, token)  # kept again only once this firing has fully succeeded
         if live is None:

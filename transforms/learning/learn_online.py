@@ -10,13 +10,12 @@ streaming:
   grouped in shards of model keys, and each key's events are merged from its runs and applied
   in one ordered pass (`transforms.learning.batch`). No Beam state, no timers, and no element
   that holds a key's history: the model lives only in that pass (and in the store, if any);
-- streaming: events wait in Beam state until the watermark passes them. An event-time timer
-  at the earliest waiting event (`flush`) fires when the watermark passes it (just after: see
-  `transforms.eventtime`); its timestamp holds the output watermark, so predictions keep their
-  events' time. A second timer at the end of that event's tick (`tick_ms` of event time)
-  applies the tick's events in one firing, and a third at the latest waiting event when it was
-  set (`sweep`) applies a whole backlog in one firing once the watermark has passed it all (a replay, a
-  file, a catch-up). A firing applies every waiting event at or before its own timestamp.
+- streaming: events wait in Beam state until the watermark passes them, then are applied a
+  tick of event time at a time (`tick_ms`, `transforms.eventtime`): a `flush` timer just after
+  the earliest waiting event's tick applies that tick, holding the output watermark at that
+  event, so predictions keep their events' time; a second timer, just after the latest
+  waiting event's tick when it was set (`sweep`), applies a whole backlog in one firing once
+  the watermark has passed it all (a replay, a file, a catch-up).
 
 Either way, events reach the learner's runs or state in chunks (`transforms.chunks`): one
 element per key and bundle, not one per event.

@@ -1,10 +1,10 @@
 """The learner on a stream: events wait in Beam state until the watermark passes them, then are
 applied in order by `core.learning.Learner`.
 
-Three timers per key (`transforms.eventtime.Timers`): `flush` at the earliest waiting event
-(it holds the output watermark there, so predictions keep their events' time), `tick` at the
-end of that event's tick, `sweep` at the latest waiting event when it was set. A firing
-applies every waiting event at or before its own timestamp.
+Two timers per key (`transforms.eventtime.Timers`), each holding the output watermark at the
+earliest waiting event (so predictions keep their events' time): `flush` just after the tick
+of the earliest waiting event, `sweep` just after the tick of the latest one when it was set.
+A firing applies every waiting event up to the end of the tick before it.
 
 State per key: a bag of arrivals (`pending`, only appended to by `process`), a cell of the
 events a compaction kept (`left`), the model (`model`: signed bytes and the clock, the order
@@ -35,7 +35,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from core.records import Example
 from transforms import coders as record_coders
-from transforms.eventtime import LEARNER_US, NOTHING_WAITS, TICK_MS, Timers, millis
+from transforms.eventtime import LEARNER_US, NOTHING_WAITS, TICK_MS, Timers, applied_up_to
 from transforms.livecache import live_cache, new_owner
 from transforms.learning.base import LearnerDoFn, emit, emit_replayed
 
@@ -66,7 +66,6 @@ class PredictThenLearnDoFn(LearnerDoFn):
     # (process) and cleared (timers).
     LEFT = userstate.ReadModifyWriteStateSpec("left", coders.FastPrimitivesCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
-    TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
     LIVE_KEYS = 10_000  # keys whose live model and waiting events a worker keeps (least recent dropped)
 
@@ -79,8 +78,7 @@ class PredictThenLearnDoFn(LearnerDoFn):
         self._live = live_cache(self._owner, self.LIVE_KEYS)
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK),
-                pending=beam.DoFn.StateParam(PENDING), flush=beam.DoFn.TimerParam(FLUSH),
-                tick=beam.DoFn.TimerParam(TICK), sweep=beam.DoFn.TimerParam(SWEEP)):
+                pending=beam.DoFn.StateParam(PENDING), flush=beam.DoFn.TimerParam(FLUSH), sweep=beam.DoFn.TimerParam(SWEEP)):
         key, chunk = element
         applied_up_to, span, in_bag, token = clock_state.read() or (None, NOTHING_WAITS, 0, None)
         applied = tuple(applied_up_to) if applied_up_to is not None else None
@@ -95,7 +93,7 @@ class PredictThenLearnDoFn(LearnerDoFn):
             yield from emit_replayed(self.learner.replay_or_late(key, seen, applied))
         if fresh:
             times = [e.event_time for e in fresh]
-            timers = Timers(flush, tick, sweep, LEARNER_US, self.tick_ms)
+            timers = Timers(flush, sweep, LEARNER_US, self.tick_ms)
             span = timers.awaiting(min(times), max(times), span) or span
             live = self._live.take(key, token)
             new_token = secrets.randbits(63)
@@ -113,32 +111,23 @@ class PredictThenLearnDoFn(LearnerDoFn):
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
                  pending=beam.DoFn.StateParam(PENDING), left=beam.DoFn.StateParam(LEFT),
-                 flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                 flush=beam.DoFn.TimerParam(FLUSH),
                  sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, left,
-                                           Timers(flush, tick, sweep, LEARNER_US, self.tick_ms), "flush")
-
-    @userstate.on_timer(TICK)
-    def on_tick(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
-                pending=beam.DoFn.StateParam(PENDING), left=beam.DoFn.StateParam(LEFT),
-                flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
-                sweep=beam.DoFn.TimerParam(SWEEP)):
-        yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, left,
-                                           Timers(flush, tick, sweep, LEARNER_US, self.tick_ms), "tick")
+                                           Timers(flush, sweep, LEARNER_US, self.tick_ms), "flush")
 
     @userstate.on_timer(SWEEP)
     def on_sweep(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                  clock_state=beam.DoFn.StateParam(CLOCK), model_state=beam.DoFn.StateParam(MODEL),
                  pending=beam.DoFn.StateParam(PENDING), left=beam.DoFn.StateParam(LEFT),
-                 flush=beam.DoFn.TimerParam(FLUSH), tick=beam.DoFn.TimerParam(TICK),
+                 flush=beam.DoFn.TimerParam(FLUSH),
                  sweep=beam.DoFn.TimerParam(SWEEP)):
         yield from self.apply_ready_events(key, fired_at, clock_state, model_state, pending, left,
-                                           Timers(flush, tick, sweep, LEARNER_US, self.tick_ms), "sweep")
+                                           Timers(flush, sweep, LEARNER_US, self.tick_ms), "sweep")
 
     def apply_ready_events(self, key, fired_at, clock_state, model_state, pending, left, timers, fired):
         """Applies the waiting events at or before `fired_at`."""
-        fired_ms = millis(fired_at)
+        fired_ms = applied_up_to(fired_at)
         _, span, in_bag, token = clock_state.read() or (None, NOTHING_WAITS, 0, None)
         live = self._live.take(key, token)  # kept again only once this firing has fully succeeded
         if live is None:
