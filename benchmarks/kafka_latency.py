@@ -51,16 +51,16 @@ import uuid
 
 import apache_beam as beam
 import fastavro
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import schemas
 import simulator
 from benchmarks.flink_jobs import cancel_flink_jobs, endless_runner_args, flink_jobs, runner_args, wait_until_flink_runs
-from benchmarks.full_job import WINDOW_S, measure_full
+from benchmarks.full_job import PARTITIONS, WINDOW_S, measure_full
 from benchmarks.peer_quix import MODEL, stand_in_label
 from benchmarks.stream_floor import measure_floor, stop_job, wait_ready
 from core.interactions import impression_features
-from core.kafka import ensure_topic, produce
+from core.kafka import encode, ensure_topic, produce
 from core.records import Example
 from models import factory
 from pipelines.options import pipeline_options
@@ -68,6 +68,8 @@ from transforms.io.kafka import DecodeAvro, WriteToKafka
 from transforms.io.kafka_read import ReadFromKafka
 from transforms.learning.learn_online import LearnOnline
 from transforms.runners import ROOT
+
+END = "end-of-input-"  # the event ids of the records that end a run (`end_of_input`)
 
 JOBS = ("reduced", "full", "floor")
 PEERS = ("quix",)
@@ -81,7 +83,7 @@ def _example(row):
 
 def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> dict:
     topic, out_topic = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
-    ensure_topic(bootstrap, topic, 3)
+    ensure_topic(bootstrap, topic, PARTITIONS)
     ensure_topic(bootstrap, out_topic, 1)
     flink = runner != "local"
     before = flink_jobs("RUNNING") if flink else set()
@@ -110,7 +112,7 @@ def measure_peer(bootstrap: str, events: int, rate: float, peer: str = "quix") -
     """The reduced job's row for a peer (`benchmarks/peer_<peer>.py`, run in .venv-peer),
     measured as `measure` measures ours."""
     topic, out_topic = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
-    ensure_topic(bootstrap, topic, 3)
+    ensure_topic(bootstrap, topic, PARTITIONS)
     ensure_topic(bootstrap, out_topic, 1)
     (ROOT / "out").mkdir(exist_ok=True)
     log = open(ROOT / "out" / f"bench-peer-{peer}.log", "w")
@@ -144,8 +146,10 @@ def _drive(bootstrap: str, topic: str, out_topic: str, events: int, rate: float,
         while len(read) < len(impressions) and not done.is_set():
             for m in consumer.consume(500, timeout=0.2):
                 if m.error() is None:
-                    read.append((time.time() * 1000, fastavro.schemaless_reader(io.BytesIO(m.value()), schema)))
-                    last_at[0] = time.monotonic()
+                    prediction = fastavro.schemaless_reader(io.BytesIO(m.value()), schema)
+                    if not prediction["event_id"].startswith(END):
+                        read.append((time.time() * 1000, prediction))
+                        last_at[0] = time.monotonic()
         consumer.close()
 
     reader = threading.Thread(target=consume, daemon=True)
@@ -161,7 +165,9 @@ def _drive(bootstrap: str, topic: str, out_topic: str, events: int, rate: float,
 
     start = time.monotonic()
     produce(stamped(), bootstrap, topic, "interaction", "user_id", rate=rate or None)
-    # The last events may wait for a later one to move the watermark past them; give up on those.
+    # The last events wait for a later one to move the watermark past their tick: one record
+    # far ahead on every partition ends the input (as a live stream's next events would).
+    end_of_input(bootstrap, topic, impressions[0])
     reader.join(timeout=60 + len(impressions) / 20)
     done.set()
     reader.join(timeout=10)
@@ -173,6 +179,16 @@ def _drive(bootstrap: str, topic: str, out_topic: str, events: int, rate: float,
            "freshness_p50_s": None, "freshness_p99_s": None,  # (stand-in labels: known at once)
            "prediction_p50_s": pick(0.5) if latencies else None, "prediction_p99_s": pick(0.99) if latencies else None}
     return row, sent, [pr for _, pr in read]
+
+
+def end_of_input(bootstrap: str, topic: str, like: dict) -> None:
+    """One impression far ahead on each partition of `topic`: the watermark passes all before."""
+    producer = Producer({"bootstrap.servers": bootstrap})
+    ahead = int(time.time() * 1000) + 600_000
+    for p in range(PARTITIONS):
+        producer.produce(topic, partition=p, value=encode(dict(like, event_id=f"{END}{p}", event_time=ahead),
+                                                            "interaction"))
+    producer.flush(30)
 
 
 def _event_order(record: dict) -> tuple:
