@@ -12,8 +12,8 @@ a bag of changes (`changes`: id -> the entry's new packed form and deadline, or 
 left), so a call writes what it changed, not the shard; `clock` holds the timers' span, the
 entries in `changes` and a token new at every write. A worker process keeps each shard's
 entries live (`transforms.livecache`) and uses them while `clock` holds the token it last
-wrote; any other token (a retried bundle, another worker, a restart) rebuilds them from state. On Prism 2.77 a bag cleared and refilled in one callback lost
-some elements and repeated others: `changes` is only appended to, or cleared.
+wrote; any other token (a retried bundle, another worker, a restart) rebuilds them from
+state. `transforms.shards` reads and writes the two cells.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from transforms.eventtime import NOTHING_WAITS, TICK_MS, Timers, applied_up_to
 from transforms.livecache import live_cache, new_owner
+from transforms.shards import read_entries, write_entries
 
 _DEADLINE = operator.itemgetter(0)
 
@@ -147,14 +148,8 @@ class ShardDeadlinesDoFn(beam.DoFn):
         waiting = self._live.take(shard, token)
         if waiting is not None:
             return waiting
-        saved = dict(open_state.read() or {})
-        for entry_id, change in changes.read():  # later entries supersede earlier ones
-            if change is None:
-                saved.pop(entry_id, None)
-            else:
-                saved[entry_id] = change
         waiting = Waiting()
-        for entry_id, (packed, deadline) in saved.items():
+        for entry_id, (packed, deadline) in read_entries(open_state, changes).items():
             waiting.entries[entry_id] = (self.unpack(packed), deadline)
             waiting.deadlines.append((deadline, entry_id))
         waiting.deadlines.sort()
@@ -163,14 +158,10 @@ class ShardDeadlinesDoFn(beam.DoFn):
     def _write(self, shard, waiting: Waiting, span, n_changes, clock_state, open_state, changes):
         """Writes what changed (all the entries instead, once `changes` is mostly superseded)."""
         if waiting.changed:
-            if n_changes + len(waiting.changed) > 2 * len(waiting.entries) + 16:
-                open_state.write({i: (self.pack(e), d) for i, (e, d) in waiting.entries.items()})
-                changes.clear()
-                n_changes = 0
-            else:
-                for entry_id, change in waiting.changed.items():
-                    changes.add((entry_id, change and (self.pack(change[0]), change[1])))
-                n_changes += len(waiting.changed)
+            changed = {i: change and (self.pack(change[0]), change[1]) for i, change in waiting.changed.items()}
+            n_changes = write_entries(changed, n_changes, len(waiting.entries),
+                                      lambda: {i: (self.pack(e), d) for i, (e, d) in waiting.entries.items()},
+                                      open_state, changes)
             waiting.changed = {}
         waiting.token = secrets.randbits(63)
         clock_state.write((span, n_changes, waiting.token))

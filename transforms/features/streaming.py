@@ -23,6 +23,7 @@ from transforms import coders as record_coders  # noqa: F401  (registers the rec
 from transforms.eventtime import ITEM_FEATURES_US, NOTHING_WAITS, TICK_MS, USER_FEATURES_US, Timers, applied_up_to, stamp
 from transforms.livecache import live_cache, new_owner
 from transforms.progress import add_progress
+from transforms.shards import read_entries, write_entries
 
 REPLAY_HORIZON_MS = 24 * 3600 * 1000  # how long served features stay stored for replays
 # Timestamp offset of each kind's stage: see transforms.eventtime.
@@ -49,7 +50,7 @@ class ProfileShardDoFn(beam.DoFn):
     State per shard, as in the learner (`transforms.learning.streaming`): arrivals are appended
     to a bag (`pending`), compacted into a cell (`left`) once mostly applied; the profiles are
     a cell (`profiles`, entity -> (state, clock)) rewritten only by a compaction, plus a bag of
-    the profiles each firing changed (`changes`), so a firing writes what it changed, not the
+    the profiles each firing changed (`changes`, `transforms.shards`), so a firing writes what it changed, not the
     shard. (On Prism 2.77 a bag cleared and refilled in one timer callback lost some rows and
     repeated others: bags here are only appended to, or cleared.) `clock` holds the waiting
     span, the entries in each bag and a token new at every write: a worker process keeps each
@@ -62,7 +63,7 @@ class ProfileShardDoFn(beam.DoFn):
     PENDING = userstate.BagStateSpec("pending", record_coders.RowCoder())
     LEFT = userstate.ReadModifyWriteStateSpec("left", coders.FastPrimitivesCoder())  # packed rows
     PROFILES = userstate.ReadModifyWriteStateSpec("profiles", coders.FastPrimitivesCoder())
-    CHANGES = userstate.BagStateSpec("changes", coders.FastPrimitivesCoder())  # (entity, state, clock)
+    CHANGES = userstate.BagStateSpec("changes", coders.FastPrimitivesCoder())  # (entity, (state, clock))
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
     LIVE_SHARDS = 1_000  # shards whose live profiles a worker keeps (least recent dropped)
@@ -158,15 +159,11 @@ class ProfileShardDoFn(beam.DoFn):
         for entity, rows in by_entity.items():
             out += self._apply(entity, rows, live.profiles, changed)
         if changed:
-            if n_changes + len(changed) > 2 * len(live.profiles):  # mostly superseded: compact
-                profiles.write({e: (p.state(), c) for e, (p, c) in live.profiles.items() if c is not None})
-                changes.clear()
-                n_changes = 0
-            else:
-                for entity in changed:
-                    profile, clock = live.profiles[entity]
-                    changes.add((entity, profile.state(), clock))
-                n_changes += len(changed)
+            n_changes = write_entries(
+                {e: (live.profiles[e][0].state(), live.profiles[e][1]) for e in changed}, n_changes,
+                len(live.profiles),
+                lambda: {e: (p.state(), c) for e, (p, c) in live.profiles.items() if c is not None},
+                profiles, changes)
         live.token, live.waiting = secrets.randbits(63), waiting
         clock_state.write((span, in_bag, n_changes, live.token))
         self._live.keep(shard, live)
@@ -205,10 +202,8 @@ class ProfileShardDoFn(beam.DoFn):
     def _from_state(self, pending, left, profiles, changes) -> _Live:
         """A shard's profiles and waiting rows, from state. Rows in the bag that their entity's
         profile applied already are dead (they wait for a compaction)."""
-        saved = dict(profiles.read() or {})
-        for entity, state, clock in changes.read():  # later entries supersede earlier ones
-            saved[entity] = (state, clock)
-        live = {e: [self.profile_type(state), tuple(clock)] for e, (state, clock) in saved.items()}
+        live = {e: [self.profile_type(state), tuple(clock)]
+                for e, (state, clock) in read_entries(profiles, changes).items()}
         waiting = []
         for row in itertools.chain(map(_unpack, left.read() or ()), pending.read()):
             _, clock = live.get(row.fields[self.field]) or (None, None)
