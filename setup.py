@@ -21,6 +21,12 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66,<5",  # progress bars
 ]
 
+# The serving plane (`python -m serving`): an ASGI app on uvicorn. Not on Beam's workers.
+SERVING_REQUIRES = [
+    "fastapi>=0.115,<1",
+    "uvicorn>=0.30,<1",
+]
+
 TEST_REQUIRES = [
     "pytest>=8,<10",
     "pyyaml>=6,<7",  # the Kubernetes manifests (tests/test_deploy.py)
@@ -42,5 +48,5 @@ setuptools.setup(
     package_data={"schemas": ["*.avsc"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"serving": SERVING_REQUIRES, "test": TEST_REQUIRES},
 )

@@ -10,15 +10,15 @@ Per impression of the main model, read back from `PREFIX.predictions`:
 - `prediction`: read time - impression time. The main job emits a prediction once it is
   paired with its label, so this includes the attribution window (until the serving plane
   serves predictions on arrival).
-- `freshness`: read time - the moment its label could be known (impression time + window: a
+- `freshness`: read time - the moment its label could be known: impression time + window (a
   negative is known when the watermark passes it; a positive's label is also emitted then, so
-  every label waits the same). The scored prediction leaves only after the learner learned the
-  label, so this bounds "label knowable -> learned" from above.
+  every label waits the same), or, for the impressions still in their window when the input
+  ends, the moment the last records were sent (far-ahead records on every partition then move
+  the watermark past everything, so every window closes). The scored prediction leaves only
+  after the learner learned the label, so this bounds "label knowable -> learned" from above.
 
-Only impressions whose window closed before the last record was sent count: the job is then
-stopped by far-ahead records on every partition, which move the watermark past everything.
-`sustained_eps` is the records sent up to that point over the time from the first send to the
-last counted prediction read.
+Every impression counts, at any rate. `sustained_eps` is the impressions predicted over the time
+from the first send to the last prediction read.
 """
 from __future__ import annotations
 
@@ -74,8 +74,7 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
         config = simulator.SimulatorConfig(impressions=impressions, late_fraction=0.0, malformed_fraction=0.0,
                                            attribution_window_ms=WINDOW_S * 1000)
         sent_at, last = produce_stamped(bootstrap, topic, list(simulator.generate(config)), rate)
-        counted = {i: t for i, t in sent_at.items() if t + WINDOW_S * 1000 < last}
-        wait_for(lambda: counted.keys() <= reads.keys() or job.poll() is not None, 60 + len(counted) / 20)
+        wait_for(lambda: sent_at.keys() <= reads.keys() or job.poll() is not None, 60 + len(sent_at) / 20)
     finally:
         done.set()
         if flink:
@@ -83,20 +82,20 @@ def measure_full(bootstrap: str, impressions: int, rate: float, runner_flags: li
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGTERM)
         job.wait()
-    return full_row("full", runner, rate, sent_at, counted, reads)
+    return full_row("full", runner, rate, sent_at, last, reads)
 
 
-def full_row(job: str, runner: str, rate: float, sent_at: dict, counted: dict, reads: dict) -> dict:
-    """A row of `benchmarks.kafka_latency` from what was sent and read, with the definitions
-    of `benchmarks.full_job` (its docstring), plus the median prediction latency."""
-    got = [(reads[i], t) for i, t in counted.items() if i in reads]
+def full_row(job: str, runner: str, rate: float, sent_at: dict, last: int, reads: dict) -> dict:
+    """A row of `benchmarks.kafka_latency` from what was sent (impression id -> sent ms, and
+    the last send ms) and read, with the definitions of `benchmarks.full_job` (its docstring),
+    plus the median prediction latency."""
+    got = [(reads[i], t) for i, t in sent_at.items() if i in reads]
     first = min(sent_at.values())
     prediction = sorted((r - t) / 1000 for r, t in got)
-    freshness = sorted((r - t) / 1000 - WINDOW_S for r, t in got)
+    freshness = sorted((r - min(t + WINDOW_S * 1000, last)) / 1000 for r, t in got)
     pick = lambda xs, q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else None  # noqa: E731
-    records = sum(1 for t in sent_at.values() if t <= max(counted.values(), default=first))
-    return {"job": job, "runner": runner, "rate": rate or "max", "impressions": len(counted), "predictions": len(got),
-            "sustained_eps": round(records / max((max(r for r, _ in got) - first) / 1000, 1e-9), 1) if got else 0,
+    return {"job": job, "runner": runner, "rate": rate or "max", "impressions": len(sent_at), "predictions": len(got),
+            "sustained_eps": round(len(got) / max((max(r for r, _ in got) - first) / 1000, 1e-9), 1) if got else 0,
             "freshness_p50_s": pick(freshness, 0.5), "freshness_p99_s": pick(freshness, 0.99),
             "prediction_p50_s": pick(prediction, 0.5), "prediction_p99_s": pick(prediction, 0.99)}
 

@@ -2,11 +2,9 @@
 our jobs, the same work without Beam (the floor) and the reduced job written with another
 stream processor (the peer), in one run.
 
-    bash scripts/kafka.sh start
-    bash scripts/peer.sh install    # once, for the peer rows
-    .venv/bin/python -m benchmarks.kafka_latency --events 3000 --rates 200,1000,0 --json out.json
-    bash scripts/flink.sh start     # for the Flink rows
-    .venv/bin/python -m benchmarks.kafka_latency --runners local,flink:1,flink:2 --json out.json
+    bash scripts/kafka.sh start; bash scripts/flink.sh start; bash scripts/peer.sh install
+    .venv/bin/python -m benchmarks.kafka_latency --rates 500,1000,2000,0 --events 4000 \
+        --runners local,flink:1,flink:2 --json out.json
 
 For each rate (events/s; 0 = as fast as possible) and job it produces simulated events stamped
 with the wall clock and reads the predictions back. One row each, with the keys `job`, `runner`,
@@ -18,17 +16,18 @@ with the wall clock and reads the predictions back. One row each, with the keys 
   see transforms/io/kafkaio.py): the streaming pipeline Kafka -> decode -> LearnOnline
   (predict, then learn; labels from a stable hash of the event id, `stand_in_label`) -> Kafka,
   where latency = time the prediction is read - the event's time and events/s = predictions
-  read / time from the first send to the last prediction read. On the local runner the newest
-  few events are never predicted: no later event moves the watermark past them.
+  read / time from the first send to the last prediction read.
 - `reduced` on `peer:quix`: the same per-event work written with Quix Streams
   (`benchmarks/peer_quix.py`, in .venv-peer: `bash scripts/peer.sh install`), measured the
   same way on its own topics. It applies events in the order it consumes them, not in event
   time order as ours does (see its docstring).
-- `full` on `local` or `flink:N`: the main job itself (`benchmarks/full_job.py`: features,
-  labels, three models, freshness of the labels learned).
+- `full` on `local` or `flink:N`: the main job itself (`benchmarks/full_job.py`).
 - `floor` on `local`: the main job's work as one plain Python loop without Beam, in its own
   process (`benchmarks/stream_floor.py`), measured as `full` is: the most `full` can reach with
   this work here.
+- `passthrough` on `local` or `flink:N`: `reduced` without its model (Kafka -> decode -> a
+  constant prediction -> Kafka), measured as `reduced` is: the most any Beam job reading and
+  writing Kafka this way reaches on the runner, and so a bound for `reduced`.
 
 `reduced` rows also say whether every prediction read is exact, `equal_to_bare_river`: its
 P(click) equals a bare river loop's (the same model, predict_proba_one then learn_one) over the
@@ -56,12 +55,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 import schemas
 import simulator
 from benchmarks.flink_jobs import cancel_flink_jobs, endless_runner_args, flink_jobs, runner_args, wait_until_flink_runs
-from benchmarks.full_job import PARTITIONS, WINDOW_S, measure_full
+from benchmarks.full_job import PARTITIONS, measure_full
 from benchmarks.peer_quix import MODEL, stand_in_label
 from benchmarks.stream_floor import measure_floor, stop_job, wait_ready
 from core.interactions import impression_features
 from core.kafka import encode, ensure_topic, produce
-from core.records import Example
+from core.records import Example, Prediction
 from models import factory
 from pipelines.options import pipeline_options
 from transforms.io.kafka import DecodeAvro, WriteToKafka
@@ -71,7 +70,7 @@ from transforms.runners import ROOT
 
 END = "end-of-input-"  # the event ids of the records that end a run (`end_of_input`)
 
-JOBS = ("reduced", "full", "floor")
+JOBS = ("reduced", "passthrough", "full", "floor")
 PEERS = ("quix",)
 PEER_SCRIPT = ["bash", str(ROOT / "scripts" / "peer.sh")]
 
@@ -81,7 +80,11 @@ def _example(row):
     return Example(row.event_id, row.event_time, impression_features(row.fields), clicked)
 
 
-def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> dict:
+def _constant(row) -> Prediction:
+    return Prediction(row.event_id, MODEL, row.event_time, None, False, {False: 0.5, True: 0.5}, 0)
+
+
+def measure(bootstrap: str, events: int, rate: float, runner: str = "local", job: str = "reduced") -> dict:
     topic, out_topic = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
     ensure_topic(bootstrap, topic, PARTITIONS)
     ensure_topic(bootstrap, out_topic, 1)
@@ -91,9 +94,11 @@ def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> 
     rows = (p | "Read" >> ReadFromKafka(bootstrap, [topic], f"bench-{uuid.uuid4().hex[:6]}",
                                                poll_records=200)
             | "Decode" >> DecodeAvro("interaction")).rows
-    learned = (rows | "ToExample" >> beam.Map(_example)
-               | "Learn" >> LearnOnline(MODEL))
-    learned.predictions | "Write" >> WriteToKafka(bootstrap, out_topic, "prediction",
+    if job == "passthrough":
+        predictions = rows | "Constant" >> beam.Map(_constant)
+    else:
+        predictions = (rows | "ToExample" >> beam.Map(_example) | "Learn" >> LearnOnline(MODEL)).predictions
+    predictions | "Write" >> WriteToKafka(bootstrap, out_topic, "prediction",
                                                          key=lambda pr: pr.event_id)
     result = p.run()
     try:
@@ -104,8 +109,10 @@ def measure(bootstrap: str, events: int, rate: float, runner: str = "local") -> 
             cancel_flink_jobs(flink_jobs("RUNNING") - before)
         else:
             result.cancel()
+    if job == "passthrough":
+        return {"job": job, "runner": runner, **row}
     exact = _equal_to_bare_river(sent, read, [r["event_id"] for r in sorted(sent, key=_event_order)])
-    return {"job": "reduced", "runner": runner, **row, "equal_to_bare_river": exact}
+    return {"job": job, "runner": runner, **row, "equal_to_bare_river": exact}
 
 
 def measure_peer(bootstrap: str, events: int, rate: float, peer: str = "quix") -> dict:
@@ -165,9 +172,7 @@ def _drive(bootstrap: str, topic: str, out_topic: str, events: int, rate: float,
 
     start = time.monotonic()
     produce(stamped(), bootstrap, topic, "interaction", "user_id", rate=rate or None)
-    # The last events wait for a later one to move the watermark past their tick: one record
-    # far ahead on every partition ends the input (as a live stream's next events would).
-    end_of_input(bootstrap, topic, impressions[0])
+    end_of_input(bootstrap, topic, impressions[0])  # the last tick waits for a later record
     reader.join(timeout=60 + len(impressions) / 20)
     done.set()
     reader.join(timeout=10)
@@ -186,8 +191,9 @@ def end_of_input(bootstrap: str, topic: str, like: dict) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     ahead = int(time.time() * 1000) + 600_000
     for p in range(PARTITIONS):
-        producer.produce(topic, partition=p, value=encode(dict(like, event_id=f"{END}{p}", event_time=ahead),
-                                                            "interaction"))
+        # Its Kafka timestamp too: the reduced job's reader stamps records with it.
+        producer.produce(topic, partition=p, timestamp=ahead,
+                         value=encode(dict(like, event_id=f"{END}{p}", event_time=ahead), "interaction"))
     producer.flush(30)
 
 
@@ -245,9 +251,9 @@ def main(argv=None):
     parser.add_argument("--runners", default="local",
                         help="comma-separated: local (Prism) and/or flink:PARALLELISM (default %(default)s)")
     parser.add_argument("--jobs", default=",".join(JOBS),
-                        help="comma-separated: reduced (decode -> model -> Kafka), full (the main job, "
-                             "benchmarks.full_job) and/or floor (the main job's work without Beam, "
-                             "benchmarks.stream_floor) (default %(default)s)")
+                        help="comma-separated: reduced (decode -> model -> Kafka), passthrough (reduced "
+                             "without the model), full (the main job, benchmarks.full_job) and/or floor (the "
+                             "main job's work without Beam, benchmarks.stream_floor) (default %(default)s)")
     parser.add_argument("--peers", help="comma-separated peers of the reduced job: quix (benchmarks.peer_quix, "
                                         "in .venv-peer) or none (default: quix when .venv-peer is installed)")
     parser.add_argument("--json", help="write the results here")
@@ -262,12 +268,13 @@ def main(argv=None):
     results = []
     for runner in runners:
         if runner != "local" and not in_flink_venv:
-            if {"reduced", "full"} & set(jobs):
+            if {"reduced", "passthrough", "full"} & set(jobs):
                 results += measure_in_flink_venv(args, runner, [j for j in jobs if j != "floor"])
             continue
         for rate in map(float, rates):
-            if "reduced" in jobs:
-                results.append(measure(args.bootstrap, args.events, rate, runner))
+            for job in ("reduced", "passthrough"):
+                if job in jobs:
+                    results.append(measure(args.bootstrap, args.events, rate, runner, job))
             if "full" in jobs:
                 results.append(measure_full(args.bootstrap, args.events, rate, endless_runner_args(runner),
                                             sys.executable, runner))
@@ -276,20 +283,12 @@ def main(argv=None):
             results.append(measure_peer(args.bootstrap, args.events, rate, peer))
         if "floor" in jobs and not in_flink_venv:
             results.append(measure_floor(args.bootstrap, args.events, rate))
-    # Side by side: per rate, ours and the peers, then the full job and its floor.
     rank = {str(float(r) or "max"): i for i, r in enumerate(rates)}
     results.sort(key=lambda r: (rank.get(str(r["rate"]), len(rank)), JOBS.index(r["job"])))
-    print(f"{'job':>8} {'runner':>10} {'rate':>6} {'impressions':>11} {'predictions':>11} {'events/s':>9} "
-          f"{'fresh p50':>9} {'fresh p99':>9} {'pred p50':>9} {'pred p99':>9} {'exact':>6} {'in order':>8}")
-    for r in results:
-        print(f"{r['job']:>8} {r['runner']:>10} {r['rate']!s:>6} {r['impressions']:>11} {r['predictions']:>11} "
-              f"{r['sustained_eps']:>9} {r['freshness_p50_s']!s:>9} {r['freshness_p99_s']!s:>9} "
-              f"{r.get('prediction_p50_s')!s:>9} {r['prediction_p99_s']!s:>9} "
-              f"{r.get('equal_to_bare_river', '')!s:>6} {r.get('in_event_order', '')!s:>8}")
-    if any(r["job"] in ("full", "floor") and not r["impressions"] for r in results):
-        print(f"(a full or floor row counts only the impressions whose {WINDOW_S} s attribution window closed "
-              f"before the last record was sent: at that rate {args.events} events end sooner; give more events "
-              f"or a lower rate)")
+    columns = ("job", "runner", "rate", "impressions", "predictions", "sustained_eps", "freshness_p50_s",
+               "freshness_p99_s", "prediction_p50_s", "prediction_p99_s", "equal_to_bare_river", "in_event_order")
+    for r in [dict(zip(columns, columns))] + results:
+        print(" ".join(f"{str(r.get(c, ''))[:11]:>11}" for c in columns))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -23,6 +23,7 @@ import dataclasses
 import json
 
 from core.records import LEARN, PREDICT, DeadLetter, Example, Prediction
+from core.publishing import Publisher
 from models import factory, serde
 from stores import snapshots
 
@@ -40,11 +41,12 @@ class Learner:
     """
 
     def __init__(self, model_spec: str | dict, keys: serde.KeySource | serde.Keyring, store: str | None = None,
-                 replay_horizon_ms: int = 0, mini_batch: int = 0):
+                 replay_horizon_ms: int = 0, mini_batch: int = 0, publisher: Publisher | None = None):
         self.model_spec = model_spec
         self.keys = keys
         self.store, self.replay_horizon_ms = store, replay_horizon_ms
         self.mini_batch = mini_batch
+        self.publisher = publisher
         self.progress = None
 
     def open(self):
@@ -57,10 +59,19 @@ class Learner:
         # predict_proba_one: take it from the one probability call instead of a second pass.
         self._argmax_ok = {k: predicts_argmax(m) for k, m in built.items()}
         self._store = snapshots.open_store(self.store) if self.store else None
+        if self.publisher is not None:
+            self.publisher.open()
 
     def close(self):
         if self._store is not None:
             self._store.close()
+        if self.publisher is not None:
+            self.publisher.close()
+
+    def publish(self, key: str, model, step: int, clock, watermark_ms: int | None = None, final: bool = False):
+        """Offers the key's model (`clock`: the order of its last event) to the publisher, if any."""
+        if self.publisher is not None and clock is not None:
+            self.publisher.offer(key, model, step, clock_ms=clock[0], watermark_ms=watermark_ms, final=final)
 
     @property
     def keyring(self) -> serde.Keyring:

@@ -95,7 +95,7 @@ def run(argv=None, console=QUIET) -> dict:
                                                   id_field="event_id", reader_schema=schemas.load("interaction"))
         validated = source.rows | "Validate" >> ValidateInteractions()
         featured = validated.valid | "EntityFeatures" >> AddEntityFeatures(
-            store=args.feature_store, progress=f"{run_id}:features")
+            store=args.feature_store, progress=f"{run_id}:features", online=args.online_store)
         served = (featured
                   | "Impressions" >> beam.Filter(lambda r: r.fields["event_type"] == "impression")
                   | "Serve" >> beam.Map(served_example, MAIN))
@@ -104,8 +104,9 @@ def run(argv=None, console=QUIET) -> dict:
                                                                      progress=f"{run_id}:labels")
         learned = ((served, labelled.examples) | "ServeAndLabel" >> beam.Flatten()
                    | "WithBaselines" >> beam.FlatMap(_with_baselines, sorted(models))
-                   | "LearnOnline" >> LearnOnline(models, store=args.learner_store,
-                                                        progress=f"{run_id}:learning"))
+                   | "LearnOnline" >> LearnOnline(models, store=args.learner_store, registry=args.registry,
+                                                  publish_every_s=args.publish_every_s,
+                                                  progress=f"{run_id}:learning"))
         scored = (learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels(
             args.attribution_minutes * 60)
         predictions = scored.scored
@@ -163,6 +164,8 @@ def run(argv=None, console=QUIET) -> dict:
         raise UserError(f"read no records from {events or f'Kafka topic {args.topic!r}'}: nothing to learn from")
     report.write(out, summary)
     for line in report.summary_lines(summary, out, main=MAIN):
+        console.say(line)
+    for line in report.published_lines(args.registry, sorted(models), args.online_store):
         console.say(line)
     return summary
 

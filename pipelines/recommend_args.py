@@ -38,6 +38,17 @@ def parse_args(argv=None):
     parser.add_argument("--metrics_minutes", type=float, default=10.0,
                         help="Windowed-metrics window, minutes of event time (default: %(default)s).")
     parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl")
+    parser.add_argument("--registry", metavar="SQLITE",
+                        help="Model registry to publish signed model versions to, for the serving plane "
+                             "(default: OUTPUT/registry.sqlite, signed with the key file beside it or "
+                             "$STREAMML_STATE_KEY; 'none': off).")
+    parser.add_argument("--online_store", metavar="SQLITE",
+                        help="Online store to publish each user's and item's latest profile to, for the "
+                             "serving plane (default: OUTPUT/online.sqlite; 'none': off).")
+    parser.add_argument("--publish_every_s", type=float, default=1.0,
+                        help="While streaming, publish each model at least this often (seconds) as it "
+                             "learns, and whenever it has caught up; a batch run publishes the final "
+                             "models (default: %(default)s).")
     kafka = parser.add_argument_group("Kafka (a broker: bash scripts/kafka.sh start)")
     kafka.add_argument("--source", choices=("file", "kafka"), default="file",
                        help="Read interactions from --events / the simulator, or from Kafka.")
@@ -110,6 +121,11 @@ def parse_args(argv=None):
             store = f"{args.output.rstrip('/')}/{name}{'s' if name == 'feature' else ''}-{args.group}.sqlite"
         # Absolute: workers in another process (Flink's worker pool) open the same file.
         setattr(args, f"{name}_store", None if store in (None, "none") else os.path.abspath(store))
+    if args.publish_every_s < 0:
+        parser.error("--publish_every_s cannot be negative")
+    for name, default in (("registry", "registry.sqlite"), ("online_store", "online.sqlite")):
+        where = getattr(args, name) or f"{args.output.rstrip('/')}/{default}"
+        setattr(args, name, None if where == "none" else os.path.abspath(where))
     if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
         parser.error("--feature_store is read by the streaming feature stage: add --streaming")
     return args, beam_args

@@ -108,3 +108,33 @@ def summary_lines(summary: dict, out: str, main: str) -> list[str]:
                      if f.rsplit(".", 1)[0] in OUTPUTS or f in OUTPUTS)
     lines.append(f"outputs in {out.rstrip('/')}/: {', '.join(present) or '(none)'}")
     return lines
+
+
+def published_lines(registry: str | None, model_keys: list[str], online: str | None) -> list[str]:
+    """What the run published for the serving plane: each model's newest version, the profiles."""
+    from stores.online import open_online_store
+    from stores.registry import open_registry
+
+    said = []
+    if registry:
+        reg = open_registry(registry)
+        try:
+            latest = {key: reg.latest(key) for key in model_keys}
+        finally:
+            reg.close()
+        said.append("published models: " + ", ".join(f"{k} v{v.version}" if v else f"{k} (none)"
+                                                     for k, v in latest.items()) + f" to {_shown(registry)}")
+    if online:
+        store = open_online_store(online)
+        try:
+            counts = {kind: store.count(kind) for kind in ("user", "item")}
+        finally:
+            store.close()
+        said.append(f"published profiles: {counts['user']:,} users, {counts['item']:,} items to {_shown(online)}")
+    return said
+
+
+def _shown(path: str) -> str:
+    """A path as a person typed it: relative when under the current folder."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

@@ -111,7 +111,7 @@ Environment:
   FLINK_JM_MEMORY      JobManager process memory    [${FLINK_JM_MEMORY}]
   FLINK_TM_MEMORY      TaskManager process memory   [${FLINK_TM_MEMORY}]
   FLINK_START_TIMEOUT  seconds to wait for ready    [${FLINK_START_TIMEOUT}]
-  FLINK_EXTRA_CONFIG   extra config.yaml lines (flat keys, 'key: value'), appended last
+  FLINK_EXTRA_CONFIG   extra config.yaml lines (flat keys, 'key: value'), replacing the defaults' same keys
   PYTHON               Python 3.11 that makes .venv-flink [${PYTHON}]
   JAVA_HOME            Java 17 to use (else 'java' on PATH)
 
@@ -416,6 +416,11 @@ state.checkpoints.dir: file://${CHECKPOINT_DIR}
 state.savepoints.dir: file://${RUN_DIR}/savepoints
 EOF
   if [[ -n $FLINK_EXTRA_CONFIG ]]; then
+    # Its keys replace the defaults above: Flink's YAML parser refuses a key given twice.
+    local key
+    while IFS= read -r key; do
+      [[ -n $key ]] && sed -i "/^${key//./\\.}:/d" "$CONF_DIR/config.yaml.tmp"
+    done < <(sed -n 's/^[[:space:]]*\([A-Za-z0-9_.-]*\)[[:space:]]*:.*/\1/p' <<<"$FLINK_EXTRA_CONFIG")
     printf '# FLINK_EXTRA_CONFIG\n%s\n' "$FLINK_EXTRA_CONFIG" >>"$CONF_DIR/config.yaml.tmp"
   fi
   mv -f "$CONF_DIR/config.yaml.tmp" "$CONF_DIR/config.yaml"

@@ -10,9 +10,9 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   # The exact pins (requirements-test.txt includes requirements.txt), then the project with
-  # its test extra and those pins as constraints: pip fails if setup.py's ranges refuse a pin.
+  # its serving and test extras and those pins as constraints: pip fails if setup.py's ranges refuse a pin.
   .venv/bin/pip install -q -r requirements-test.txt
-  .venv/bin/pip install -q -e ".[test]" -c requirements-test.txt
+  .venv/bin/pip install -q -e ".[serving,test]" -c requirements-test.txt
   checked=$(.venv/bin/pip check) || { echo "$checked" >&2; exit 1; }
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -1,5 +1,9 @@
-"""Stores that outlive a job: `snapshots` (durable learner and profile snapshots, SQLite by
-default). Next: the model registry and the online store read by the serving plane.
+"""Stores that outlive a job, SQLite by default:
+
+- `snapshots`: durable learner and profile snapshots, so a restarted job resumes;
+- `registry`: the model registry, signed model versions the learner publishes and the serving
+  plane loads;
+- `online`: the online store, each entity's latest profile, for features at request time.
 
 Imports neither Beam nor a web framework.
 """

@@ -1,6 +1,7 @@
 """The content-recommendation job end to end, and the impression labelling it relies on."""
 import collections
 import json
+import pickle
 
 import apache_beam as beam
 import fastavro
@@ -10,6 +11,11 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
 import simulator
+from core.features import PROFILES
+from models import serde
+from stores.online import open_online_store
+from core.publishing import load_version
+from stores.registry import open_registry
 from core.interactions import invalid_reason
 from core.records import Prediction, Row
 from core.scoring import score
@@ -176,3 +182,30 @@ def test_job_gives_identical_predictions_in_batch_and_streaming(tmp_path):
     assert by_id(stream_out) == by_id(batch_out)
     assert sorted((stream_out / "windowed_metrics.jsonl").read_text().splitlines()) == \
         sorted((batch_out / "windowed_metrics.jsonl").read_text().splitlines())
+    # Both published their models: the stream a version per second or catch-up as it learned,
+    # the batch run each final model; the stream's last is the batch's, state for state.
+    batch_registry, stream_registry = (open_registry(str(o / "registry.sqlite")) for o in (batch_out, stream_out))
+    for key in ("recommender", "no_features", "popularity"):
+        (final,) = batch_registry.versions(key)
+        versions = stream_registry.versions(key)
+        assert [v.step for v in versions] == sorted({v.step for v in versions}) and len(versions) > 1, versions
+        last = versions[-1]
+        assert (last.step, last.clock_ms) == (final.step, final.clock_ms) == (batch["models"][key]["count"],
+                                                                            final.clock_ms)
+        models = [load_version(r, v, serde.store_key(r.path)) for r, v in ((batch_registry, final),
+                                                                          (stream_registry, last))]
+        assert pickle.dumps(models[0]) == pickle.dumps(models[1]), key
+    # And the profiles: each entity's final one, as a plain loop over the valid events builds it.
+    with open(tmp_path / "events.avro", "rb") as f:
+        valid = sorted((r for r in fastavro.reader(f) if invalid_reason(r) is None), key=lambda r: (r["event_time"],
+                                                                                                  r["event_id"]))
+    for kind, (profile_type, field) in PROFILES.items():
+        expected = collections.defaultdict(profile_type)
+        for event in valid:
+            expected[event[field]].apply(event)
+        entities = sorted(expected)
+        stores = [open_online_store(str(o / "online.sqlite")).get(kind, entities) for o in (batch_out, stream_out)]
+        assert stores[0] == stores[1]
+        assert stores[0] == {e: (json.loads(json.dumps(p.state())), p.last if kind == "user" else p.counters.t)
+                             for e, p in expected.items()}
+

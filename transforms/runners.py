@@ -23,6 +23,17 @@ def is_streaming(pcoll) -> bool:
     return bool(options and options.view_as(StandardOptions).streaming) or not pcoll.is_bounded
 
 
+def is_fn_api_runner(options: PipelineOptions | None) -> bool:
+    """Whether `options` name the FnApiRunner (Beam's in-process batch runner, the default for
+    a bounded job here), which gives each fused stage its whole input in one bundle.
+
+    >>> is_fn_api_runner(PipelineOptions(["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]))
+    True
+    """
+    return options is not None and \
+        (options.view_as(StandardOptions).runner or "").split(".")[-1].lower() == "fnapirunner"
+
+
 def is_flink(options: PipelineOptions | None) -> bool:
     """Whether `options` name Beam's FlinkRunner (short name or full path, any case).
 

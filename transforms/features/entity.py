@@ -26,6 +26,7 @@ import apache_beam as beam
 
 from core.features import PROFILES, featurise, order
 from core.records import Row
+from stores.online import open_online_store
 from transforms.chunks import ChunkPerKey
 from transforms.features.streaming import OFFSETS_US, ProfileShardDoFn
 from transforms.eventtime import stamp
@@ -44,6 +45,8 @@ class AddEntityFeatures(beam.PTransform):
         store: location of a `models.snapshots` store (a SQLite path) for the profiles (streaming):
             each step saves the profile, its clock and the features it served, so a restarted
             job resumes the profiles, and an impression read again gets its features again.
+        online: location of a `stores.online` store to publish each entity's latest profile to,
+            for the serving plane: in streaming as profiles change, in batch the final ones.
         shards: in streaming, the keys each stage spreads its entities over
             (`transforms.shards`). A key's firing applies the ready events of all its entities;
             each entity's profile still sees its own events in order, so results do not depend
@@ -51,11 +54,12 @@ class AddEntityFeatures(beam.PTransform):
     """
 
     def __init__(self, streaming: bool | None = None, store: str | None = None, progress: str | None = None,
-                 shards: int = SHARDS):
+                 shards: int = SHARDS, online: str | None = None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, not {shards}")
         self.streaming, self.store, self.progress, self.shards = streaming, store, progress, shards
+        self.online = online
 
     def expand(self, rows):
         batch = not (is_streaming(rows) if self.streaming is None else self.streaming)
@@ -66,20 +70,38 @@ class AddEntityFeatures(beam.PTransform):
                         | f"By{name}" >> beam.Map(lambda r, f=field: (r.fields[f], r)).with_output_types(
                             beam.typehints.KV[str, Row])
                         | f"Group{name}s" >> beam.GroupByKey()
-                        | f"{name}Features" >> beam.FlatMap(_featurise_all, kind, self.progress))
+                        | f"{name}Features" >> beam.ParDo(_FeaturiseAllDoFn(kind, self.progress, self.online)))
             else:
                 rows = (rows
                         | f"By{name}Shard" >> beam.Map(lambda r, f=field, n=self.shards: (
                             shard_of(r.fields[f], n), r)).with_output_types(beam.typehints.KV[int, Row])
                         | f"Chunk{name}s" >> ChunkPerKey()
-                        | f"{name}Features" >> beam.ParDo(ProfileShardDoFn(kind, self.store, self.progress)))
+                        | f"{name}Features" >> beam.ParDo(ProfileShardDoFn(kind, self.store, self.progress,
+                                                                           online=self.online)))
         return rows
 
 
-def _featurise_all(keyed_rows, kind: str, progress: str | None = None):
-    profile_type, offset_us = PROFILES[kind][0], OFFSETS_US[kind]
-    rows = featurise(profile_type(), sorted(keyed_rows[1], key=order))
-    if progress:
-        add_progress(progress, len(rows))
-    for row in rows:
-        yield beam.window.TimestampedValue(row, stamp(row.event_time, offset_us))
+class _FeaturiseAllDoFn(beam.DoFn):
+    """`(entity, rows)` -> the rows in order, impressions featurised; with `online`, the
+    entity's final profile is published there."""
+
+    def __init__(self, kind: str, progress: str | None = None, online: str | None = None):
+        self.kind, self.progress, self.online = kind, progress, online
+
+    def setup(self):
+        self._online = open_online_store(self.online) if self.online else None
+
+    def teardown(self):
+        if self._online is not None:
+            self._online.close()
+
+    def process(self, keyed_rows):
+        entity, rows = keyed_rows
+        profile, offset_us = PROFILES[self.kind][0](), OFFSETS_US[self.kind]
+        rows = featurise(profile, sorted(rows, key=order))
+        if self._online is not None:
+            self._online.put(self.kind, {entity: (profile.state(), rows[-1].event_time)})
+        if self.progress:
+            add_progress(self.progress, len(rows))
+        for row in rows:
+            yield beam.window.TimestampedValue(row, stamp(row.event_time, offset_us))

@@ -19,6 +19,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from core.features import PROFILES, featurise, order, profile_key, with_features
 from core.records import Row
 from stores import snapshots
+from stores.online import open_online_store
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
 from transforms.eventtime import ITEM_FEATURES_US, NOTHING_WAITS, TICK_MS, USER_FEATURES_US, Timers, applied_up_to, stamp
 from transforms.livecache import live_cache, new_owner
@@ -68,19 +69,22 @@ class ProfileShardDoFn(beam.DoFn):
     SWEEP = userstate.TimerSpec("sweep", TimeDomain.WATERMARK)
     LIVE_SHARDS = 1_000  # shards whose live profiles a worker keeps (least recent dropped)
 
-    def __init__(self, kind: str, store: str | None = None, progress: str | None = None, tick_ms: int = TICK_MS):
+    def __init__(self, kind: str, store: str | None = None, progress: str | None = None, tick_ms: int = TICK_MS,
+                 online: str | None = None):
         self._owner = new_owner()
-        self.kind, self.store, self.progress, self.tick_ms = kind, store, progress, tick_ms
+        self.kind, self.store, self.progress, self.tick_ms, self.online = kind, store, progress, tick_ms, online
         self.profile_type, self.field = PROFILES[kind]
         self.offset_us = OFFSETS_US[kind]
 
     def setup(self):
         self._store = snapshots.open_store(self.store) if self.store else None
+        self._online = open_online_store(self.online) if self.online else None
         self._live = live_cache(self._owner, self.LIVE_SHARDS)
 
     def teardown(self):
-        if self._store is not None:
-            self._store.close()
+        for store in (self._store, self._online):
+            if store is not None:
+                store.close()
 
     def process(self, element, clock_state=beam.DoFn.StateParam(CLOCK), pending=beam.DoFn.StateParam(PENDING),
                 left=beam.DoFn.StateParam(LEFT), profiles=beam.DoFn.StateParam(PROFILES),
@@ -164,6 +168,8 @@ class ProfileShardDoFn(beam.DoFn):
                 len(live.profiles),
                 lambda: {e: (p.state(), c) for e, (p, c) in live.profiles.items() if c is not None},
                 profiles, changes)
+            if self._online is not None:  # published for the serving plane as they change
+                self._online.put(self.kind, {e: (live.profiles[e][0].state(), live.profiles[e][1][0]) for e in changed})
         live.token, live.waiting = secrets.randbits(63), waiting
         clock_state.write((span, in_bag, n_changes, live.token))
         self._live.keep(shard, live)

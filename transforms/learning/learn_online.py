@@ -30,6 +30,10 @@ in Beam state as bytes (signed pickle, see `models.serde`), written once per fir
 Beam state lives as long as the job. With a `store` (`stores.snapshots`), each learner step
 also saves the model and its predictions durably; a restarted job resumes from there, and an
 event replayed from the source gets its stored prediction again instead of being relearned.
+
+With a `registry` (`stores.registry`), the learner publishes signed versions of each key's
+model for the serving plane (`core.publishing`): in streaming at a cadence while it learns and
+whenever a key has nothing left waiting, in batch each key's final model.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from core.learning import Learner, check_mini_batch
+from core.publishing import Publisher
 from core.records import Example
 from models import factory, serde
 from transforms.chunks import ChunkPerKey
@@ -48,7 +53,7 @@ from transforms.eventtime import TICK_MS
 from transforms.learning.base import DEAD_LETTERS, LEARNED
 from transforms.learning.batch import LearnBounded
 from transforms.learning.streaming import PredictThenLearnDoFn
-from transforms.runners import is_streaming
+from transforms.runners import is_fn_api_runner, is_streaming
 
 
 class LearnerOutputs(NamedTuple):
@@ -93,11 +98,16 @@ class LearnOnline(beam.PTransform):
             it; latency grows with it.
         progress: name of a progress counter (`transforms.progress`) to tick with the events
             applied, for a progress bar; None: none.
+        registry: path of a `stores.registry` model registry (SQLite) to publish versions to,
+            or None. They are signed with `key_file`'s keys, else $STREAMML_STATE_KEY, else the key
+            file beside the registry (`<registry>.key`).
+        publish_every_s, publish_every_events: the publishing cadence (`core.publishing`).
     """
 
     def __init__(self, model_spec: str | dict, key_file: str | None = None, store: str | None = None,
                  replay_horizon_s: float = 24 * 3600, mini_batch: int = 0, progress: str | None = None,
-                 signing_key=None, tick_ms: int = TICK_MS):
+                 signing_key=None, tick_ms: int = TICK_MS, registry: str | None = None,
+                 publish_every_s: float | None = 1.0, publish_every_events: int | None = None):
         super().__init__()
         if signing_key is not None:
             raise TypeError("LearnOnline takes no signing_key (it would be pickled into the pipeline): "
@@ -112,12 +122,20 @@ class LearnOnline(beam.PTransform):
                 check_mini_batch(model, spec)
         self.model_spec, self.store, self.replay_horizon_ms = model_spec, store, int(replay_horizon_s * 1000)
         self.mini_batch, self.progress, self.key_file, self.tick_ms = mini_batch, progress, key_file, tick_ms
+        self.registry, self.publish_every = registry, (publish_every_s, publish_every_events)
+        if registry:
+            Publisher(registry, every_s=publish_every_s, every_events=publish_every_events)  # a bad cadence fails here
 
     def expand(self, examples):
         key_file = self.key_file or examples.pipeline.options.view_as(StateKeyOptions).state_key_file
         keys = serde.KeySource(file=key_file and os.path.abspath(key_file), store=self.store)
         keys.resolve()  # a missing, unreadable or weak key fails here, not on a worker
-        learner = Learner(self.model_spec, keys, self.store, self.replay_horizon_ms, self.mini_batch)
+        publisher = None
+        if self.registry:
+            registry = os.path.abspath(self.registry)
+            publisher = Publisher(registry, serde.KeySource(file=keys.file, store=registry), *self.publish_every)
+            publisher.keys.resolve()
+        learner = Learner(self.model_spec, keys, self.store, self.replay_horizon_ms, self.mini_batch, publisher)
         if is_streaming(examples):
             results = (examples
                        | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
@@ -127,7 +145,8 @@ class LearnOnline(beam.PTransform):
                            DEAD_LETTERS, LEARNED, main="predictions"))
         else:
             temp_dir = examples.pipeline.options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
-            results = examples | "Bounded" >> LearnBounded(learner, self.progress, temp_dir)
+            results = examples | "Bounded" >> LearnBounded(learner, self.progress, temp_dir,
+                                                            rebalance=not is_fn_api_runner(examples.pipeline.options))
         return LearnerOutputs(results.predictions, results[DEAD_LETTERS], results[LEARNED])
 
 

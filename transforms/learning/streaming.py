@@ -154,6 +154,8 @@ class PredictThenLearnDoFn(LearnerDoFn):
                 live.blob = self.learner.save(key, live.model, live.step, last, made, learned)
                 live.clock = last
             model_state.write((live.blob, live.clock))  # what was ready is now at or before the clock
+            # Due by the cadence, or now when nothing else waits (a stream that pauses or ends).
+            self.learner.publish(key, live.model, live.step, live.clock, watermark_ms=fired_ms, final=not waiting)
         live.token, live.waiting = secrets.randbits(63), waiting
         clock_state.write((live.clock, span, in_bag, live.token))
         self._live.keep(key, live)

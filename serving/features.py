@@ -1,0 +1,38 @@
+"""A request's model features, computed when it arrives with the learning plane's own functions.
+
+An impression asked for at time `now` gets what the pipeline would give an impression at that
+event time: the user's and the item's profiles from the online store (`stores.online`, as the
+feature stages published them), asked for their features at `now` (`core.profiles`: decayed to
+`now`; an entity the store does not hold is a new one), and the impression's own fields, all
+through `core.interactions.impression_features`. So a model sees at serving time exactly the
+features it was trained on.
+"""
+from __future__ import annotations
+
+from core.features import PROFILES
+from core.interactions import impression_features
+from stores.online import OnlineStore
+
+
+def request_fields(request: dict, now_ms: int, profiles: dict) -> dict:
+    """The impression's fields as the pipeline has them once featurised: `request` (user_id,
+    item_id, item_genres, position, device) at `now_ms`, with the entity features of
+    `profiles` ({kind: (state, clock ms) or None})."""
+    genres = request.get("item_genres") or []
+    features = {}
+    for kind, (profile_type, _) in PROFILES.items():
+        state, _ = profiles.get(kind) or (None, None)
+        features.update(profile_type(state).features(now_ms, genres))
+    return {"event_time": now_ms, "event_type": "impression", **request, "item_genres": genres, "features": features}
+
+
+def lookup(store: OnlineStore, request: dict) -> dict:
+    """{kind: (state, clock ms) or None} of the request's user and item."""
+    return {kind: store.get(kind, [request[field]]).get(request[field]) for kind, (_, field) in PROFILES.items()}
+
+
+def features(store: OnlineStore, request: dict, now_ms: int) -> tuple[dict, dict]:
+    """(the model's features, the profiles' clocks {kind: ms or None}) of `request` at `now_ms`."""
+    profiles = lookup(store, request)
+    x = impression_features(request_fields(request, now_ms, profiles))
+    return x, {kind: found[1] if found else None for kind, found in profiles.items()}

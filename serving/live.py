@@ -1,0 +1,102 @@
+"""The models a server answers with: the newest verified version of each model key, reloaded
+while it serves.
+
+`LiveModels.refresh()` looks for a newer version of each key in the registry and loads it only
+once its signature checks (`models.serde`); a version that fails is never served: it is
+counted, logged, and the key stays on the version it had. A reload swaps a whole new mapping
+in, so a request in flight finishes with the model it started with and none waits for a
+reload (`start()` refreshes on a background thread every `poll_s`).
+
+>>> from river import linear_model
+>>> from models import serde
+>>> from stores.registry import open_registry
+>>> keys, registry = serde.keyring("s" * 32), open_registry(":memory:")
+>>> live = LiveModels(registry, keys, ["clicks"])
+>>> live.refresh(), live.get("clicks")
+(0, None)
+>>> _ = registry.publish("clicks", serde.dumps(linear_model.LogisticRegression(), keys), step=3, clock_ms=9)
+>>> live.refresh(), live.get("clicks").version.version
+(1, 1)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+
+from core.publishing import load_version
+from models import serde
+from stores.registry import Registry, Version
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveModel:
+    version: Version
+    model: object
+    loaded_at: float  # wall clock, seconds
+
+
+class LiveModels:
+    """The newest verified version of each of `model_keys` in `registry`."""
+
+    def __init__(self, registry: Registry, keys: serde.Keyring, model_keys: list[str], poll_s: float = 0.2):
+        self.registry, self.keys, self.model_keys, self.poll_s = registry, keys, list(model_keys), poll_s
+        self._live: dict[str, LiveModel] = {}
+        self.rejected = 0  # versions that failed their signature check
+        self._refused: dict[str, int] = {}  # key -> the newest version refused (not tried again)
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()  # one refresh at a time
+
+    def get(self, model_key: str) -> LiveModel | None:
+        return self._live.get(model_key)
+
+    def all(self) -> dict[str, LiveModel]:
+        return dict(self._live)
+
+    def refresh(self) -> int:
+        """Loads every newer verified version; returns how many it loaded."""
+        with self._lock:
+            live, loaded = dict(self._live), 0
+            for key in self.model_keys:
+                newest = self.registry.latest(key)
+                current = live.get(key)
+                if newest is None or (current is not None and newest.version <= current.version.version) \
+                        or newest.version == self._refused.get(key):
+                    continue
+                try:
+                    model = load_version(self.registry, newest, self.keys)
+                except serde.TamperedState as e:
+                    self.rejected += 1
+                    self._refused[key] = newest.version
+                    LOG.error("not serving version %d of %r: %s", newest.version, key, e)
+                    continue
+                live[key] = LiveModel(newest, model, time.time())
+                loaded += 1
+            self._live = live  # one swap: a request sees the old mapping or the new one
+            return loaded
+
+    def start(self) -> None:
+        """Refreshes now, then every `poll_s` on a background thread until `stop()`."""
+        self.refresh()
+        self._thread = threading.Thread(target=self._run, name="live-models", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self):
+        said = None
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+                said = None
+            except Exception as e:  # a registry that is briefly away must not stop the reloads
+                if repr(e) != said:  # once per kind of failure, not every poll
+                    LOG.exception("refreshing the models failed; serving the ones loaded")
+                    said = repr(e)
