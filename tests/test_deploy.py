@@ -303,15 +303,16 @@ def test_setup_ranges_accept_the_pins_and_install_nothing_for_tests(setup_metada
     requires, sources = setup_metadata
     run_time = [Requirement(r) for r in requires[None]]
     test = [Requirement(r) for r in requires["test"]]
-    assert set(requires) == {None, "test"}
+    serving = [Requirement(r) for r in requires["serving"]]  # the serving plane: the main .venv only
+    assert set(requires) == {None, "serving", "test"}
     test_tools = {"pytest", "pyyaml", "jsonschema", "kubernetes-validate", "import-linter"}
     assert {_canonical(r.name) for r in test} >= test_tools
     assert not test_tools & {_canonical(r.name) for r in run_time}, "`pip install .` would install test tools"
-    for requirement in run_time + test:
+    for requirement in run_time + serving + test:
         assert requirement.specifier, f"{requirement.name} has no range"
         assert not any(spec.operator == "==" for spec in requirement.specifier), f"{requirement} is a pin"
-    for file, wanted in [("requirements.txt", run_time), ("requirements-flink.txt", run_time),
-                         ("requirements-test.txt", run_time + test)]:
+    for file, wanted in [("requirements.txt", run_time + serving), ("requirements-flink.txt", run_time),
+                         ("requirements-test.txt", run_time + serving + test)]:
         pins = _pins(file)
         for requirement in wanted:
             version = pins.get(_canonical(requirement.name))
