@@ -3,7 +3,8 @@
 - `snapshots`: durable learner and profile snapshots, so a restarted job resumes;
 - `registry`: the model registry, signed model versions the learner publishes and the serving
   plane loads;
-- `online`: the online store, each entity's latest profile, for features at request time.
+- `online`: the online store, each entity's latest profile, for features at request time;
+- `sqlite`: what they share (locations, connections).
 
 Imports neither Beam nor a web framework.
 """

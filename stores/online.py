@@ -20,8 +20,9 @@ the embedded default; several processes may share one file).
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Protocol
+
+from stores.sqlite import connect, sqlite_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -46,12 +47,7 @@ class OnlineStore(Protocol):
 
 def open_online_store(location: str) -> OnlineStore:
     """The online store at `location`: a SQLite file path, or `sqlite:///relative` / `sqlite:////absolute`."""
-    scheme, sep, rest = location.partition("://")
-    if not sep:
-        return SQLiteOnlineStore(location)
-    if scheme == "sqlite":
-        return SQLiteOnlineStore(rest[1:] if rest.startswith("/") else rest)
-    raise ValueError(f"no online store for '{scheme}://' locations (have: SQLite file paths, sqlite:///PATH)")
+    return SQLiteOnlineStore(sqlite_path(location, "online store", "stores.online.OnlineStore"))
 
 
 class SQLiteOnlineStore:
@@ -59,11 +55,7 @@ class SQLiteOnlineStore:
 
     def __init__(self, path: str):
         self.path = path
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(path, _SCHEMA)
 
     def put(self, kind: str, profiles: dict) -> None:
         """Writes {entity: (state, clock ms)} in one transaction, each unless the store holds a

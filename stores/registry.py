@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import time
 from typing import Protocol
+
+from stores.sqlite import connect, sqlite_path
 
 STAGES = ("candidate", "production")
 KEEP = 10  # unpinned versions kept per model key, newest first
@@ -102,14 +103,9 @@ def open_registry(location: str, keep: int = KEEP) -> Registry:
     >>> open_registry("redis://localhost:6379")
     Traceback (most recent call last):
     ...
-    ValueError: no model registry for 'redis://' locations (have: SQLite file paths, sqlite:///PATH)
+    ValueError: no model registry for 'redis://' locations (have: SQLite file paths, sqlite:///PATH); implement stores.registry.Registry
     """
-    scheme, sep, rest = location.partition("://")
-    if not sep:
-        return SQLiteRegistry(location, keep)
-    if scheme == "sqlite":
-        return SQLiteRegistry(rest[1:] if rest.startswith("/") else rest, keep)
-    raise ValueError(f"no model registry for '{scheme}://' locations (have: SQLite file paths, sqlite:///PATH)")
+    return SQLiteRegistry(sqlite_path(location, "model registry", "stores.registry.Registry"), keep)
 
 
 class SQLiteRegistry:
@@ -119,11 +115,7 @@ class SQLiteRegistry:
         if keep < 1:
             raise ValueError(f"keep={keep}: a registry keeps at least the newest version of each model")
         self.path, self.keep = path, keep
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(path, _SCHEMA)
 
     def publish(self, model_key, blob, *, step, clock_ms, watermark_ms=None, metrics=None) -> Version:
         with self._db:

@@ -26,8 +26,9 @@ True
 """
 from __future__ import annotations
 
-import sqlite3
 from typing import Protocol
+
+from stores.sqlite import connect, sqlite_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -58,15 +59,9 @@ def open_store(location: str) -> Snapshots:
     >>> open_store("redis://localhost:6379")
     Traceback (most recent call last):
     ...
-    ValueError: no snapshot store for 'redis://' locations (have: SQLite file paths, sqlite:///PATH); implement models.snapshots.Snapshots
+    ValueError: no snapshot store for 'redis://' locations (have: SQLite file paths, sqlite:///PATH); implement stores.snapshots.Snapshots
     """
-    scheme, sep, rest = location.partition("://")
-    if not sep:
-        return SnapshotStore(location)
-    if scheme == "sqlite":
-        return SnapshotStore(rest[1:] if rest.startswith("/") else rest)  # sqlite:////abs, sqlite:///rel
-    raise ValueError(f"no snapshot store for '{scheme}://' locations (have: SQLite file paths, "
-                     "sqlite:///PATH); implement models.snapshots.Snapshots")
+    return SnapshotStore(sqlite_path(location, "snapshot store", "stores.snapshots.Snapshots"))
 
 
 class SnapshotStore:
@@ -75,12 +70,7 @@ class SnapshotStore:
     def __init__(self, path: str):
         self.path = path
         # One bundle at a time uses it, but not always from the thread that opened it.
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # Survives a killed process (not a power cut) at a fraction of FULL's cost.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(path, _SCHEMA)
 
     def load(self, model_key: str):
         """(model bytes, (applied event time, applied event id)), or None if never saved."""

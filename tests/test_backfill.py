@@ -103,7 +103,7 @@ def test_backfill_refuses_to_overwrite_a_store_and_bad_cutoffs(tmp_path, capsys)
 
 
 def test_stores_other_than_sqlite_are_an_interface_to_implement(tmp_path):
-    with pytest.raises(ValueError, match="implement models.snapshots.Snapshots"):
+    with pytest.raises(ValueError, match="implement stores.snapshots.Snapshots"):
         snapshots.open_store("postgresql://localhost/features")
     store = snapshots.open_store(f"sqlite:///{tmp_path}/s.sqlite")  # absolute: four slashes in all
     store.save("user:u1", b"{}", (1, "e1"), [], keep_after_ms=0)
