@@ -1,7 +1,7 @@
 """`python -m serving`: the serving process on 127.0.0.1:8000, from the main job's outputs.
 
     python -m pipelines.recommend      # learns, publishes models and profiles to out/recommend/
-    python -m serving                  # serves them: http://127.0.0.1:8000/docs
+    python -m serving                  # serves them: http://127.0.0.1:8000/openapi.json
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     args, settings = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"serving {settings.model} from {settings.registry} at http://{args.host}:{args.port} "
-          f"(API docs: /docs; Ctrl-C stops)", file=sys.stderr, flush=True)
+          f"(API schema: /openapi.json; Ctrl-C stops)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
 

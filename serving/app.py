@@ -8,7 +8,8 @@
 and keeps the models live (`serving.live`: reloaded while serving, no request waits or fails
 for a reload). Features are computed on arrival with the learning plane's own functions
 (`serving.features`). A bad request gets 422 with the field errors; a body over `MAX_BODY`
-bytes gets 413. OpenAPI docs at /docs.
+bytes gets 413. The OpenAPI schema is at /openapi.json; FastAPI's HTML docs pages are off:
+they load their scripts from a CDN, which a machine without that network cannot reach.
 """
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
             registry.close()
             store.close()
 
-    app = FastAPI(title="streamml serving", lifespan=lifespan,
+    app = FastAPI(title="streamml serving", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Predictions from the newest verified model version and the online store.")
 
     @app.middleware("http")

@@ -100,6 +100,9 @@ def test_bad_requests_get_field_errors(server):
     extra = requests.post(f"{server}/predict", json={"user_id": "u", "item_id": "i", "position": 1, "price": 3},
                           timeout=5)
     assert extra.status_code == 422 and extra.json()["detail"][0]["loc"] == ["body", "price"]
+    schema = requests.get(f"{server}/openapi.json", timeout=5).json()
+    assert {"/predict", "/healthz", "/models"} <= schema["paths"].keys()
+    assert requests.get(f"{server}/docs", timeout=5).status_code == 404  # its scripts would come from a CDN
     huge = requests.post(f"{server}/predict", data=b"x" * 100_000, headers={"content-type": "application/json"},
                          timeout=5)
     assert huge.status_code == 413
