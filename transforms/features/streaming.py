@@ -163,13 +163,13 @@ class ProfileShardDoFn(beam.DoFn):
         for entity, rows in by_entity.items():
             out += self._apply(entity, rows, live.profiles, changed)
         if changed:
+            states = {e: (live.profiles[e][0].state(), live.profiles[e][1]) for e in changed}
             n_changes = write_entries(
-                {e: (live.profiles[e][0].state(), live.profiles[e][1]) for e in changed}, n_changes,
-                len(live.profiles),
+                states, n_changes, len(live.profiles),
                 lambda: {e: (p.state(), c) for e, (p, c) in live.profiles.items() if c is not None},
                 profiles, changes)
             if self._online is not None:  # published for the serving plane as they change
-                self._online.put(self.kind, {e: (live.profiles[e][0].state(), live.profiles[e][1][0]) for e in changed})
+                self._online.put(self.kind, {e: (state, clock[0]) for e, (state, clock) in states.items()})
         live.token, live.waiting = secrets.randbits(63), waiting
         clock_state.write((span, in_bag, n_changes, live.token))
         self._live.keep(shard, live)
