@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
 SERVING_REQUIRES = [
     "fastapi>=0.115,<1",
     "uvicorn>=0.30,<1",
+    "prometheus-client>=0.20,<1",  # GET /metrics
+    "cachetools>=5,<9",  # a short cache of rankings
 ]
 
 TEST_REQUIRES = [

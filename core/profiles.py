@@ -116,17 +116,25 @@ class UserProfile:
 
 
 class ItemProfile:
-    """An item's popularity and click rate."""
+    """An item's popularity and click rate, and its genres as its last impression gave them
+    (a server ranks candidate items with them)."""
 
     def __init__(self, state=None):
-        self.counters = _Decayed(state)
+        decayed, genres = state or (None, ())
+        self.counters, self.genres = _Decayed(decayed), tuple(genres)
 
     def state(self) -> tuple:
-        return self.counters.state()
+        return self.counters.state(), list(self.genres)
 
     def apply(self, event: dict):
         kind = event["event_type"]
+        if kind == "impression" and event.get("item_genres"):
+            self.genres = tuple(event["item_genres"])
         self.counters.add(event["event_time"], [f"{kind}@1h", f"{kind}@24h"])
+
+    def popularity(self, at: int) -> float:
+        """Impressions over the last day or so (decayed, half-life 24 h) as of `at`."""
+        return self.counters.at(at).get("impression@24h", 0.0)
 
     def features(self, at: int, genres=()) -> dict:
         c = self.counters.at(at)

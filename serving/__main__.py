@@ -12,7 +12,9 @@ import sys
 
 import uvicorn
 
-from serving.app import Settings, create_app
+from serving.app import create_app
+from serving.eventlog import check_location
+from serving.service import Settings
 
 DEFAULT_OUTPUT = "out/recommend"  # where the main job publishes by default
 
@@ -32,15 +34,52 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
                                            "$STREAMML_STATE_KEY, else the key file beside the registry)")
     parser.add_argument("--poll_s", type=float, default=0.2,
                         help="seconds between looks for a newer model version (default: %(default)s)")
+    parser.add_argument("--event_log", default=f"{DEFAULT_OUTPUT}/served.avro", help=(
+        "where every served impression and every POST /events outcome is logged for the learning plane: "
+        "kafka://HOST:PORT/TOPIC (the streaming learner's interactions topic) or an .avro file, "
+        "appended to (default: %(default)s)"))
+    parser.add_argument("--schema_registry", help="schema registry URL: the Kafka event log's values in the "
+                                                  "Confluent wire format (default: schemaless Avro)")
+    parser.add_argument("--candidates", type=int, default=100,
+                        help="the most popular items /recommendations ranks (default: %(default)s)")
+    parser.add_argument("--candidates_refresh_s", type=float, default=5.0,
+                        help="seconds between recomputations of the popular items (default: %(default)s)")
+    parser.add_argument("--epsilon", type=float, default=0.05,
+                        help="exploration: the share of recommended slots drawn at random among the "
+                             "candidates (default: %(default)s)")
+    parser.add_argument("--cache_s", type=float, default=1.0,
+                        help="seconds a user's ranking is reused; 0 never (default: %(default)s)")
+    parser.add_argument("--api_token_file", help="a file holding the token that POST /events needs "
+                                                 "(default: $STREAMML_API_TOKEN; unset: no token needed)")
+    parser.add_argument("--seed", type=int, help="seed of the exploration's draws (default: from the system)")
     args = parser.parse_args(argv)
     for flag in ("registry", "online_store"):
         if not os.path.isfile(getattr(args, flag)):
             parser.error(f"no file --{flag} {getattr(args, flag)}: the learning plane publishes it "
                          "(python -m pipelines.recommend writes out/recommend/registry.sqlite and online.sqlite)")
-    if args.poll_s <= 0:
-        parser.error("--poll_s must be > 0")
-    return args, Settings(os.path.abspath(args.registry), os.path.abspath(args.online_store), args.model,
-                          args.key_file, args.poll_s)
+    for flag in ("poll_s", "candidates", "candidates_refresh_s"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag} must be > 0")
+    if not 0 <= args.epsilon <= 1:
+        parser.error("--epsilon must be in [0, 1]")
+    if args.cache_s < 0:
+        parser.error("--cache_s must be >= 0")
+    token = os.environ.get("STREAMML_API_TOKEN") or None
+    if args.api_token_file:
+        with open(args.api_token_file) as f:
+            token = f.read().strip()
+        if not token:
+            parser.error(f"--api_token_file {args.api_token_file} is empty")
+    event_log = args.event_log if args.event_log.startswith("kafka://") else os.path.abspath(args.event_log)
+    try:
+        check_location(event_log)
+    except ValueError as e:
+        parser.error(str(e))
+    return args, Settings(os.path.abspath(args.registry), os.path.abspath(args.online_store), event_log,
+                          model=args.model, key_file=args.key_file, poll_s=args.poll_s,
+                          schema_registry=args.schema_registry, candidates=args.candidates,
+                          candidates_refresh_s=args.candidates_refresh_s, epsilon=args.epsilon,
+                          cache_s=args.cache_s, api_token=token, seed=args.seed)
 
 
 def main(argv=None) -> int:

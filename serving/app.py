@@ -1,146 +1,121 @@
 """The serving plane's HTTP API: an application asks, the newest verified model answers.
 
-    GET  /healthz   200 once a verified model version is loaded, else 503
-    GET  /models    the versions served: number, events learned, event-time clock, age
-    POST /predict   {"user_id", "item_id", "item_genres", "position", "device"} -> P(click)
+    GET  /healthz                    200 once a verified model version is loaded, else 503
+    GET  /models                     the versions served: number, events learned, clock, age
+    POST /predict                    {"user_id", "item_id", "item_genres", "position", "device"} -> P(click)
+    GET  /recommendations/{user_id}  ?k=10&genres=a,b&candidates=i1,i2&device=tv -> ranked items
+    POST /events                     an outcome (click, watch, skip) of a served impression
+    GET  /metrics                    Prometheus text format
+    /v2/...                          the Open Inference Protocol (`serving.oip`)
 
-`create_app(settings)` builds the app; its lifespan opens the registry and the online store
-and keeps the models live (`serving.live`: reloaded while serving, no request waits or fails
-for a reload). Features are computed on arrival with the learning plane's own functions
-(`serving.features`). A bad request gets 422 with the field errors; a body over `MAX_BODY`
-bytes gets 413. The OpenAPI schema is at /openapi.json; FastAPI's HTML docs pages are off:
-they load their scripts from a CDN, which a machine without that network cannot reach.
+`create_app(settings)` builds the app; its lifespan starts the `Service` (`serving.service`):
+models kept live (reloaded while serving, no request waits or fails for a reload), popular
+candidates refreshed, the event log open. Every impression served is logged there. A bad
+request gets 422 with the field errors; a body over `MAX_BODY` bytes gets 413; with an API token
+set, POST /events needs it. The OpenAPI schema is at /openapi.json; FastAPI's HTML docs pages
+are off: they load their scripts from a CDN, which a machine without that network cannot reach.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import hmac
 import time
-import uuid
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from core.interactions import POSITIONS
-from models import serde
-from serving import features
-from serving.live import LiveModels
-from stores.online import OnlineStore, open_online_store
-from stores.registry import open_registry
+from serving import api, oip
+from serving.metrics import Instrumented, Metrics
+from serving.service import NoModel, Service, Settings
 
 MAX_BODY = 64 * 1024
+MAX_LIST = 100  # genres or extra candidates in one /recommendations query
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    registry: str  # the model registry (stores.registry) the learning plane publishes to
-    online_store: str  # the online store of profiles (stores.online)
-    model: str = "recommender"  # the model key /predict answers with
-    key_file: str | None = None  # the keys that check versions; default $STREAMML_STATE_KEY, else <registry>.key
-    poll_s: float = 0.2  # how often the registry is asked for newer versions
+def service(request: Request) -> Service:
+    return request.app.state.service
 
 
-class PredictRequest(BaseModel):
-    """An impression to score: who, what, where it would be shown."""
-
-    model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(min_length=1, max_length=256)
-    item_id: str = Field(min_length=1, max_length=256)
-    item_genres: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=32)
-    position: int = Field(ge=0, lt=POSITIONS)
-    device: str | None = Field(default=None, max_length=64)
+Served = Annotated[Service, Depends(service)]
 
 
-class PredictResponse(BaseModel):
-    request_id: str  # the impression id this prediction would be logged under
-    probability: float  # P(click)
-    model: str
-    model_version: int
-    model_step: int  # labels the version had learned
-    served_at_ms: int  # the request's time: the features are as of then
-    profile_clock_ms: dict[str, int | None]  # event time of the newest event in each profile used (None: new)
+def _bearer(request: Request,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]):
+    """Lets a write through when no token is set, or when it carries the token."""
+    token = request.app.state.service.settings.api_token
+    if token and (credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode())):
+        raise HTTPException(status_code=401, detail="a valid API token is needed: Authorization: Bearer <token>",
+                            headers={"WWW-Authenticate": "Bearer"})
 
 
-class ServedModel(BaseModel):
-    model: str
-    version: int
-    step: int
-    clock_ms: int
-    published_ms: int
-    age_s: float  # since it was published
-
-
-class ModelsResponse(BaseModel):
-    models: list[ServedModel]
-    rejected_versions: int  # versions that failed their signature check (never served)
-
-
-def live_models(request: Request) -> LiveModels:
-    return request.app.state.live
-
-
-def online_store(request: Request) -> OnlineStore:
-    return request.app.state.store
+def _listed(values: list[str]) -> list[str]:
+    """?genres=a,b&genres=c -> [a, b, c]."""
+    items = [v for value in values for v in value.split(",") if v]
+    if len(items) > MAX_LIST or any(len(v) > 256 for v in items):
+        raise HTTPException(status_code=422, detail=f"at most {MAX_LIST} values of at most 256 characters")
+    return list(dict.fromkeys(items))
 
 
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        keys = serde.KeySource(file=settings.key_file, store=settings.registry).resolve()
-        registry, store = open_registry(settings.registry), open_online_store(settings.online_store)
-        app.state.live, app.state.store = LiveModels(registry, keys, [settings.model], settings.poll_s), store
-        app.state.live.start()
+        app.state.service = Service(settings, metrics)
+        app.state.service.start()
         try:
             yield
         finally:
-            app.state.live.stop()
-            registry.close()
-            store.close()
+            app.state.service.stop()
 
+    metrics = Metrics()
     app = FastAPI(title="streamml serving", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Predictions from the newest verified model version and the online store.")
+                  description="Predictions and recommendations from the newest verified model version "
+                              "and the online store.")
+    app.add_middleware(Instrumented, metrics=metrics, max_body=MAX_BODY)
+    app.include_router(oip.router(settings.model))
+    app.add_exception_handler(oip.OIPError, oip.oip_error)
 
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
-        return await call_next(request)
-
-    # `async` handlers run on the event loop: each is well under a millisecond of work (a
-    # SQLite read, one prediction), cheaper than a hop to a thread pool.
+    # `async` handlers run on the event loop: each is a few milliseconds of work at most (store
+    # reads, predictions), cheaper than a hop to a thread pool.
     @app.get("/healthz")
-    async def healthz(live: Annotated[LiveModels, Depends(live_models)]):
-        served = live.get(settings.model)
+    async def healthz(svc: Served):
+        served = svc.live.get(settings.model)
         if served is None:
-            return JSONResponse({"status": "waiting", "detail": _no_model(settings)}, status_code=503)
+            return JSONResponse({"status": "waiting", "detail": svc.no_model()}, status_code=503)
         return {"status": "ok", "model": settings.model, "model_version": served.version.version}
 
-    @app.get("/models", response_model=ModelsResponse)
-    async def models(live: Annotated[LiveModels, Depends(live_models)]):
+    @app.get("/models", response_model=api.ModelsResponse)
+    async def models(svc: Served):
         now = time.time()
-        return ModelsResponse(rejected_versions=live.rejected, models=[
-            ServedModel(model=key, version=m.version.version, step=m.version.step, clock_ms=m.version.clock_ms,
-                        published_ms=m.version.published_ms, age_s=round(now - m.version.published_ms / 1000, 3))
-            for key, m in sorted(live.all().items())])
+        return api.ModelsResponse(rejected_versions=svc.live.rejected, models=[
+            api.ServedModel(model=key, version=m.version.version, step=m.version.step, clock_ms=m.version.clock_ms,
+                            published_ms=m.version.published_ms, age_s=round(now - m.version.published_ms / 1000, 3))
+            for key, m in sorted(svc.live.all().items())])
 
-    @app.post("/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest, live: Annotated[LiveModels, Depends(live_models)],
-                      store: Annotated[OnlineStore, Depends(online_store)]):
-        served = live.get(settings.model)
-        if served is None:
-            raise HTTPException(status_code=503, detail=_no_model(settings))
-        now_ms = int(time.time() * 1000)
-        x, clocks = features.features(store, body.model_dump(), now_ms)
-        probability = served.model.predict_proba_one(x).get(True, 0.0)
-        return PredictResponse(request_id=uuid.uuid4().hex, probability=probability, model=settings.model,
-                               model_version=served.version.version, model_step=served.version.step,
-                               served_at_ms=now_ms, profile_clock_ms=clocks)
+    @app.post("/predict", response_model=api.PredictResponse)
+    async def predict(body: api.PredictRequest, svc: Served):
+        try:
+            done = svc.predict([body.model_dump()])
+        except NoModel as e:
+            raise HTTPException(status_code=503, detail=str(e))
+        return api.PredictResponse(request_id=done.request_id, probability=done.probabilities[0], model=settings.model,
+                                   model_version=done.version.version, model_step=done.version.step,
+                                   served_at_ms=done.now_ms, profile_clock_ms=done.clocks[0])
+
+    @app.get("/recommendations/{user_id}", response_model=api.RecommendationsResponse)
+    async def recommendations(svc: Served, user_id: Annotated[str, Path(min_length=1, max_length=256)], k: Annotated[int, Query(ge=1, le=100)] = 10,
+                              genres: Annotated[list[str], Query(description="stated interests, e.g. drama,comedy")] = [],
+                              candidates: Annotated[list[str], Query(description="items to rank besides the popular")] = [],
+                              device: Annotated[str | None, Query(max_length=64)] = None):
+        return svc.recommend(user_id, k, _listed(genres), _listed(candidates), device)
+
+    @app.post("/events", response_model=api.EventResponse, status_code=202, dependencies=[Depends(_bearer)])
+    async def events(body: api.EventRequest, svc: Served):
+        return api.EventResponse(event_id=svc.record(body))
+
+    @app.get("/metrics")
+    async def prometheus_metrics(svc: Served):
+        return Response(svc.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
-
-
-def _no_model(settings: Settings) -> str:
-    return (f"no verified version of model {settings.model!r} in {settings.registry} yet "
-            "(the learning plane publishes it: python -m pipelines.recommend)")

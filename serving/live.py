@@ -27,6 +27,7 @@ import time
 
 from core.publishing import load_version
 from models import serde
+from serving.periodic import Periodic
 from stores.registry import Registry, Version
 
 LOG = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ class LiveModels:
         self._live: dict[str, LiveModel] = {}
         self.rejected = 0  # versions that failed their signature check
         self._refused: dict[str, int] = {}  # key -> the newest version refused (not tried again)
-        self._stop = threading.Event()
-        self._thread = None
+        self._job = None
         self._lock = threading.Lock()  # one refresh at a time
 
     def get(self, model_key: str) -> LiveModel | None:
@@ -81,22 +81,9 @@ class LiveModels:
 
     def start(self) -> None:
         """Refreshes now, then every `poll_s` on a background thread until `stop()`."""
-        self.refresh()
-        self._thread = threading.Thread(target=self._run, name="live-models", daemon=True)
-        self._thread.start()
+        self._job = Periodic("live-models", self.poll_s, self.refresh)
+        self._job.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self):
-        said = None
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.refresh()
-                said = None
-            except Exception as e:  # a registry that is briefly away must not stop the reloads
-                if repr(e) != said:  # once per kind of failure, not every poll
-                    LOG.exception("refreshing the models failed; serving the ones loaded")
-                    said = repr(e)
+        if self._job is not None:
+            self._job.stop()

@@ -9,6 +9,9 @@ import random
 
 DEVICES = ("mobile", "tv", "web")
 POSITIONS = 10
+# What a serving process logs with the impressions it served (schemas/interaction.avsc): the
+# simulated world's impressions were not served by one.
+NOT_SERVED = {"model_key": None, "model_version": None, "propensity": None, "served_features": None}
 
 
 class World:
@@ -47,7 +50,7 @@ class World:
             "user_id": self.user_ids[user], "item_id": self.item_ids[item],
             "item_genres": [self.config.genres[g] for g in self.item_genres[item]],
             "impression_id": None, "position": rng.randrange(POSITIONS),
-            "device": self.devices[user], "watch_seconds": None,
+            "device": self.devices[user], "watch_seconds": None, **NOT_SERVED,
         }
         return record, user, item
 
@@ -82,7 +85,7 @@ class World:
             "event_time": event_time, "user_id": impression["user_id"],
             "item_id": impression["item_id"], "item_genres": list(impression["item_genres"]),
             "impression_id": impression["event_id"], "position": None,
-            "device": impression["device"], "watch_seconds": watch_seconds,
+            "device": impression["device"], "watch_seconds": watch_seconds, **NOT_SERVED,
         }
 
 

@@ -38,6 +38,8 @@ class OnlineStore(Protocol):
 
     def get(self, kind: str, entities) -> dict: ...
 
+    def scan(self, kind: str): ...
+
     def count(self, kind: str) -> int: ...
 
     def clock(self) -> int | None: ...
@@ -77,6 +79,12 @@ class SQLiteOnlineStore:
                                     f"({', '.join('?' * len(part))})", (kind, *part)).fetchall()
             found.update((entity, (json.loads(state), clock)) for entity, state, clock in rows)
         return found
+
+    def scan(self, kind: str):
+        """(entity, state, clock ms) of every `kind` profile it holds."""
+        for entity, state, clock in self._db.execute(
+                "SELECT entity, state, clock_ms FROM profiles WHERE kind = ?", (kind,)).fetchall():
+            yield entity, json.loads(state), clock
 
     def count(self, kind: str) -> int:
         """How many `kind` profiles it holds."""

@@ -17,13 +17,14 @@ import simulator
 from core.kafka import KafkaRecord, ensure_topic, produce, schema_text, value_encoder
 from core.payloads import RegistryPayloads
 from pipelines import recommend
+from simulator.world import NOT_SERVED
 
 pytestmark = pytest.mark.kafka
 
 READER = json.loads(schema_text("interaction"))
 EVENT = {"event_id": "imp-1", "event_type": "impression", "event_time": 1_700_000_000_000,
          "user_id": "u1", "item_id": "i1", "item_genres": ["drama"], "impression_id": None,
-         "position": 2, "device": "tv", "watch_seconds": None}
+         "position": 2, "device": "tv", "watch_seconds": None, **NOT_SERVED}
 
 
 def _serialize(registry, writer_schema: dict, record: dict, topic: str) -> bytes:

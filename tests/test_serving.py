@@ -1,6 +1,5 @@
 """The serving process, run as a real server (`python -m serving`, uvicorn) against what the main
 job published, asked over HTTP by a real client."""
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from serving.features import request_fields
 from stores.online import open_online_store
 from core.publishing import load_version
 from stores.registry import open_registry
+from tests.servers import serving, wait
 
 REQUEST = {"item_genres": ["drama"], "position": 2, "device": "tv"}
 
@@ -31,33 +31,10 @@ def published(tmp_path_factory):
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(published):
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--poll_s", "0.1",
-                                "--registry", str(published / "registry.sqlite"),
-                                "--online_store", str(published / "online.sqlite")],
-                               stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "the server did not become healthy"
-        time.sleep(0.2)
-    yield url
-    process.terminate()  # uvicorn shuts down gracefully, then dies by the signal it caught
-    assert process.wait(10) == -15 and "Traceback" not in process.stderr.read()
+def server(published, tmp_path):
+    with serving(published, "--event_log", str(tmp_path / "served.avro")) as url:
+        yield url
 
 
 def _known_pair(published):
@@ -128,11 +105,11 @@ def test_new_versions_are_served_without_a_failed_request_and_forged_ones_never(
                         True)
         newer = registry.publish("recommender", serde.dumps(model, serde.store_key(registry.path)),
                                  step=before.step + 1, clock_ms=before.clock_ms + 1)
-        _wait(lambda: versions and versions[-1] == newer.version)
+        wait(lambda: versions and versions[-1] == newer.version)
         # Signed with another key: refused, the server stays on the version it has.
         registry.publish("recommender", serde.dumps(linear_model.LogisticRegression(), serde.keyring("f" * 32)),
                          step=newer.step + 1, clock_ms=newer.clock_ms + 1)
-        _wait(lambda: requests.get(f"{server}/models", timeout=5).json()["rejected_versions"] == 1)
+        wait(lambda: requests.get(f"{server}/models", timeout=5).json()["rejected_versions"] == 1)
         time.sleep(0.5)
     finally:
         stop.set()
@@ -149,11 +126,3 @@ def test_refuses_to_start_without_what_the_learning_plane_publishes(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "no file --registry" in done.stderr and "python -m pipelines.recommend" in done.stderr
-
-
-def _wait(condition, timeout_s=10):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-

@@ -1,0 +1,147 @@
+"""Where a server logs what it served and the outcomes apps report: interaction records
+(`schemas/interaction.avsc`) that the learning plane reads, labels and learns from.
+
+`open_event_log(location)` picks the log:
+
+- `kafka://HOST:PORT/TOPIC`: the interactions topic of the streaming learner (keyed by user,
+  Kafka timestamp = event time; schemaless Avro, or the Confluent wire format with a schema
+  registry URL). Records are sent asynchronously: a request never waits for the broker; a
+  record the broker did not take is counted in `failed` and logged, never dropped silently.
+- a file path ending in `.avro`: an Avro container file, appended to in batches (every second
+  and at close) under a file lock, so that several servers may share it; the batch job reads it
+  (`python -m pipelines.recommend --input out/recommend/served.avro`).
+
+>>> import tempfile, fastavro
+>>> path = tempfile.mkdtemp() + "/served.avro"
+>>> log = open_event_log(path)
+>>> log.write({"event_id": "r1", "event_type": "impression", "event_time": 5, "user_id": "u",
+...            "item_id": "i", "position": 0})
+>>> log.close()
+>>> [(r["event_id"], r["position"]) for r in fastavro.reader(open(path, "rb"))]
+[('r1', 0)]
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from typing import Protocol
+
+import fastavro
+from confluent_kafka import Producer
+
+import schemas
+from core.kafka import value_encoder
+
+LOG = logging.getLogger(__name__)
+
+
+class EventLog(Protocol):
+    failed: int  # records that could not be logged
+
+    def write(self, record: dict) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_event_log(location: str, schema_registry: str | None = None) -> EventLog:
+    kind, where = check_location(location)
+    return KafkaEventLog(*where, schema_registry) if kind == "kafka" else AvroFileEventLog(where)
+
+
+def check_location(location: str) -> tuple[str, object]:
+    """("kafka", (bootstrap, topic)) or ("file", path); ValueError for any other form."""
+    if location.startswith("kafka://"):
+        bootstrap, _, topic = location[len("kafka://"):].partition("/")
+        if not bootstrap or not topic or "/" in topic:
+            raise ValueError(f"event log {location!r}: expected kafka://HOST:PORT/TOPIC")
+        return "kafka", (bootstrap, topic)
+    if location.endswith(".avro"):
+        return "file", location
+    raise ValueError(f"event log {location!r}: expected kafka://HOST:PORT/TOPIC or a path ending in .avro")
+
+
+class KafkaEventLog:
+    """Interaction records to a Kafka topic, sent without waiting for the broker."""
+
+    def __init__(self, bootstrap: str, topic: str, schema_registry: str | None = None):
+        self.topic, self.failed = topic, 0
+        self._encode = value_encoder("interaction", topic, schema_registry)
+        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2})
+
+    def write(self, record: dict) -> None:
+        value = self._encode(record)
+        for _ in range(50):
+            try:
+                self._producer.produce(self.topic, key=record["user_id"].encode(), value=value,
+                                       timestamp=record["event_time"], on_delivery=self._delivered)
+                break
+            except BufferError:  # the local queue is full: the broker is away or slow
+                self._producer.poll(0.01)
+        else:
+            self._lost(f"the producer's queue stayed full: {record['event_id']}")
+        self._producer.poll(0)  # runs the delivery callbacks of earlier records
+
+    def flush(self) -> None:
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        left = self._producer.flush(10)
+        if left:
+            self._lost(f"{left} records not delivered to {self.topic!r} at close", left)
+
+    def _delivered(self, error, message):
+        if error is not None:
+            self._lost(f"not delivered to {self.topic!r}: {error}")
+
+    def _lost(self, why: str, count: int = 1):
+        self.failed += count
+        LOG.error("event log: %s", why)
+
+
+class AvroFileEventLog:
+    """Interaction records appended to an Avro container file, in batches."""
+
+    def __init__(self, path: str, flush_s: float = 1.0):
+        self.path, self.failed = path, 0
+        self._schema = schemas.load("interaction")
+        self._pending: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(flush_s,), name="event-log", daemon=True)
+        self._thread.start()
+
+    def write(self, record: dict) -> None:
+        fastavro.validation.validate(record, self._schema, raise_errors=True)  # a bad record fails its request
+        with self._lock:
+            self._pending.append(record)
+
+    def flush(self) -> None:
+        with self._lock:
+            records, self._pending = self._pending, []
+        if not records:
+            return
+        try:
+            with open(self.path, "a+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)  # one writer at a time across processes
+                f.seek(0, os.SEEK_END)  # fastavro appends (reads the header first) when not at 0
+                fastavro.writer(f, self._schema, records)
+        except (OSError, ValueError) as e:
+            self._lost(f"{len(records)} records not written to {self.path}: {e}", len(records))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+    def _run(self, flush_s: float):
+        while not self._stop.wait(flush_s):
+            self.flush()
+
+    def _lost(self, why: str, count: int):
+        self.failed += count
+        LOG.error("event log: %s", why)
+

@@ -1,0 +1,118 @@
+"""The server's Prometheus metrics (`GET /metrics`, text format) and the ASGI middleware that
+counts and times every request, and refuses oversized bodies.
+
+Counted: requests by route and status, their latency (histogram), served impressions and
+events, records the event log lost; read when scraped: each model's version and age (since it
+was published) and the online store's age (since the newest event its profiles applied).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.exceptions import HTTPException
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("streamml_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("streamml_request_seconds", "Time to answer an HTTP request", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.served = Counter("streamml_served_impressions", "Impressions served (and logged) by source",
+                              ["source"], registry=self.registry)
+        self.events = Counter("streamml_events", "Outcomes received by POST /events", ["event_type"],
+                              registry=self.registry)
+
+    def watch(self, service) -> None:
+        """Reports `service`'s models, online store and event log when scraped."""
+        self.registry.register(_Live(service))
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Live:
+    """What is read at scrape time rather than counted."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        now = time.time()
+        version = GaugeMetricFamily("streamml_model_version", "Version of each model served", labels=["model"])
+        age = GaugeMetricFamily("streamml_model_age_seconds", "Since the served version was published",
+                                labels=["model"])
+        for key, m in sorted(self.service.live.all().items()):
+            version.add_metric([key], m.version.version)
+            age.add_metric([key], now - m.version.published_ms / 1000)
+        yield version
+        yield age
+        clock = self.service.store.clock()
+        yield GaugeMetricFamily("streamml_online_store_age_seconds",
+                                "Since the event time of the newest event in the online store",
+                                value=float("nan") if clock is None else now - clock / 1000)
+        yield GaugeMetricFamily("streamml_event_log_failures", "Records the event log could not write",
+                                value=self.service.log.failed)
+        yield GaugeMetricFamily("streamml_rejected_versions", "Model versions that failed their signature check",
+                                value=self.service.live.rejected)
+
+
+class BodyTooLarge(HTTPException):
+    """A body found too large while read: an HTTPException, so that the app answers 413 (FastAPI
+    turns other errors in reading a body into 400)."""
+
+    def __init__(self, max_body: int):
+        super().__init__(413, f"request body over {max_body} bytes")
+
+
+class Instrumented:
+    """ASGI middleware: refuses bodies over `max_body` bytes (413), counts and times requests
+    by route template (not by path: one series per route, whatever the ids)."""
+
+    def __init__(self, app, metrics: Metrics, max_body: int):
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status, received = time.perf_counter(), [500], [0]
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._too_large(send, status)
+            return self._count(scope, status[0], start)
+
+        async def counted_receive():
+            message = await receive()
+            received[0] += len(message.get("body", b""))
+            if received[0] > self.max_body:  # a chunked body without a length
+                raise BodyTooLarge(self.max_body)
+            return message
+
+        async def recorded_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, recorded_send)
+        finally:
+            self._count(scope, status[0], start)
+
+    async def _too_large(self, send, status):
+        status[0] = 413
+        body = json.dumps({"detail": f"request body over {self.max_body} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _count(self, scope, status: int, start: float):
+        route = scope.get("route")
+        name = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(name, str(status)).inc()
+        self.metrics.latency.labels(name).observe(time.perf_counter() - start)

@@ -1,0 +1,157 @@
+"""What the serving process does, behind its HTTP routes: predict, recommend, take outcomes,
+and log every impression it served, so that the learning plane labels and learns from exactly
+what was shown.
+
+A `Service` holds the live models (`serving.live`), the online store, the popular candidates
+(`serving.candidates`) and the event log (`serving.eventlog`); it keeps no state of its own
+that another replica would need (a short cache of rankings aside), so replicas against the
+same registry and stores answer alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+import uuid
+
+from cachetools import TTLCache
+
+from core.interactions import impression_features
+from models import serde
+from serving import api
+from serving.candidates import PopularItems
+from serving.eventlog import open_event_log
+from serving.features import lookup, request_fields
+from serving.live import LiveModels
+from serving.metrics import Metrics
+from serving.ranking import explore, score
+from stores.online import open_online_store
+from stores.registry import Version, open_registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    registry: str  # the model registry (stores.registry) the learning plane publishes to
+    online_store: str  # the online store of profiles (stores.online)
+    event_log: str  # where served impressions and outcomes go (serving.eventlog)
+    model: str = "recommender"  # the model key that predicts and ranks
+    key_file: str | None = None  # the keys that check versions; default $STREAMML_STATE_KEY, else <registry>.key
+    poll_s: float = 0.2  # how often the registry is asked for newer versions
+    schema_registry: str | None = None  # for a Kafka event log in the Confluent wire format
+    candidates: int = 100  # the most popular items that /recommendations ranks
+    candidates_refresh_s: float = 5.0
+    epsilon: float = 0.05  # exploration: the share of slots filled at random among the candidates
+    cache_s: float = 1.0  # how long a user's ranking is reused (0: never)
+    api_token: str | None = None  # when set, POST /events needs "Authorization: Bearer <token>"
+    seed: int | None = None  # of the exploration's draws (None: from the system)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    request_id: str
+    probabilities: list[float]
+    version: Version  # of the model that predicted
+    now_ms: int  # the time the features are as of
+    clocks: list[dict]  # per impression: {kind: the profile's clock ms, None for a new entity}
+
+
+class NoModel(Exception):
+    """No verified version of the model is loaded yet."""
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+        self.settings = settings
+        keys = serde.KeySource(file=settings.key_file, store=settings.registry).resolve()
+        self.registry, self.store = open_registry(settings.registry), open_online_store(settings.online_store)
+        self.live = LiveModels(self.registry, keys, [settings.model], settings.poll_s)
+        self.popular = PopularItems(self.store, settings.candidates, settings.candidates_refresh_s)
+        self.log = open_event_log(settings.event_log, settings.schema_registry)
+        self.metrics = metrics or Metrics()
+        self.metrics.watch(self)
+        self.rng = random.Random(settings.seed)
+        self.cache = TTLCache(maxsize=10_000, ttl=settings.cache_s) if settings.cache_s > 0 else None
+
+    def start(self):
+        self.live.start()
+        self.popular.start()
+
+    def stop(self):
+        self.popular.stop()
+        self.live.stop()
+        self.log.close()
+        self.registry.close()
+        self.store.close()
+
+    def predict(self, rows: list[dict]) -> Prediction:
+        """P(click) of each impression in `rows` (/predict's fields), each logged as served under
+        a new request id (row i > 0: `<request id>-<i>`)."""
+        served = self.live.get(self.settings.model)
+        if served is None:
+            raise NoModel(self.no_model())
+        now_ms, request_id = _now_ms(), uuid.uuid4().hex
+        probabilities, clocks = [], []
+        for i, row in enumerate(rows):
+            profiles = lookup(self.store, row)
+            fields = request_fields(row, now_ms, profiles)
+            probabilities.append(served.model.predict_proba_one(impression_features(fields)).get(True, 0.0))
+            clocks.append({kind: found[1] if found else None for kind, found in profiles.items()})
+            self._log_impression(request_id if i == 0 else f"{request_id}-{i}", fields, served.version.version,
+                                 None)
+        self.metrics.served.labels("predict").inc(len(rows))
+        return Prediction(request_id, probabilities, served.version, now_ms, clocks)
+
+    def recommend(self, user_id: str, k: int, genres=(), extra=(), device: str | None = None) \
+            -> api.RecommendationsResponse:
+        served = self.live.get(self.settings.model)
+        now_ms, request_id = _now_ms(), uuid.uuid4().hex
+        version = served.version.version if served else None
+        key = (user_id, device, tuple(genres), tuple(extra), version)
+        ranked = self.cache.get(key) if self.cache is not None else None
+        if ranked is None:
+            candidates = {c.item_id: c.genres for c in self.popular.items}
+            candidates.update((item, self.popular.genres.get(item, ())) for item in extra if item not in candidates)
+            ranked = score(served.model if served else None, self.store, user_id, device, candidates, now_ms, genres)
+            if self.cache is not None:
+                self.cache[key] = ranked
+        scored, user_clock = ranked
+        source = "live" if served else "fallback"
+        items = []
+        for shown in explore(scored, k, self.settings.epsilon, self.rng):
+            impression_id = f"{request_id}-{shown.position}"
+            item = shown.item
+            self._log_impression(impression_id, {
+                "user_id": user_id, "item_id": item.item_id, "item_genres": list(item.genres),
+                "position": shown.position, "device": device, "event_time": now_ms, "features": item.features},
+                version, shown.propensity)
+            items.append(api.RecommendedItem(item_id=item.item_id, position=shown.position, impression_id=impression_id,
+                                             probability=item.probability, propensity=shown.propensity,
+                                             explored=shown.explored, genres=list(item.genres)))
+        self.metrics.served.labels(source).inc(len(items))
+        return api.RecommendationsResponse(request_id=request_id, user_id=user_id, items=items, source=source,
+                                           model=self.settings.model, model_version=version, served_at_ms=now_ms,
+                                           user_clock_ms=user_clock)
+
+    def record(self, event: api.EventRequest) -> str:
+        """Logs an outcome from an app; returns its event id."""
+        record = {**event.model_dump(), "event_id": event.event_id or uuid.uuid4().hex,
+                  "event_time": _now_ms() if event.event_time is None else event.event_time}
+        self.log.write(record)
+        self.metrics.events.labels(event.event_type).inc()
+        return record["event_id"]
+
+    def no_model(self) -> str:
+        return (f"no verified version of model {self.settings.model!r} in {self.settings.registry} yet "
+                "(the learning plane publishes it: python -m pipelines.recommend)")
+
+    def _log_impression(self, impression_id: str, fields: dict, version: int | None, propensity: float | None):
+        self.log.write({
+            "event_id": impression_id, "event_type": "impression", "event_time": fields["event_time"],
+            "user_id": fields["user_id"], "item_id": fields["item_id"], "item_genres": fields["item_genres"],
+            "position": fields["position"], "device": fields.get("device"),
+            "model_key": self.settings.model if version is not None else None, "model_version": version,
+            "propensity": propensity, "served_features": fields["features"]})
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
