@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "confluent-kafka[avro,schemaregistry]>=2.3,<3",  # + Confluent wire format (core/payloads.py)
     "matplotlib>=3.8,<4",  # pipelines.recommend writes a PNG report
     "tqdm>=4.66,<5",  # progress bars
+    "psycopg[binary]>=3.1,<4",  # a model registry on PostgreSQL (stores.sql)
+    "redis>=5,<9",  # an online store on Redis (stores.online)
 ]
 
 # The serving plane (`python -m serving`): an ASGI app on uvicorn. Not on Beam's workers.

@@ -162,6 +162,9 @@ def store_key(store_path: str) -> Keyring:
     """
     if KEY_ENV in os.environ:
         return parse_keyring(os.environ[KEY_ENV], f"${KEY_ENV}")
+    if "://" in store_path and not store_path.startswith("sqlite://"):
+        raise WeakKey(f"no key for {store_path.split('@')[-1]}: a store on a server has no key file beside it; "
+                      f"set ${KEY_ENV} (or give a key file) for every process that writes or reads it")
     path = f"{store_path}.key"
     if not os.path.exists(path):
         # Written whole under another name, then linked: a reader never sees a partial file,

@@ -9,6 +9,8 @@ from core.decoding import event_time_arg
 from models import factory
 from pipelines.console import ArgumentParser, add_verbose_flag
 from pipelines.options import has_flag
+from stores.online import open_online_store
+from stores.registry import open_registry
 
 
 def parse_args(argv=None):
@@ -38,13 +40,14 @@ def parse_args(argv=None):
     parser.add_argument("--metrics_minutes", type=float, default=10.0,
                         help="Windowed-metrics window, minutes of event time (default: %(default)s).")
     parser.add_argument("--output_format", choices=("jsonl", "avro"), default="jsonl")
-    parser.add_argument("--registry", metavar="SQLITE",
-                        help="Model registry to publish signed model versions to, for the serving plane "
-                             "(default: OUTPUT/registry.sqlite, signed with the key file beside it or "
-                             "$STREAMML_STATE_KEY; 'none': off).")
-    parser.add_argument("--online_store", metavar="SQLITE",
+    parser.add_argument("--registry", metavar="LOCATION",
+                        help="Model registry to publish signed model versions to, for the serving plane: a "
+                             "SQLite file or postgresql://USER@HOST:PORT/DB (default: OUTPUT/registry.sqlite, "
+                             "signed with $STREAMML_STATE_KEY or else the key file beside it; 'none': off).")
+    parser.add_argument("--online_store", metavar="LOCATION",
                         help="Online store to publish each user's and item's latest profile to, for the "
-                             "serving plane (default: OUTPUT/online.sqlite; 'none': off).")
+                             "serving plane: a SQLite file or redis://HOST:PORT/DB (default: "
+                             "OUTPUT/online.sqlite; 'none': off).")
     parser.add_argument("--publish_every_s", type=float, default=1.0,
                         help="While streaming, publish each model at least this often (seconds) as it "
                              "learns, and whenever it has caught up; a batch run publishes the final "
@@ -125,7 +128,12 @@ def parse_args(argv=None):
         parser.error("--publish_every_s cannot be negative")
     for name, default in (("registry", "registry.sqlite"), ("online_store", "online.sqlite")):
         where = getattr(args, name) or f"{args.output.rstrip('/')}/{default}"
-        setattr(args, name, None if where == "none" else os.path.abspath(where))
+        if "://" in where:  # a server: a mistake in its URL, or a server that is away, is said now
+            try:
+                (open_registry if name == "registry" else open_online_store)(where).close()
+            except (ValueError, ConnectionError) as e:
+                parser.error(f"--{name} {where}: {e}")
+        setattr(args, name, None if where == "none" else where if "://" in where else os.path.abspath(where))
     if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
         parser.error("--feature_store is read by the streaming feature stage: add --streaming")
     return args, beam_args

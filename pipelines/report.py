@@ -135,6 +135,8 @@ def published_lines(registry: str | None, model_keys: list[str], online: str | N
 
 
 def _shown(path: str) -> str:
-    """A path as a person typed it: relative when under the current folder."""
+    """A path as a person typed it: relative when under the current folder (a URL as it is)."""
+    if "://" in path:
+        return path
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative

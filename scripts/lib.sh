@@ -135,3 +135,27 @@ maven_fetch() {
   rm -rf "$tmp"
   log "${jar#"$ROOT"/} fetched in $((SECONDS - t0)) s"
 }
+
+# ---- Debian packages ----------------------------------------------------------
+
+# apt_install PACKAGE...: installs Debian packages that are missing (as root, non-interactive);
+# refreshes the package lists first when they are empty or an install fails. Serialised by a
+# lock (fd 7) so that parallel starts do not fight over dpkg's lock.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  need apt-get "Debian's package manager installs ${missing[*]}"
+  [[ $(id -u) == 0 ]] || die "installing ${missing[*]} needs root (apt-get); install them and run again"
+  mkdir -p "$ROOT/.run"
+  lock "$ROOT/.run/.apt.lock" 7
+  log "installing Debian packages: ${missing[*]} ..."
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >"$ROOT/.run/apt.log" 2>&1; then
+    apt-get update -q >>"$ROOT/.run/apt.log" 2>&1 || true
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$ROOT/.run/apt.log" 2>&1 ||
+      { tail -n 30 "$ROOT/.run/apt.log" >&2; die "apt-get could not install ${missing[*]} (log: .run/apt.log)"; }
+  fi
+}

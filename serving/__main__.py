@@ -12,9 +12,12 @@ import sys
 
 import uvicorn
 
+from models import serde
 from serving.app import create_app
 from serving.eventlog import check_location
 from serving.service import Settings
+from stores.online import open_online_store
+from stores.registry import open_registry
 
 DEFAULT_OUTPUT = "out/recommend"  # where the main job publishes by default
 
@@ -26,9 +29,11 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--registry", default=f"{DEFAULT_OUTPUT}/registry.sqlite",
-                        help="the model registry (default: %(default)s, the main job's)")
+                        help="the model registry: a SQLite file or postgresql://USER@HOST:PORT/DB "
+                             "(default: %(default)s, the main job's)")
     parser.add_argument("--online_store", default=f"{DEFAULT_OUTPUT}/online.sqlite",
-                        help="the online store of profiles (default: %(default)s, the main job's)")
+                        help="the online store of profiles: a SQLite file or redis://HOST:PORT/DB "
+                             "(default: %(default)s, the main job's)")
     parser.add_argument("--model", default="recommender", help="the model key to serve (default: %(default)s)")
     parser.add_argument("--key_file", help="keyring file that checks model versions (default: "
                                            "$STREAMML_STATE_KEY, else the key file beside the registry)")
@@ -54,7 +59,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--seed", type=int, help="seed of the exploration's draws (default: from the system)")
     args = parser.parse_args(argv)
     for flag in ("registry", "online_store"):
-        if not os.path.isfile(getattr(args, flag)):
+        if "://" not in getattr(args, flag) and not os.path.isfile(getattr(args, flag)):
             parser.error(f"no file --{flag} {getattr(args, flag)}: the learning plane publishes it "
                          "(python -m pipelines.recommend writes out/recommend/registry.sqlite and online.sqlite)")
     for flag in ("poll_s", "candidates", "candidates_refresh_s"):
@@ -75,7 +80,15 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
         check_location(event_log)
     except ValueError as e:
         parser.error(str(e))
-    return args, Settings(os.path.abspath(args.registry), os.path.abspath(args.online_store), event_log,
+    registry, online_store = (where if "://" in where else os.path.abspath(where)
+                              for where in (args.registry, args.online_store))
+    try:  # a server that is away, a URL or a key that is wrong: said in one line, before serving
+        open_registry(registry).close()
+        open_online_store(online_store).close()
+        serde.KeySource(file=args.key_file, store=registry).resolve()
+    except (ValueError, ConnectionError, OSError) as e:
+        parser.error(str(e))
+    return args, Settings(registry, online_store, event_log,
                           model=args.model, key_file=args.key_file, poll_s=args.poll_s,
                           schema_registry=args.schema_registry, candidates=args.candidates,
                           candidates_refresh_s=args.candidates_refresh_s, epsilon=args.epsilon,

@@ -6,8 +6,9 @@ its kind (`user`, `item`) and entity id, with the event time of the last event i
 write never moves a profile back in time: of two writes, the one with the later clock stays
 (a replayed or retried stage may write an older profile after a newer one).
 
-`OnlineStore` is the interface; `open_online_store(location)` picks the implementation (SQLite,
-the embedded default; several processes may share one file).
+`OnlineStore` is the interface; `open_online_store(location)` picks the implementation: SQLite,
+the embedded default (several processes on one machine may share the file), or Redis, where
+learners and servers on several machines share one store.
 
 >>> store = open_online_store(":memory:")
 >>> store.put("user", {"u1": ([None, {}], 5_000), "u2": ([None, {}], 7_000)})
@@ -48,8 +49,11 @@ class OnlineStore(Protocol):
 
 
 def open_online_store(location: str) -> OnlineStore:
-    """The online store at `location`: a SQLite file path, or `sqlite:///relative` / `sqlite:////absolute`."""
-    return SQLiteOnlineStore(sqlite_path(location, "online store", "stores.online.OnlineStore"))
+    """The online store at `location`: a SQLite file path (or `sqlite:///relative`,
+    `sqlite:////absolute`), or a Redis URL (`redis://host:port/db`)."""
+    if location.startswith(("redis://", "rediss://")):
+        return RedisOnlineStore(location)
+    return SQLiteOnlineStore(sqlite_path(location, "online store", "stores.online.OnlineStore", ("redis://",)))
 
 
 class SQLiteOnlineStore:
@@ -96,3 +100,73 @@ class SQLiteOnlineStore:
 
     def close(self):
         self._db.close()
+
+
+# Keeps a write only when it is not older than the profile held, and the store's newest clock.
+_PUT = """
+local newest = tonumber(redis.call('GET', KEYS[2]) or '-1')
+for i = 1, #ARGV, 3 do
+  local clock = tonumber(ARGV[i + 1])
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if not old or tonumber(string.sub(old, 1, string.find(old, ':', 1, true) - 1)) <= clock then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. ':' .. ARGV[i + 2])
+  end
+  if clock > newest then newest = clock end
+end
+redis.call('SET', KEYS[2], string.format('%d', newest))
+"""
+
+
+class RedisOnlineStore:
+    """An `OnlineStore` in Redis: a hash per kind (`streamml:profiles:<kind>`, entity ->
+    "<clock ms>:<state JSON>"), written by a script so that the check and the write are one step."""
+
+    def __init__(self, url: str, prefix: str = "streamml:"):
+        import redis
+
+        self.url, self.prefix = url, prefix
+        self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10,
+                                           retry_on_timeout=True, health_check_interval=30)
+        try:
+            self._redis.ping()
+        except redis.ConnectionError as e:
+            raise ConnectionError(f"cannot reach Redis at {url} (bash scripts/redis.sh start runs one on "
+                                  f"loopback): {e}") from None
+        self._put = self._redis.register_script(_PUT)
+
+    def put(self, kind: str, profiles: dict) -> None:
+        items = list(profiles.items())
+        for i in range(0, len(items), 1000):
+            args = [v for entity, (state, clock) in items[i:i + 1000]
+                    for v in (entity, int(clock), json.dumps(state))]
+            self._put(keys=[self._hash(kind), f"{self.prefix}clock"], args=args)
+
+    def get(self, kind: str, entities) -> dict:
+        entities = list(dict.fromkeys(entities))
+        if not entities:
+            return {}
+        values = self._redis.hmget(self._hash(kind), entities)
+        return {entity: _parse(value) for entity, value in zip(entities, values) if value is not None}
+
+    def scan(self, kind: str):
+        for entity, value in self._redis.hscan_iter(self._hash(kind)):
+            state, clock = _parse(value)
+            yield entity.decode(), state, clock
+
+    def count(self, kind: str) -> int:
+        return self._redis.hlen(self._hash(kind))
+
+    def clock(self) -> int | None:
+        value = self._redis.get(f"{self.prefix}clock")
+        return None if value is None else int(value)
+
+    def close(self):
+        self._redis.close()
+
+    def _hash(self, kind: str) -> str:
+        return f"{self.prefix}profiles:{kind}"
+
+
+def _parse(value: bytes) -> tuple:
+    clock, _, state = value.partition(b":")
+    return json.loads(state), int(clock)

@@ -15,8 +15,9 @@ anything is unpickled.
   stage holds one version per key (the one it held before leaves the stage, still pinned), and a
   promoted version is pinned.
 
-`Registry` is the interface; `open_registry(location)` picks the implementation (SQLite, the
-embedded default; several processes may share one file).
+`Registry` is the interface; `open_registry(location)` picks the implementation: SQLite, the
+embedded default (several processes on one machine may share the file), or PostgreSQL, where
+servers and learners on several machines share one registry.
 
 >>> from river import linear_model
 >>> from models import serde
@@ -41,15 +42,15 @@ import json
 import time
 from typing import Protocol
 
-from stores.sqlite import connect, sqlite_path
+from stores.sql import is_server, open_database
 
 STAGES = ("candidate", "production")
 KEEP = 10  # unpinned versions kept per model key, newest first
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
-    model_key TEXT NOT NULL, version INTEGER NOT NULL, step INTEGER NOT NULL, clock_ms INTEGER NOT NULL,
-    watermark_ms INTEGER, published_ms INTEGER NOT NULL, metrics TEXT NOT NULL, stage TEXT, pinned TEXT,
+    model_key TEXT NOT NULL, version BIGINT NOT NULL, step BIGINT NOT NULL, clock_ms BIGINT NOT NULL,
+    watermark_ms BIGINT, published_ms BIGINT NOT NULL, metrics TEXT NOT NULL, stage TEXT, pinned TEXT,
     blob BLOB NOT NULL, PRIMARY KEY (model_key, version));
 """
 _FIELDS = "model_key, version, step, clock_ms, watermark_ms, published_ms, metrics, stage, pinned"
@@ -98,30 +99,33 @@ class UnknownVersion(LookupError):
 
 
 def open_registry(location: str, keep: int = KEEP) -> Registry:
-    """The registry at `location`: a SQLite file path, or `sqlite:///relative` / `sqlite:////absolute`.
+    """The registry at `location`: a SQLite file path (or `sqlite:///relative`,
+    `sqlite:////absolute`), or a PostgreSQL URL (`postgresql://user@host:port/db`) where several
+    servers and learners share it.
 
     >>> open_registry("redis://localhost:6379")
     Traceback (most recent call last):
     ...
-    ValueError: no model registry for 'redis://' locations (have: SQLite file paths, sqlite:///PATH); implement stores.registry.Registry
+    ValueError: no model registry for 'redis://' locations (have: SQLite file paths, sqlite:///PATH, postgresql://); implement stores.registry.Registry
     """
-    return SQLiteRegistry(sqlite_path(location, "model registry", "stores.registry.Registry"), keep)
+    schema = _SCHEMA.replace("BLOB", "BYTEA") if is_server(location) else _SCHEMA
+    return SQLRegistry(open_database(location, "model registry", schema, "stores.registry.Registry"), keep)
 
 
-class SQLiteRegistry:
-    """A `Registry` in one SQLite file (WAL: servers read while a learner publishes)."""
+class SQLRegistry:
+    """A `Registry` in a SQL database (`stores.sql`): a SQLite file (WAL: servers read while a
+    learner publishes) or a PostgreSQL server."""
 
-    def __init__(self, path: str, keep: int = KEEP):
+    def __init__(self, db, keep: int = KEEP):
         if keep < 1:
             raise ValueError(f"keep={keep}: a registry keeps at least the newest version of each model")
-        self.path, self.keep = path, keep
-        self._db = connect(path, _SCHEMA)
+        self._db, self.keep = db, keep
+        self.path = db.where  # the file, or the server's URL without a password
 
     def publish(self, model_key, blob, *, step, clock_ms, watermark_ms=None, metrics=None) -> Version:
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")  # the next number, taken by one publisher at a time
-            (last,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE model_key = ?",
-                                       (model_key,)).fetchone()
+        with self._db.transaction(model_key):  # the next number, taken by one publisher at a time
+            [(last,)] = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE model_key = ?",
+                                         (model_key,))
             self._db.execute(f"INSERT INTO versions ({_FIELDS}, blob) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
                              (model_key, last + 1, int(step), int(clock_ms), watermark_ms, int(time.time() * 1000),
                               json.dumps(metrics or {}, sort_keys=True), bytes(blob)))
@@ -130,36 +134,41 @@ class SQLiteRegistry:
         return self.get(model_key, last + 1)
 
     def latest(self, model_key, stage=None) -> Version | None:
-        if stage is not None:
+        if stage is None:
+            rows = self._db.execute(f"SELECT {_FIELDS} FROM versions WHERE model_key = ? "
+                                    "ORDER BY version DESC LIMIT 1", (model_key,))
+        else:
             _check_stage(stage)
-        row = self._db.execute(f"SELECT {_FIELDS} FROM versions WHERE model_key = ? AND (? IS NULL OR stage = ?) "
-                               "ORDER BY version DESC LIMIT 1", (model_key, stage, stage)).fetchone()
-        return _version(row) if row else None
+            rows = self._db.execute(f"SELECT {_FIELDS} FROM versions WHERE model_key = ? AND stage = ? "
+                                    "ORDER BY version DESC LIMIT 1", (model_key, stage))
+        return _version(rows[0]) if rows else None
 
     def get(self, model_key, version) -> Version:
-        row = self._db.execute(f"SELECT {_FIELDS} FROM versions WHERE model_key = ? AND version = ?",
-                               (model_key, int(version))).fetchone()
-        if row is None:
+        rows = self._db.execute(f"SELECT {_FIELDS} FROM versions WHERE model_key = ? AND version = ?",
+                                (model_key, int(version)))
+        if not rows:
             raise UnknownVersion(f"no version {version} of model {model_key!r} in {self.path} "
                                  f"(held: {[v.version for v in self.versions(model_key)]})")
-        return _version(row)
+        return _version(rows[0])
 
     def blob(self, model_key, version) -> bytes:
-        row = self._db.execute("SELECT blob FROM versions WHERE model_key = ? AND version = ?",
-                               (model_key, int(version))).fetchone()
-        if row is None:
+        rows = self._db.execute("SELECT blob FROM versions WHERE model_key = ? AND version = ?",
+                                (model_key, int(version)))
+        if not rows:
             raise UnknownVersion(f"no version {version} of model {model_key!r} in {self.path}")
-        return row[0]
+        return bytes(rows[0][0])
 
     def versions(self, model_key=None) -> list[Version]:
-        rows = self._db.execute(f"SELECT {_FIELDS} FROM versions WHERE ? IS NULL OR model_key = ? "
-                                "ORDER BY model_key, version", (model_key, model_key)).fetchall()
+        if model_key is None:
+            rows = self._db.execute(f"SELECT {_FIELDS} FROM versions ORDER BY model_key, version")
+        else:
+            rows = self._db.execute(f"SELECT {_FIELDS} FROM versions WHERE model_key = ? ORDER BY version",
+                                    (model_key,))
         return [_version(r) for r in rows]
 
     def promote(self, model_key, version, stage) -> Version:
         _check_stage(stage)
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._db.transaction(model_key):
             self.get(model_key, version)
             self._db.execute("UPDATE versions SET stage = NULL WHERE model_key = ? AND stage = ?", (model_key, stage))
             self._db.execute("UPDATE versions SET stage = ?, pinned = COALESCE(pinned, ?) "
@@ -169,23 +178,22 @@ class SQLiteRegistry:
     def pin(self, model_key, version, reason) -> Version:
         if not reason:
             raise ValueError("a pin needs a reason (it is kept until unpinned)")
-        self.get(model_key, version)
-        self._db.execute("UPDATE versions SET pinned = ? WHERE model_key = ? AND version = ?",
-                         (reason, model_key, int(version)))
+        with self._db.transaction(model_key):
+            self.get(model_key, version)
+            self._db.execute("UPDATE versions SET pinned = ? WHERE model_key = ? AND version = ?",
+                             (reason, model_key, int(version)))
         return self.get(model_key, version)
 
     def unpin(self, model_key, version) -> Version:
         """Unpins a version; it then goes with retention, unless it is still among the newest."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._db.transaction(model_key):
             unpinned = self.get(model_key, version)
             if unpinned.stage is not None:
                 raise ValueError(f"version {version} of {model_key!r} is in {unpinned.stage}: a staged version "
                                  "stays pinned (promote another one to that stage first)")
             self._db.execute("UPDATE versions SET pinned = NULL WHERE model_key = ? AND version = ?",
                              (model_key, int(version)))
-            (last,) = self._db.execute("SELECT MAX(version) FROM versions WHERE model_key = ?",
-                                       (model_key,)).fetchone()
+            [(last,)] = self._db.execute("SELECT MAX(version) FROM versions WHERE model_key = ?", (model_key,))
             self._db.execute("DELETE FROM versions WHERE model_key = ? AND pinned IS NULL AND version <= ?",
                              (model_key, last - self.keep))
         return dataclasses.replace(unpinned, pinned=None)

@@ -14,14 +14,16 @@ from __future__ import annotations
 import sqlite3
 
 
-def sqlite_path(location: str, what: str, interface: str = "") -> str:
-    """The file of `location`: a SQLite file path, or `sqlite:///relative` / `sqlite:////absolute`."""
+def sqlite_path(location: str, what: str, interface: str = "", others: tuple = ()) -> str:
+    """The file of `location`: a SQLite file path, or `sqlite:///relative` / `sqlite:////absolute`
+    (the error for any other scheme names `others`, the store's other locations)."""
     scheme, sep, rest = location.partition("://")
     if not sep:
         return location
     if scheme == "sqlite":
         return rest[1:] if rest.startswith("/") else rest
-    raise ValueError(f"no {what} for '{scheme}://' locations (have: SQLite file paths, sqlite:///PATH)"
+    have = ", ".join(("SQLite file paths", "sqlite:///PATH", *others))
+    raise ValueError(f"no {what} for '{scheme}://' locations (have: {have})"
                      + (f"; implement {interface}" if interface else ""))
 
 

@@ -64,3 +64,56 @@ def schema_registry():
     yield f"http://127.0.0.1:{port}/apis/ccompat/v7"
     if not was_running:
         subprocess.run(script + ["stop"], capture_output=True)
+
+
+def _service(script: str, variable: str, what: str):
+    """Starts the project's `script` (scripts/<script>.sh start) if needed; yields the URL it
+    prints as VARIABLE=...; stops it at the end if this session started it."""
+    import subprocess
+
+    command = ["bash", str(ROOT / "scripts" / f"{script}.sh")]
+    was_running = subprocess.run(command + ["status"], capture_output=True).returncode == 0
+    started = subprocess.run(command + ["start"], capture_output=True, text=True)
+    assert started.returncode == 0, f"could not start {what}:\n{started.stderr[-3000:]}"
+    (url,) = [line.split("=", 1)[1] for line in started.stdout.splitlines() if line.startswith(f"{variable}=")]
+    yield url
+    if not was_running:
+        subprocess.run(command + ["stop"], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The project's PostgreSQL server (scripts/postgres.sh), started for the session if needed."""
+    yield from _service("postgres", "POSTGRES_URL", "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """The project's Redis server (scripts/redis.sh), started for the session if needed."""
+    yield from _service("redis", "REDIS_URL", "Redis")
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A new, empty database on the project's PostgreSQL server, dropped after the test."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """A Redis database of the project's server, emptied before the test (tests that use Redis
+    take database 1 and run one at a time)."""
+    import redis
+
+    url = redis_server.rsplit("/", 1)[0] + "/1"
+    redis.Redis.from_url(url).flushdb()
+    return url

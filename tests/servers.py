@@ -16,12 +16,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serving(published, *args, env=None, healthy=True):
-    """The URL of a server of what the main job `published` (its output folder), with `args`;
-    stopped at the end, which must be clean. Waits for /healthz to answer (200 if `healthy`)."""
+    """The URL of a server of what the main job `published` (its output folder, or a pair of
+    registry and online store locations), with `args`; stopped at the end, which must be clean.
+    Waits for /healthz to answer (200 if `healthy`)."""
     port = free_port()
+    registry, online = (published if isinstance(published, tuple)
+                        else (published / "registry.sqlite", published / "online.sqlite"))
     process = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--poll_s", "0.1",
-                                "--registry", str(published / "registry.sqlite"),
-                                "--online_store", str(published / "online.sqlite"), *args],
+                                "--registry", str(registry), "--online_store", str(online), *args],
                                stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -3,6 +3,7 @@ stages hold one version each, and only verified bytes load."""
 import multiprocessing
 import sqlite3
 
+import psycopg
 import pytest
 from river import linear_model
 
@@ -11,6 +12,14 @@ from core.publishing import load_version
 from stores.registry import UnknownVersion, open_registry
 
 KEYS = serde.keyring("r" * 32)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where a registry lives: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "registry.sqlite")
+    return request.getfixturevalue("postgres_url")
 
 
 def _model(steps: int):
@@ -27,8 +36,8 @@ def _publish_many(path: str, who: str, n: int) -> None:
     registry.close()
 
 
-def test_versions_from_several_processes_are_distinct_and_increasing(tmp_path):
-    path = str(tmp_path / "registry.sqlite")
+def test_versions_from_several_processes_are_distinct_and_increasing(location):
+    path = location
     open_registry(path).close()
     workers = [multiprocessing.get_context("spawn").Process(target=_publish_many, args=(path, w, 15))
                for w in ("a", "b")]
@@ -44,8 +53,8 @@ def test_versions_from_several_processes_are_distinct_and_increasing(tmp_path):
     assert [v.published_ms for v in held] == sorted(v.published_ms for v in held)
 
 
-def test_retention_keeps_the_newest_and_the_pinned(tmp_path):
-    registry = open_registry(str(tmp_path / "r.sqlite"), keep=3)
+def test_retention_keeps_the_newest_and_the_pinned(location):
+    registry = open_registry(location, keep=3)
     for step in range(1, 4):
         registry.publish("clicks", serde.dumps(_model(step), KEYS), step=step, clock_ms=step)
     registry.pin("clicks", 1, "known good")
@@ -61,8 +70,8 @@ def test_retention_keeps_the_newest_and_the_pinned(tmp_path):
         registry.get("clicks", 1)
 
 
-def test_promote_moves_a_stage_and_pins(tmp_path):
-    registry = open_registry(str(tmp_path / "r.sqlite"), keep=1)
+def test_promote_moves_a_stage_and_pins(location):
+    registry = open_registry(location, keep=1)
     registry.publish("clicks", serde.dumps(_model(1), KEYS), step=1, clock_ms=1)
     assert registry.latest("clicks", "production") is None
     registry.promote("clicks", 1, "production")
@@ -81,18 +90,19 @@ def test_promote_moves_a_stage_and_pins(tmp_path):
         registry.promote("clicks", 2, "candidate")  # gone with retention
 
 
-def test_only_verified_bytesload_version(tmp_path):
-    path = str(tmp_path / "r.sqlite")
-    registry = open_registry(path)
+def test_only_verified_bytes_load(location):
+    registry = open_registry(location)
     trained = _model(50)
     version = registry.publish("clicks", serde.dumps(trained, KEYS), step=50, clock_ms=50)
     loaded = load_version(registry, version, KEYS)
     assert loaded.predict_proba_one({"x": 1}) == trained.predict_proba_one({"x": 1})
     with pytest.raises(serde.TamperedState, match="not one of the keys given"):
         load_version(registry, version, serde.keyring("o" * 32))
-    db = sqlite3.connect(path)  # someone with write access to the file changes the model
-    blob = db.execute("SELECT blob FROM versions").fetchone()[0]
-    db.execute("UPDATE versions SET blob = ?", (blob[:-1] + bytes([blob[-1] ^ 1]),))
+    # Someone with write access to the database changes the model.
+    db = psycopg.connect(location, autocommit=True) if location.startswith("postgresql") else sqlite3.connect(location)
+    blob = bytes(db.execute("SELECT blob FROM versions").fetchone()[0])
+    db.execute("UPDATE versions SET blob = ?".replace("?", "%s" if location.startswith("postgresql") else "?"),
+               (blob[:-1] + bytes([blob[-1] ^ 1]),))
     db.commit()
     with pytest.raises(serde.TamperedState, match="failed its signature check"):
         load_version(registry, version, KEYS)

@@ -132,7 +132,8 @@ class LearnOnline(beam.PTransform):
         keys.resolve()  # a missing, unreadable or weak key fails here, not on a worker
         publisher = None
         if self.registry:
-            registry = os.path.abspath(self.registry)
+            # A file's path made absolute: workers in another process (Flink's pool) open it too.
+            registry = self.registry if "://" in self.registry else os.path.abspath(self.registry)
             publisher = Publisher(registry, serde.KeySource(file=keys.file, store=registry), *self.publish_every)
             publisher.keys.resolve()
         learner = Learner(self.model_spec, keys, self.store, self.replay_horizon_ms, self.mini_batch, publisher)
