@@ -88,7 +88,15 @@ class UserProfile:
         self.last = now
 
     def features(self, at: int, genres) -> dict:
+        return self._features(self.counters.at(at), at, genres)
+
+    def features_for(self, at: int, genre_sets) -> list[dict]:
+        """`features(at, genres)` for each of `genre_sets` (a ranking's candidates), the
+        counters decayed once."""
         c = self.counters.at(at)
+        return [self._features(c, at, genres) for genres in genre_sets]
+
+    def _features(self, c: dict, at: int, genres) -> dict:
         get = lambda name: c.get(name, 0.0)  # noqa: E731
         genre_imp = sum(get(f"g:{g}:imp@24h") for g in genres)
         genre_click = sum(get(f"g:{g}:click@24h") for g in genres)

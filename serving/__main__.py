@@ -100,7 +100,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"serving {settings.model} from {settings.registry} at http://{args.host}:{args.port} "
           f"(API schema: /openapi.json; Ctrl-C stops)", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    # Idle connections kept longer than clients keep theirs: a server closing one as a client
+    # reuses it resets that request.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
     return 0
 
 

@@ -7,8 +7,8 @@
   Kafka timestamp = event time; schemaless Avro, or the Confluent wire format with a schema
   registry URL). Records are sent asynchronously: a request never waits for the broker; a
   record the broker did not take is counted in `failed` and logged, never dropped silently.
-- a file path ending in `.avro`: an Avro container file, appended to in batches (every second
-  and at close) under a file lock, so that several servers may share it; the batch job reads it
+- a file path ending in `.avro`: an Avro container file, appended to in batches (every
+  quarter second and at close) under a file lock, so that several servers may share it; the batch job reads it
   (`python -m pipelines.recommend --input out/recommend/served.avro`).
 
 >>> import tempfile, fastavro
@@ -73,7 +73,11 @@ class KafkaEventLog:
         self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2})
 
     def write(self, record: dict) -> None:
-        value = self._encode(record)
+        try:
+            value = self._encode(record)
+        except (ValueError, TypeError) as e:  # does not fit the schema: counted, the request goes on
+            self._lost(f"a record that does not fit the interaction schema ({e}): {record!r:.300}")
+            return
         for _ in range(50):
             try:
                 self._producer.produce(self.topic, key=record["user_id"].encode(), value=value,
@@ -105,7 +109,7 @@ class KafkaEventLog:
 class AvroFileEventLog:
     """Interaction records appended to an Avro container file, in batches."""
 
-    def __init__(self, path: str, flush_s: float = 1.0):
+    def __init__(self, path: str, flush_s: float = 0.25):
         self.path, self.failed = path, 0
         self._schema = schemas.load("interaction")
         self._pending: list[dict] = []
@@ -115,7 +119,6 @@ class AvroFileEventLog:
         self._thread.start()
 
     def write(self, record: dict) -> None:
-        fastavro.validation.validate(record, self._schema, raise_errors=True)  # a bad record fails its request
         with self._lock:
             self._pending.append(record)
 
@@ -125,12 +128,24 @@ class AvroFileEventLog:
         if not records:
             return
         try:
-            with open(self.path, "a+b") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)  # one writer at a time across processes
-                f.seek(0, os.SEEK_END)  # fastavro appends (reads the header first) when not at 0
-                fastavro.writer(f, self._schema, records)
-        except (OSError, ValueError) as e:
+            self._append(records)
+        except (ValueError, TypeError):  # a record that does not fit the schema: only it is lost
+            for record in records:
+                try:
+                    self._append([record])
+                except (ValueError, TypeError) as e:
+                    self._lost(f"a record that does not fit the interaction schema ({e}): {record!r:.300}", 1)
+                except OSError as e:
+                    self._lost(f"a record not written to {self.path}: {e}", 1)
+        except OSError as e:
             self._lost(f"{len(records)} records not written to {self.path}: {e}", len(records))
+
+    def _append(self, records: list) -> None:
+        with open(self.path, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # one writer at a time across processes
+            f.seek(0, os.SEEK_END)  # fastavro appends (reads the header first) when not at 0
+            # One block, written at the end: a record that fails to encode leaves nothing behind.
+            fastavro.writer(f, self._schema, records, sync_interval=2**30)
 
     def close(self) -> None:
         self._stop.set()

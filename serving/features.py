@@ -23,7 +23,13 @@ def request_fields(request: dict, now_ms: int, profiles: dict) -> dict:
     for kind, (profile_type, _) in PROFILES.items():
         state, _ = profiles.get(kind) or (None, None)
         features.update(profile_type(state).features(now_ms, genres))
-    return {"event_time": now_ms, "event_type": "impression", **request, "item_genres": genres, "features": features}
+    return impression_fields(request, now_ms, features)
+
+
+def impression_fields(request: dict, now_ms: int, features: dict) -> dict:
+    """`request` at `now_ms` with its entity `features` (user's, then item's), as featurised rows are."""
+    return {"event_time": now_ms, "event_type": "impression", **request,
+            "item_genres": request.get("item_genres") or [], "features": features}
 
 
 def lookup(store: OnlineStore, request: dict) -> dict:

@@ -21,8 +21,8 @@ import dataclasses
 import random
 
 from core.interactions import impression_features
-from core.profiles import ItemProfile
-from serving.features import request_fields
+from core.profiles import ItemProfile, UserProfile
+from serving.features import impression_fields
 from stores.online import OnlineStore
 
 
@@ -45,19 +45,23 @@ class Shown:
 
 def score(model, store: OnlineStore, user_id: str, device: str | None, candidates: dict, now_ms: int,
           stated_genres=()) -> tuple[list[Scored], int | None]:
-    """(`candidates` {item: genres} best first, the user's profile clock or None for a new user)."""
+    """(`candidates` {item: genres} best first, the user's profile clock or None for a new user).
+    Each candidate's features are `serving.features.request_fields`' (tested), the user's
+    counters decayed once for all of them."""
     user = store.get("user", [user_id]).get(user_id)
     items = store.get("item", list(candidates))
     stated = set(stated_genres) if user is None else set()
+    user_features = UserProfile(user[0] if user else None).features_for(now_ms, candidates.values())
     scored = []
-    for item_id, genres in candidates.items():
+    for (item_id, genres), features in zip(candidates.items(), user_features):
         found = items.get(item_id)
+        item = ItemProfile(found[0] if found else None)
+        features.update(item.features(now_ms, genres))
         request = {"user_id": user_id, "item_id": item_id, "item_genres": list(genres), "position": 0,
                    "device": device}
-        fields = request_fields(request, now_ms, {"user": user, "item": found})
-        probability = model.predict_proba_one(impression_features(fields)).get(True, 0.0) if model else None
-        popularity = ItemProfile(found[0]).popularity(now_ms) if found else 0.0
-        scored.append(Scored(item_id, tuple(genres), probability, popularity, fields["features"]))
+        x = impression_features(impression_fields(request, now_ms, features))
+        probability = model.predict_proba_one(x).get(True, 0.0) if model else None
+        scored.append(Scored(item_id, tuple(genres), probability, item.popularity(now_ms), features))
     scored.sort(key=lambda s: (len(stated.intersection(s.genres)),
                                s.popularity if s.probability is None else s.probability, s.item_id), reverse=True)
     return scored, user[1] if user else None

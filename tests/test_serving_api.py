@@ -222,3 +222,17 @@ def test_served_impressions_go_to_the_interactions_topic(published, kafka_bootst
     assert [r["event_id"] for r in records[:3]] == [i["impression_id"] for i in answer["items"]]
     assert {m.key() for m in got} == {b"u00001"} and got[0].timestamp()[1] == answer["served_at_ms"]
     assert math.isclose(records[3]["watch_seconds"], 30.0) and json.dumps(records[0]["served_features"])
+
+
+def test_a_record_that_does_not_fit_the_schema_is_counted_and_costs_only_itself(tmp_path):
+    from serving.eventlog import open_event_log
+
+    log = open_event_log(str(tmp_path / "served.avro"))
+    good = {"event_id": "a", "event_type": "impression", "event_time": 5, "user_id": "u", "item_id": "i",
+            "position": 0}
+    log.write(good)
+    log.write({**good, "event_id": "b", "event_time": "yesterday"})
+    log.write({**good, "event_id": "c"})
+    log.close()
+    assert log.failed == 1
+    assert [r["event_id"] for r in fastavro.reader(open(tmp_path / "served.avro", "rb"))] == ["a", "c"]

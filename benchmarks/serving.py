@@ -1,0 +1,168 @@
+"""Serving latency under open-loop load: `python -m serving` answering /predict and
+/recommendations at constant request rates from a separate load process (vegeta), and the
+cold start.
+
+    .venv/bin/python -m benchmarks.serving [--predict_rates 250,500,1000,2000] \\
+        [--recommend_rates 50,100,200,400] [--duration 10] [--json out.json]
+
+It runs the main job once (`--impressions`, into a temporary folder) for a registry and an
+online store, starts the server pinned to `--server_cores` (taskset) with its event log on, and
+attacks it from vegeta pinned to `--load_cores`: open loop (requests leave at the rate whether
+or not earlier ones were answered, so a slow answer does not hide the ones behind it, i.e. no
+coordinated omission). Each rate runs `--duration` seconds after a short warm-up; rankings are
+not cached (`--cache_s 0`): every /recommendations request ranks its 100 candidates.
+
+Per rate it reports p50, p99 and max latency, the rate achieved and the share of errors, and per
+endpoint the first rate whose p99 is over the target (/predict 5 ms, /recommendations 25 ms).
+The cold start is from the process's start to its first answered /predict. The learner is not
+running meanwhile (its cores are the load's and the server's here): a stated limit.
+
+vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin) on first use.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
+TARGETS_MS = {"predict": 5.0, "recommend": 25.0}
+
+
+def vegeta() -> str:
+    """The vegeta binary, installed from the Go module proxy on first use."""
+    binary = ROOT / ".cache" / "go" / "bin" / "vegeta"
+    if not binary.exists():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["go", "install", VEGETA], check=True, env={**os.environ, "GOBIN": str(binary.parent)})
+    return str(binary)
+
+
+def publish(impressions: int, out: pathlib.Path) -> None:
+    subprocess.run([sys.executable, "-m", "pipelines.recommend", "--impressions", str(impressions),
+                    "--output", str(out)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def start_server(out: pathlib.Path, port: int, cores: str) -> tuple[subprocess.Popen, float]:
+    """The server, and seconds from its start to its first answered /predict."""
+    command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(out / "registry.sqlite"),
+               "--online_store", str(out / "online.sqlite"), "--event_log", str(out / "served.avro"),
+               "--cache_s", "0", "--seed", "1"]
+    start = time.monotonic()
+    server = subprocess.Popen(["taskset", "-c", cores, *command], cwd=ROOT, stderr=subprocess.DEVNULL)
+    body = {"user_id": "u00001", "item_id": "i00001", "item_genres": ["drama"], "position": 0}
+    while True:
+        try:
+            if requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=1).status_code == 200:
+                return server, time.monotonic() - start
+        except requests.ConnectionError:
+            pass
+        if server.poll() is not None or time.monotonic() - start > 60:
+            raise RuntimeError("the server did not answer within 60 s")
+        time.sleep(0.01)
+
+
+def targets(out: pathlib.Path, port: int, endpoint: str, n: int = 2000, seed: int = 1) -> pathlib.Path:
+    """vegeta's JSON targets: `n` requests over the users and items the job published."""
+    from stores.online import open_online_store
+
+    store, rng = open_online_store(str(out / "online.sqlite")), random.Random(seed)
+    users = [u for u, _, _ in store.scan("user")]
+    items = [(i, state[1]) for i, state, _ in store.scan("item")]
+    path = out / f"{endpoint}.targets"
+    with open(path, "w") as f:
+        for _ in range(n):
+            user = rng.choice(users)
+            if endpoint == "predict":
+                item, genres = rng.choice(items)
+                body = json.dumps({"user_id": user, "item_id": item, "item_genres": genres,
+                                   "position": rng.randrange(10), "device": "tv"}).encode()
+                target = {"method": "POST", "url": f"http://127.0.0.1:{port}/predict",
+                          "body": base64.b64encode(body).decode(), "header": {"Content-Type": ["application/json"]}}
+            else:
+                target = {"method": "GET", "url": f"http://127.0.0.1:{port}/recommendations/{user}?k=10"}
+            f.write(json.dumps(target) + "\n")
+    return path
+
+
+def attack(binary: str, target_file: pathlib.Path, rate: int, duration: float, cores: str) -> dict:
+    """One constant-rate run: vegeta's JSON report, latencies in ms."""
+    attack = subprocess.Popen(["taskset", "-c", cores, binary, "attack", "-format=json", f"-targets={target_file}",
+                               f"-rate={rate}/1s", f"-duration={duration}s", "-timeout=10s"], stdout=subprocess.PIPE)
+    report = subprocess.run([binary, "report", "-type=json"], stdin=attack.stdout, capture_output=True, check=True)
+    attack.wait()
+    data = json.loads(report.stdout)
+    ms = {k: v / 1e6 for k, v in data["latencies"].items()}
+    return {"rate": rate, "achieved": round(data["rate"], 1), "requests": data["requests"],
+            "errors": round(1.0 - data["success"], 4), "status_codes": data["status_codes"],
+            "p50_ms": round(ms["50th"], 3), "p99_ms": round(ms["99th"], 3), "max_ms": round(ms["max"], 3)}
+
+
+def run(args) -> dict:
+    binary = vegeta()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        out = pathlib.Path(tmp)
+        publish(args.impressions, out)
+        port = args.port
+        server, cold_start_s = start_server(out, port, args.server_cores)
+        results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores,
+                   "load_cores": args.load_cores, "learner": "not running", "duration_s": args.duration}
+        try:
+            for endpoint, rates in (("predict", args.predict_rates), ("recommend", args.recommend_rates)):
+                target_file = targets(out, port, endpoint)
+                attack(binary, target_file, rates[0], 2, args.load_cores)  # warm-up, not reported
+                rows = [attack(binary, target_file, rate, args.duration, args.load_cores) for rate in rates]
+                over = [r["rate"] for r in rows if r["p99_ms"] > TARGETS_MS[endpoint] or r["errors"] > 0]
+                results[endpoint] = {"target_p99_ms": TARGETS_MS[endpoint], "rows": rows,
+                                     "first_rate_over_target": over[0] if over else None}
+        finally:
+            server.terminate()
+            server.wait(30)
+    return results
+
+
+def table(results: dict) -> str:
+    lines = [f"cold start (process start -> first /predict answered): {results['cold_start_s']} s; "
+             f"server on cores {results['server_cores']}, load on {results['load_cores']}; "
+             f"learner {results['learner']}",
+             "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|"]
+    for endpoint in ("predict", "recommend"):
+        for r in results[endpoint]["rows"]:
+            lines.append(f"| {endpoint} | {r['rate']} | {r['achieved']} | {r['p50_ms']} | {r['p99_ms']} | "
+                         f"{r['max_ms']} | {r['errors']:.2%} |")
+        lines.append(f"{endpoint}: p99 target {results[endpoint]['target_p99_ms']} ms, first rate over it: "
+                     f"{results[endpoint]['first_rate_over_target']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0])
+    rates = lambda text: [int(r) for r in text.split(",")]  # noqa: E731
+    parser.add_argument("--predict_rates", type=rates, default=[250, 500, 1000, 2000])
+    parser.add_argument("--recommend_rates", type=rates, default=[50, 100, 200, 400])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate (default: %(default)s)")
+    parser.add_argument("--impressions", type=int, default=20_000, help="the main job's size (default: %(default)s)")
+    parser.add_argument("--server_cores", default="0", help="taskset cores of the server (default: %(default)s)")
+    parser.add_argument("--load_cores", default="1", help="taskset cores of vegeta (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=18123)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    results = run(args)
+    print(table(results))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
