@@ -3,7 +3,8 @@
 cold start.
 
     .venv/bin/python -m benchmarks.serving [--predict_rates 250,500,1000,2000] \\
-        [--recommend_rates 50,100,200,400] [--duration 10] [--json out.json]
+        [--recommend_rates 50,100,200,400] [--kafka_rates 100,500,1000] [--workers 2 \\
+        --server_cores 0,1 --load_cores 0,1] [--duration 10] [--json out.json]
 
 It runs the main job once (`--impressions`, into a temporary folder) for a registry and an
 online store, starts the server pinned to `--server_cores` (taskset) with its event log on, and
@@ -14,7 +15,9 @@ not cached (`--cache_s 0`): every /recommendations request ranks its 100 candida
 
 Per rate it reports p50, p99 and max latency, the rate achieved and the share of errors, and per
 endpoint the first rate whose p99 is over the target (/predict 5 ms, /recommendations 25 ms).
-The cold start is from the process's start to its first answered /predict. The learner is not
+The cold start is from the process's start to its first answered /predict. With `--kafka_rates`
+(a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
+constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms). The learner is not
 running meanwhile (its cores are the load's and the server's here): a stated limit.
 
 vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin) on first use.
@@ -36,7 +39,7 @@ import requests
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
-TARGETS_MS = {"predict": 5.0, "recommend": 25.0}
+TARGETS_MS = {"predict": 5.0, "recommend": 25.0, "kafka": 50.0}
 
 
 def vegeta() -> str:
@@ -53,11 +56,14 @@ def publish(impressions: int, out: pathlib.Path) -> None:
                     "--output", str(out)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-def start_server(out: pathlib.Path, port: int, cores: str) -> tuple[subprocess.Popen, float]:
+def start_server(out: pathlib.Path, port: int, cores: str, workers: int, kafka: str | None = None) \
+        -> tuple[subprocess.Popen, float]:
     """The server, and seconds from its start to its first answered /predict."""
     command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(out / "registry.sqlite"),
                "--online_store", str(out / "online.sqlite"), "--event_log", str(out / "served.avro"),
-               "--cache_s", "0", "--seed", "1"]
+               "--cache_s", "0", "--seed", "1", "--workers", str(workers)]
+    if kafka:
+        command += ["--kafka_requests", kafka]
     start = time.monotonic()
     server = subprocess.Popen(["taskset", "-c", cores, *command], cwd=ROOT, stderr=subprocess.DEVNULL)
     body = {"user_id": "u00001", "item_id": "i00001", "item_genres": ["drama"], "position": 0}
@@ -108,14 +114,63 @@ def attack(binary: str, target_file: pathlib.Path, rate: int, duration: float, c
             "p50_ms": round(ms["50th"], 3), "p99_ms": round(ms["99th"], 3), "max_ms": round(ms["max"], 3)}
 
 
+def kafka_attack(bootstrap: str, prefix: str, bodies: list, rate: int, duration: float) -> dict:
+    """Requests on PREFIX.requests at `rate`/s: latency from each one's scheduled send time to
+    its reply (a late send counts against the latency: no coordinated omission)."""
+    import threading
+    import uuid
+
+    from confluent_kafka import Consumer, Producer
+
+    run_id = uuid.uuid4().hex[:8]
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{run_id}",
+                         "auto.offset.reset": "latest", "fetch.wait.max.ms": 5})
+    consumer.subscribe([f"{prefix}.replies"])
+    scheduled, answered, done = {}, {}, threading.Event()
+
+    def collect():
+        while not done.is_set():
+            m = consumer.poll(0.05)  # one at a time: a batch would wait for its count or timeout
+            if m is not None and m.error() is None:
+                answered[dict(m.headers() or []).get("correlation_id", b"").decode()] = time.perf_counter()
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    time.sleep(3)  # the reply consumer's partitions assigned
+    start, n = time.perf_counter(), int(rate * duration)
+    for i in range(n):
+        at = start + i / rate
+        time.sleep(max(0.0, at - time.perf_counter()))
+        correlation = f"{run_id}-{i}"
+        scheduled[correlation] = at
+        producer.produce(f"{prefix}.requests", value=json.dumps(bodies[i % len(bodies)]).encode(),
+                         headers=[("correlation_id", correlation.encode())])
+        producer.poll(0)
+    producer.flush(10)
+    deadline = time.perf_counter() + 10
+    while len(answered.keys() & scheduled.keys()) < n and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    done.set()
+    collector.join()
+    consumer.close()
+    ms = sorted((answered[c] - t) * 1000 for c, t in scheduled.items() if c in answered)
+    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 3) if ms else None  # noqa: E731
+    return {"rate": rate, "achieved": round(n / (time.perf_counter() - start), 1), "requests": n,
+            "errors": round(1 - len(ms) / n, 4), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "max_ms": round(ms[-1], 3) if ms else None}
+
+
 def run(args) -> dict:
     binary = vegeta()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         out = pathlib.Path(tmp)
         publish(args.impressions, out)
         port = args.port
-        server, cold_start_s = start_server(out, port, args.server_cores)
-        results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores,
+        prefix = f"bench-serving-{os.getpid()}"
+        kafka = f"kafka://{args.bootstrap}/{prefix}" if args.kafka_rates else None
+        server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka)
+        results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores, "workers": args.workers,
                    "load_cores": args.load_cores, "learner": "not running", "duration_s": args.duration}
         try:
             for endpoint, rates in (("predict", args.predict_rates), ("recommend", args.recommend_rates)):
@@ -125,6 +180,14 @@ def run(args) -> dict:
                 over = [r["rate"] for r in rows if r["p99_ms"] > TARGETS_MS[endpoint] or r["errors"] > 0]
                 results[endpoint] = {"target_p99_ms": TARGETS_MS[endpoint], "rows": rows,
                                      "first_rate_over_target": over[0] if over else None}
+            if args.kafka_rates:
+                bodies = [json.loads(base64.b64decode(json.loads(line)["body"]))
+                          for line in open(targets(out, port, "predict"))]
+                rows = [kafka_attack(args.bootstrap, prefix, bodies, rate, args.duration) for rate in args.kafka_rates]
+                over = [r["rate"] for r in rows if r["p99_ms"] is None or r["p99_ms"] > TARGETS_MS["kafka"]
+                        or r["errors"] > 0]
+                results["kafka"] = {"target_p99_ms": TARGETS_MS["kafka"], "rows": rows,
+                                    "first_rate_over_target": over[0] if over else None}
         finally:
             server.terminate()
             server.wait(30)
@@ -133,10 +196,12 @@ def run(args) -> dict:
 
 def table(results: dict) -> str:
     lines = [f"cold start (process start -> first /predict answered): {results['cold_start_s']} s; "
-             f"server on cores {results['server_cores']}, load on {results['load_cores']}; "
+             f"server ({results['workers']} worker(s)) on cores {results['server_cores']}, load on {results['load_cores']}; "
              f"learner {results['learner']}",
              "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|"]
-    for endpoint in ("predict", "recommend"):
+    for endpoint in ("predict", "recommend", "kafka"):
+        if endpoint not in results:
+            continue
         for r in results[endpoint]["rows"]:
             lines.append(f"| {endpoint} | {r['rate']} | {r['achieved']} | {r['p50_ms']} | {r['p99_ms']} | "
                          f"{r['max_ms']} | {r['errors']:.2%} |")
@@ -154,6 +219,10 @@ def main(argv=None) -> int:
     parser.add_argument("--impressions", type=int, default=20_000, help="the main job's size (default: %(default)s)")
     parser.add_argument("--server_cores", default="0", help="taskset cores of the server (default: %(default)s)")
     parser.add_argument("--load_cores", default="1", help="taskset cores of vegeta (default: %(default)s)")
+    parser.add_argument("--kafka_rates", type=rates, default=[],
+                        help="Kafka request -> reply at these rates too (needs a broker: bash scripts/kafka.sh start)")
+    parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="the broker (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default: %(default)s)")
     parser.add_argument("--port", type=int, default=18123)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)

@@ -13,8 +13,9 @@ import sys
 import uvicorn
 
 from models import serde
-from serving.app import create_app
+from serving.app import create_app, settings_to_environment
 from serving.eventlog import check_location
+from serving.kafka_rpc import parse_location
 from serving.service import Settings
 from stores.online import open_online_store
 from stores.registry import open_registry
@@ -57,12 +58,17 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--api_token_file", help="a file holding the token that POST /events needs "
                                                  "(default: $STREAMML_API_TOKEN; unset: no token needed)")
     parser.add_argument("--seed", type=int, help="seed of the exploration's draws (default: from the system)")
+    parser.add_argument("--kafka_requests", metavar="kafka://HOST:PORT/PREFIX",
+                        help="also answer /predict requests from the topic PREFIX.requests on PREFIX.replies "
+                             "(or the topic a request's reply_to header names; default: off)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes sharing the port, e.g. one per core (default: %(default)s)")
     args = parser.parse_args(argv)
     for flag in ("registry", "online_store"):
         if "://" not in getattr(args, flag) and not os.path.isfile(getattr(args, flag)):
             parser.error(f"no file --{flag} {getattr(args, flag)}: the learning plane publishes it "
                          "(python -m pipelines.recommend writes out/recommend/registry.sqlite and online.sqlite)")
-    for flag in ("poll_s", "candidates", "candidates_refresh_s"):
+    for flag in ("poll_s", "candidates", "candidates_refresh_s", "workers"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag} must be > 0")
     if not 0 <= args.epsilon <= 1:
@@ -78,6 +84,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     event_log = args.event_log if args.event_log.startswith("kafka://") else os.path.abspath(args.event_log)
     try:
         check_location(event_log)
+        if args.kafka_requests:
+            parse_location(args.kafka_requests)
     except ValueError as e:
         parser.error(str(e))
     registry, online_store = (where if "://" in where else os.path.abspath(where)
@@ -92,7 +100,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
                           model=args.model, key_file=args.key_file, poll_s=args.poll_s,
                           schema_registry=args.schema_registry, candidates=args.candidates,
                           candidates_refresh_s=args.candidates_refresh_s, epsilon=args.epsilon,
-                          cache_s=args.cache_s, api_token=token, seed=args.seed)
+                          cache_s=args.cache_s, api_token=token, seed=args.seed,
+                          kafka_requests=args.kafka_requests)
 
 
 def main(argv=None) -> int:
@@ -102,7 +111,12 @@ def main(argv=None) -> int:
           f"(API schema: /openapi.json; Ctrl-C stops)", file=sys.stderr, flush=True)
     # Idle connections kept longer than clients keep theirs: a server closing one as a client
     # reuses it resets that request.
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
+    else:  # processes sharing the port, each its own app over the same stores (they keep no state)
+        settings_to_environment(settings)
+        uvicorn.run("serving.app:from_environment", factory=True, workers=args.workers, host=args.host,
+                    port=args.port, log_level="warning", timeout_keep_alive=75)
     return 0
 
 

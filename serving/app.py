@@ -18,7 +18,10 @@ are off: they load their scripts from a CDN, which a machine without that networ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
+import json
+import os
 import time
 from typing import Annotated
 
@@ -28,7 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving import api, oip
 from serving.metrics import Instrumented, Metrics
-from serving.service import NoModel, Service, Settings
+from serving.service import Service, Settings
 
 MAX_BODY = 64 * 1024
 MAX_LIST = 100  # genres or extra candidates in one /recommendations query
@@ -56,6 +59,18 @@ def _listed(values: list[str]) -> list[str]:
     if len(items) > MAX_LIST or any(len(v) > 256 for v in items):
         raise HTTPException(status_code=422, detail=f"at most {MAX_LIST} values of at most 256 characters")
     return list(dict.fromkeys(items))
+
+
+SETTINGS_ENV = "STREAMML_SERVING_SETTINGS"  # how `python -m serving --workers N` hands its settings to each worker
+
+
+def settings_to_environment(settings: Settings) -> None:
+    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+
+
+def from_environment() -> FastAPI:
+    """The app of the settings in $STREAMML_SERVING_SETTINGS (uvicorn's factory, in each worker)."""
+    return create_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -95,13 +110,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/predict", response_model=api.PredictResponse)
     async def predict(body: api.PredictRequest, svc: Served):
-        try:
-            done = svc.predict([body.model_dump()])
-        except NoModel as e:
-            raise HTTPException(status_code=503, detail=str(e))
-        return api.PredictResponse(request_id=done.request_id, probability=done.probabilities[0], model=settings.model,
-                                   model_version=done.version.version, model_step=done.version.step,
-                                   served_at_ms=done.now_ms, profile_clock_ms=done.clocks[0])
+        answer = svc.answer(body)
+        if "error" in answer:
+            raise HTTPException(status_code=answer["status"], detail=answer["error"])
+        return answer
 
     @app.get("/recommendations/{user_id}", response_model=api.RecommendationsResponse)
     async def recommendations(svc: Served, user_id: Annotated[str, Path(min_length=1, max_length=256)], k: Annotated[int, Query(ge=1, le=100)] = 10,

@@ -28,6 +28,8 @@ class Metrics:
                               ["source"], registry=self.registry)
         self.events = Counter("streamml_events", "Outcomes received by POST /events", ["event_type"],
                               registry=self.registry)
+        self.kafka_requests = Counter("streamml_kafka_requests", "Requests answered from Kafka, by outcome",
+                                      ["outcome"], registry=self.registry)
 
     def watch(self, service) -> None:
         """Reports `service`'s models, online store and event log when scraped."""

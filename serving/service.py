@@ -23,6 +23,7 @@ from serving import api
 from serving.candidates import PopularItems
 from serving.eventlog import open_event_log
 from serving.features import lookup, request_fields
+from serving.kafka_rpc import KafkaRequests
 from serving.live import LiveModels
 from serving.metrics import Metrics
 from serving.ranking import explore, score
@@ -45,6 +46,7 @@ class Settings:
     cache_s: float = 1.0  # how long a user's ranking is reused (0: never)
     api_token: str | None = None  # when set, POST /events needs "Authorization: Bearer <token>"
     seed: int | None = None  # of the exploration's draws (None: from the system)
+    kafka_requests: str | None = None  # kafka://HOST:PORT/PREFIX: also answer /predict requests from Kafka
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +74,19 @@ class Service:
         self.metrics.watch(self)
         self.rng = random.Random(settings.seed)
         self.cache = TTLCache(maxsize=10_000, ttl=settings.cache_s) if settings.cache_s > 0 else None
+        self.kafka = KafkaRequests(settings.kafka_requests, self.answer, self.metrics) \
+            if settings.kafka_requests else None
 
     def start(self):
         self.live.start()
         self.popular.start()
+        if self.kafka is not None:
+            self.kafka.start()
         gc.freeze()  # what start-up made lives as long as the server: not scanned by every full collection
 
     def stop(self):
+        if self.kafka is not None:
+            self.kafka.stop()
         self.popular.stop()
         self.live.stop()
         self.log.close()
@@ -102,6 +110,17 @@ class Service:
                                  None)
         self.metrics.served.labels("predict").inc(len(rows))
         return Prediction(request_id, probabilities, served.version, now_ms, clocks)
+
+    def answer(self, body: api.PredictRequest) -> dict:
+        """/predict's answer to `body` as a dict, or {"error", "status": 503} without a model."""
+        try:
+            done = self.predict([body.model_dump()])
+        except NoModel as e:
+            return {"error": str(e), "status": 503}
+        return api.PredictResponse(request_id=done.request_id, probability=done.probabilities[0],
+                                   model=self.settings.model, model_version=done.version.version,
+                                   model_step=done.version.step, served_at_ms=done.now_ms,
+                                   profile_clock_ms=done.clocks[0]).model_dump()
 
     def recommend(self, user_id: str, k: int, genres=(), extra=(), device: str | None = None) \
             -> api.RecommendationsResponse:

@@ -236,3 +236,60 @@ def test_a_record_that_does_not_fit_the_schema_is_counted_and_costs_only_itself(
     log.close()
     assert log.failed == 1
     assert [r["event_id"] for r in fastavro.reader(open(tmp_path / "served.avro", "rb"))] == ["a", "c"]
+
+
+def test_kafka_requests_get_their_replies(published, kafka_bootstrap, tmp_path):
+    from confluent_kafka import Consumer, Producer
+
+    from core.kafka import ensure_topic
+
+    prefix = f"rpc-{tmp_path.name}"
+    ensure_topic(kafka_bootstrap, f"{prefix}.mine")  # a reply topic of the caller's own, made by the caller
+    store, model = open_online_store(str(published / "online.sqlite")), _model(published)
+    with serving(published, "--event_log", str(tmp_path / "served.avro"),
+                 "--kafka_requests", f"kafka://{kafka_bootstrap}/{prefix}") as url:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        asked = {}
+        for n in range(20):
+            body = {"user_id": f"u{n:05d}", "item_id": f"i{n:05d}", "item_genres": ["drama"], "position": n % 10}
+            asked[f"c{n}"] = body
+            producer.produce(f"{prefix}.requests", key=body["user_id"].encode(), value=json.dumps(body).encode(),
+                             headers=[("correlation_id", f"c{n}".encode())])
+        producer.produce(f"{prefix}.requests", value=b"not json", headers=[("correlation_id", b"bad")])
+        producer.produce(f"{prefix}.requests", value=json.dumps(asked["c0"]).encode(),
+                         headers=[("correlation_id", b"own"), ("reply_to", f"{prefix}.mine".encode())])
+        assert producer.flush(30) == 0
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": prefix,
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([f"{prefix}.replies", f"{prefix}.mine"])
+        replies = {}
+
+        def collect():
+            for m in consumer.consume(50, timeout=1):
+                if m.error() is None:
+                    replies[dict(m.headers())["correlation_id"].decode()] = (m.topic(), m.key(), json.loads(m.value()))
+            return len(replies) >= 22
+
+        wait(collect, 60)
+        consumer.close()
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+    for correlation, body in asked.items():
+        topic, key, reply = replies[correlation]
+        assert (topic, key) == (f"{prefix}.replies", body["user_id"].encode())
+        expected = _probability(model, store, body["user_id"], body["item_id"], ["drama"], reply["served_at_ms"],
+                                body["position"])
+        assert reply["probability"] == pytest.approx(expected, rel=1e-12)
+    assert replies["bad"][2]["status"] == 422 and "json" in replies["bad"][2]["error"].lower()
+    assert replies["own"][0] == f"{prefix}.mine" and "probability" in replies["own"][2]
+    assert 'streamml_kafka_requests_total{outcome="ok"} 21.0' in metrics
+
+
+def test_worker_processes_share_the_port(published, tmp_path):
+    log = tmp_path / "served.avro"
+    with serving(published, "--event_log", str(log), "--workers", "2") as url:
+        answers = [requests.post(f"{url}/predict", json={"user_id": "u", "item_id": "i", "position": 0},
+                                 timeout=5) for _ in range(40)]
+    assert {a.status_code for a in answers} == {200}
+    # Both workers appended to the one log under its lock: every impression is there once.
+    assert sorted(r["event_id"] for r in fastavro.reader(open(log, "rb"))) == sorted(a.json()["request_id"]
+                                                                                     for a in answers)
