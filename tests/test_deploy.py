@@ -29,6 +29,7 @@ CRD = "META-INF/fabric8/flinkdeployments.flink.apache.org-v1.yml"
 SCHEMAS_SCRIPT = "scripts/k8s_schemas.sh"
 SUBMIT_IMAGE = ROOT / "deploy" / "Dockerfile"
 WORKER_IMAGE = ROOT / "deploy" / "worker.Dockerfile"
+SERVING_IMAGE = ROOT / "deploy" / "serving.Dockerfile"
 
 
 def _documents():
@@ -105,7 +106,7 @@ def test_the_validation_catches_mistakes(flink_deployment_schema):
 def test_manifests_agree_with_the_pinned_versions_and_each_other():
     (deployment,) = _kind("FlinkDeployment")
     (job,) = _kind("Job")
-    (config,) = _kind("ConfigMap")
+    (config,) = [c for c in _kind("ConfigMap") if c["metadata"]["name"] == "streamml-recommend"]
     beam = re.search(r"^apache-beam==(\S+)$", (ROOT / "requirements-flink.txt").read_text(), re.M).group(1)
     flink_minor = re.search(r"^FLINK_VERSION=(\d+)\.(\d+)\.", (ROOT / "scripts" / "flink.sh").read_text(), re.M)
     assert deployment["spec"]["flinkVersion"] == f"v{flink_minor.group(1)}_{flink_minor.group(2)}"
@@ -206,7 +207,7 @@ def test_the_dockerignore_check_catches_mistakes():
     assert not _dockerignored("a.key", patterns + ["!a.key"])
 
 
-@pytest.mark.parametrize("dockerfile", [SUBMIT_IMAGE, WORKER_IMAGE], ids=lambda p: p.name)
+@pytest.mark.parametrize("dockerfile", [SUBMIT_IMAGE, WORKER_IMAGE, SERVING_IMAGE], ids=lambda p: p.name)
 def test_both_images_end_up_as_a_non_root_user(dockerfile):
     stage = _final_stage(dockerfile)
     users = [args for name, args in stage if name == "USER"]
@@ -323,3 +324,74 @@ def test_setup_ranges_accept_the_pins_and_install_nothing_for_tests(setup_metada
     # The packages: the jobs' code and the Avro schemas, not the tests or the benchmarks.
     assert "schemas/interaction.avsc" in sources and "pipelines/recommend.py" in sources
     assert not [s for s in sources if s.startswith(("tests/", "benchmarks/"))]
+
+
+# ---- the serving plane ---------------------------------------------------------------------
+def _serving_container():
+    (deployment,) = [d for d in _kind("Deployment") if d["metadata"]["name"] == "streamml-serving"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return deployment, container
+
+
+def test_the_serving_manifests_agree_with_each_other_and_the_image():
+    deployment, container = _serving_container()
+    (service,) = [d for d in _kind("Service") if d["metadata"]["name"] == "streamml-serving"]
+    (autoscaler,) = _kind("HorizontalPodAutoscaler")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels and service["spec"]["selector"] == labels
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
+    assert autoscaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                    "name": deployment["metadata"]["name"]}
+    assert container["image"].startswith("streamml-serving:") and "streamml-serving:latest" in SERVING_IMAGE.read_text()
+    (entrypoint,) = [args for name, args in _final_stage(SERVING_IMAGE) if name == "ENTRYPOINT"]
+    assert yaml.safe_load(entrypoint) == ["/app/.venv/bin/python", "-m", "serving"]
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]}
+    assert secrets == {"STREAMML_STATE_KEY": "streamml-state-key", "STREAMML_API_TOKEN": "streamml-api-token"}
+
+
+def test_the_serving_container_runs_as_a_plain_process(postgres_url, redis_url, kafka_bootstrap, tmp_path):
+    """The Deployment's command, environment and probes, run here as a process: the ConfigMap's
+    addresses swapped for this machine's servers, the Secrets' for test values, loopback and a
+    free port for the pod's address."""
+    import requests
+    from river import linear_model
+
+    from models import serde
+    from stores.registry import open_registry
+    from tests.servers import free_port, wait
+
+    deployment, container = _serving_container()
+    (config,) = [c for c in _kind("ConfigMap") if c["metadata"]["name"] == "streamml-serving"]
+    here = {"REGISTRY": postgres_url, "ONLINE_STORE": redis_url,
+            "EVENT_LOG": f"kafka://{kafka_bootstrap}/interactions-{tmp_path.name}",
+            "KAFKA_REQUESTS": f"kafka://{kafka_bootstrap}/serving-{tmp_path.name}"}
+    assert set(here) == set(config["data"])
+    key, port = "4f" * 32, free_port()
+    args = [re.sub(r"\$\((\w+)\)", lambda m: here[m.group(1)], a) for a in container["args"]]
+    args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
+    env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith("STREAMML_")},
+           "STREAMML_STATE_KEY": key, "STREAMML_API_TOKEN": "t0ken"}
+    process = subprocess.Popen([sys.executable, "-m", "serving", *args], env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def probe(name):
+        try:
+            return requests.get(url + container[name]["httpGet"]["path"], timeout=2).status_code
+        except requests.ConnectionError:
+            return None
+
+    try:
+        wait(lambda: probe("startupProbe") == 200, 60)
+        assert (probe("livenessProbe"), probe("readinessProbe")) == (200, 503)  # alive, no model yet
+        registry = open_registry(postgres_url)
+        registry.publish("recommender", serde.dumps(linear_model.LogisticRegression(), serde.keyring(key)),
+                         step=1, clock_ms=1)
+        wait(lambda: probe("readinessProbe") == 200, 30)
+        event = {"event_type": "click", "impression_id": "imp", "user_id": "u", "item_id": "i"}
+        assert requests.post(f"{url}/events", json=event, timeout=5).status_code == 401
+        assert requests.post(f"{url}/events", json=event, headers={"Authorization": "Bearer t0ken"},
+                             timeout=5).status_code == 202
+    finally:
+        process.terminate()
+        code, errors = process.wait(30), process.stderr.read()
+    assert code in (0, -15) and "Traceback" not in errors, errors
