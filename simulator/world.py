@@ -42,9 +42,9 @@ class World:
 
     def impression(self, index: int, now: int, rng: random.Random) -> tuple[dict, int, int]:
         """An impression at time `now`, with the indices of its user and item."""
-        user = bisect.bisect_right(self.user_cum, rng.random() * self.user_cum[-1])
+        user = self.pick_user(rng)
         item = bisect.bisect_right(self.item_cum, rng.random() * self.item_cum[-1])
-        user, item = min(user, len(self.user_cum) - 1), min(item, len(self.item_cum) - 1)
+        item = min(item, len(self.item_cum) - 1)
         record = {
             "event_id": f"imp-{index:09d}", "event_type": "impression", "event_time": now,
             "user_id": self.user_ids[user], "item_id": self.item_ids[item],
@@ -54,17 +54,27 @@ class World:
         }
         return record, user, item
 
+    def pick_user(self, rng: random.Random) -> int:
+        """A user, drawn by activity."""
+        return min(bisect.bisect_right(self.user_cum, rng.random() * self.user_cum[-1]), len(self.user_cum) - 1)
+
+    def click_probability(self, user: int, item: int, position: int, now: int, drifted: bool) -> float:
+        """The true P(click) of `item` shown to `user` in slot `position` at time `now`."""
+        taste = (self.drifted if drifted else self.tastes)[user]
+        affinity = sum(taste[g] for g in self.item_genres[item])
+        hour = (now // 3_600_000) % 24
+        logit = (-3.9 + 6.0 * affinity + 1.5 * self.item_pop[item]
+                 - 0.12 * position + 0.3 * math.cos(2 * math.pi * (hour - 21) / 24))
+        return 1.0 / (1.0 + math.exp(-logit))
+
     def outcomes(self, impression: dict, user: int, item: int, drifted: bool, ids,
                  rng: random.Random) -> list:
         """The outcomes that follow an impression of `item` to `user`, in event-time order."""
         taste = (self.drifted if drifted else self.tastes)[user]
         affinity = sum(taste[g] for g in self.item_genres[item])
         now, window = impression["event_time"], self.config.attribution_window_ms
-        hour = (now // 3_600_000) % 24
-        logit = (-3.9 + 6.0 * affinity + 1.5 * self.item_pop[item]
-                 - 0.12 * impression["position"] + 0.3 * math.cos(2 * math.pi * (hour - 21) / 24))
         out = []
-        if rng.random() < 1.0 / (1.0 + math.exp(-logit)):
+        if rng.random() < self.click_probability(user, item, impression["position"], now, drifted):
             delay = min(rng.lognormvariate(math.log(8_000), 1.0), window / 2)
             click_time = now + max(200, int(delay))
             out.append(self._outcome(impression, "click", click_time, None, ids))
