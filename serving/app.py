@@ -31,17 +31,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving import api, oip
 from serving.metrics import Instrumented, Metrics
-from serving.service import Service, Settings
+from serving.service import Service, Settings, of_request
 
 MAX_BODY = 64 * 1024
 MAX_LIST = 100  # genres or extra candidates in one /recommendations query
 
 
-def service(request: Request) -> Service:
-    return request.app.state.service
-
-
-Served = Annotated[Service, Depends(service)]
+Served = Annotated[Service, Depends(of_request)]
 
 
 def _bearer(request: Request,

@@ -2,8 +2,8 @@
 online store's item profiles tell (impressions decayed with a half-life of 24 h, as of now),
 with the genres their impressions gave them.
 
-The list is computed from the whole store every `refresh_s` on a background thread, not per
-request: a request only reads it.
+The list is computed from the whole store by `refresh()`, which the server calls on a
+background thread (`serving.service`), not per request: a request only reads it.
 
 >>> from stores.online import open_online_store
 >>> store = open_online_store(":memory:")
@@ -25,7 +25,6 @@ import heapq
 import time
 
 from core.profiles import ItemProfile
-from serving.periodic import Periodic
 from stores.online import OnlineStore
 
 
@@ -37,13 +36,12 @@ class Candidate:
 
 
 class PopularItems:
-    """The `n` most popular items in `store`, refreshed every `refresh_s` once started."""
+    """The `n` most popular items in `store`, as of the last `refresh()`."""
 
-    def __init__(self, store: OnlineStore, n: int = 100, refresh_s: float = 5.0):
-        self.store, self.n, self.refresh_s = store, n, refresh_s
+    def __init__(self, store: OnlineStore, n: int = 100):
+        self.store, self.n = store, n
         self.items: list[Candidate] = []
         self.genres: dict[str, tuple] = {}  # item -> genres, of every item in the store
-        self._job = None
 
     def refresh(self, now_ms: int | None = None) -> None:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -54,11 +52,3 @@ class PopularItems:
             scored.append(Candidate(item, profile.genres, profile.popularity(now_ms)))
         self.genres = genres
         self.items = heapq.nlargest(self.n, scored, key=lambda c: (c.popularity, c.item_id))
-
-    def start(self) -> None:
-        self._job = Periodic("popular-items", self.refresh_s, self.refresh)
-        self._job.start()
-
-    def stop(self) -> None:
-        if self._job is not None:
-            self._job.stop()

@@ -10,7 +10,6 @@ features it was trained on.
 from __future__ import annotations
 
 from core.features import PROFILES
-from core.interactions import impression_features
 from stores.online import OnlineStore
 
 
@@ -35,10 +34,3 @@ def impression_fields(request: dict, now_ms: int, features: dict) -> dict:
 def lookup(store: OnlineStore, request: dict) -> dict:
     """{kind: (state, clock ms) or None} of the request's user and item."""
     return {kind: store.get(kind, [request[field]]).get(request[field]) for kind, (_, field) in PROFILES.items()}
-
-
-def features(store: OnlineStore, request: dict, now_ms: int) -> tuple[dict, dict]:
-    """(the model's features, the profiles' clocks {kind: ms or None}) of `request` at `now_ms`."""
-    profiles = lookup(store, request)
-    x = impression_features(request_fields(request, now_ms, profiles))
-    return x, {kind: found[1] if found else None for kind, found in profiles.items()}

@@ -5,7 +5,7 @@ while it serves.
 once its signature checks (`models.serde`); a version that fails is never served: it is
 counted, logged, and the key stays on the version it had. A reload swaps a whole new mapping
 in, so a request in flight finishes with the model it started with and none waits for a
-reload (`start()` refreshes on a background thread every `poll_s`).
+reload (the server calls `refresh()` on a background thread: `serving.service`).
 
 >>> from river import linear_model
 >>> from models import serde
@@ -28,7 +28,6 @@ import time
 
 from core.publishing import load_version
 from models import serde
-from serving.periodic import Periodic
 from stores.registry import Registry, Version
 
 LOG = logging.getLogger(__name__)
@@ -44,12 +43,11 @@ class LiveModel:
 class LiveModels:
     """The newest verified version of each of `model_keys` in `registry`."""
 
-    def __init__(self, registry: Registry, keys: serde.Keyring, model_keys: list[str], poll_s: float = 0.2):
-        self.registry, self.keys, self.model_keys, self.poll_s = registry, keys, list(model_keys), poll_s
+    def __init__(self, registry: Registry, keys: serde.Keyring, model_keys: list[str]):
+        self.registry, self.keys, self.model_keys = registry, keys, list(model_keys)
         self._live: dict[str, LiveModel] = {}
         self.rejected = 0  # versions that failed their signature check
         self._refused: dict[str, int] = {}  # key -> the newest version refused (not tried again)
-        self._job = None
         self._lock = threading.Lock()  # one refresh at a time
 
     def get(self, model_key: str) -> LiveModel | None:
@@ -83,12 +81,3 @@ class LiveModels:
                 # full collections stay short (one over the whole heap paused answers ~100 ms).
                 gc.freeze()
             return loaded
-
-    def start(self) -> None:
-        """Refreshes now, then every `poll_s` on a background thread until `stop()`."""
-        self._job = Periodic("live-models", self.poll_s, self.refresh)
-        self._job.start()
-
-    def stop(self) -> None:
-        if self._job is not None:
-            self._job.stop()

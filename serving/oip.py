@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from serving import api
-from serving.service import NoModel, Service
+from serving.service import NoModel, Service, of_request
 
 INPUTS = {"user_id": "BYTES", "item_id": "BYTES", "item_genres": "BYTES", "position": "INT64", "device": "BYTES"}
 OPTIONAL = {"device", "item_genres"}
@@ -48,10 +48,6 @@ class OIPError(Exception):
         self.status = status
 
 
-def service(request: Request) -> Service:
-    return request.app.state.service
-
-
 def router(model: str) -> APIRouter:
     routes = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
@@ -64,11 +60,11 @@ def router(model: str) -> APIRouter:
         return {"live": True}
 
     @routes.get("/health/ready")
-    async def ready(svc: Annotated[Service, Depends(service)]):
+    async def ready(svc: Annotated[Service, Depends(of_request)]):
         return _ready(svc.live.get(model) is not None)
 
     @routes.get("/models/{name}")
-    async def model_metadata(name: str, svc: Annotated[Service, Depends(service)]):
+    async def model_metadata(name: str, svc: Annotated[Service, Depends(of_request)]):
         _check_name(name, model)
         served = svc.live.get(model)
         return {"name": model, "versions": [str(served.version.version)] if served else [], "platform": "river",
@@ -76,12 +72,12 @@ def router(model: str) -> APIRouter:
                 "outputs": [{"name": "probability", "datatype": "FP64", "shape": [-1]}]}
 
     @routes.get("/models/{name}/ready")
-    async def model_ready(name: str, svc: Annotated[Service, Depends(service)]):
+    async def model_ready(name: str, svc: Annotated[Service, Depends(of_request)]):
         _check_name(name, model)
         return _ready(svc.live.get(model) is not None)
 
     @routes.post("/models/{name}/infer")
-    async def infer(name: str, body: InferenceRequest, svc: Annotated[Service, Depends(service)]):
+    async def infer(name: str, body: InferenceRequest, svc: Annotated[Service, Depends(of_request)]):
         _check_name(name, model)
         try:
             done = svc.predict(_rows(body.inputs))

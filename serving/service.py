@@ -16,6 +16,7 @@ import time
 import uuid
 
 from cachetools import TTLCache
+from fastapi import Request
 
 from core.interactions import impression_features
 from models import serde
@@ -26,6 +27,7 @@ from serving.features import lookup, request_fields
 from serving.kafka_rpc import KafkaRequests
 from serving.live import LiveModels
 from serving.metrics import Metrics
+from serving.periodic import Periodic
 from serving.ranking import explore, score
 from stores.online import open_online_store
 from stores.registry import Version, open_registry
@@ -62,13 +64,21 @@ class NoModel(Exception):
     """No verified version of the model is loaded yet."""
 
 
+def of_request(request: Request) -> Service:
+    """The `Service` of the app serving `request` (FastAPI's dependency for the routes)."""
+    return request.app.state.service
+
+
 class Service:
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         keys = serde.KeySource(file=settings.key_file, store=settings.registry).resolve()
         self.registry, self.store = open_registry(settings.registry), open_online_store(settings.online_store)
-        self.live = LiveModels(self.registry, keys, [settings.model], settings.poll_s)
-        self.popular = PopularItems(self.store, settings.candidates, settings.candidates_refresh_s)
+        self.live = LiveModels(self.registry, keys, [settings.model])
+        self.popular = PopularItems(self.store, settings.candidates)
+        # Each refreshed now (the server starts with its models and candidates), then in the background.
+        self._refreshes = [Periodic("live-models", settings.poll_s, self.live.refresh),
+                           Periodic("popular-items", settings.candidates_refresh_s, self.popular.refresh)]
         self.log = open_event_log(settings.event_log, settings.schema_registry)
         self.metrics = metrics or Metrics()
         self.metrics.watch(self)
@@ -78,8 +88,8 @@ class Service:
             if settings.kafka_requests else None
 
     def start(self):
-        self.live.start()
-        self.popular.start()
+        for job in self._refreshes:
+            job.start()
         if self.kafka is not None:
             self.kafka.start()
         gc.freeze()  # what start-up made lives as long as the server: not scanned by every full collection
@@ -87,8 +97,8 @@ class Service:
     def stop(self):
         if self.kafka is not None:
             self.kafka.stop()
-        self.popular.stop()
-        self.live.stop()
+        for job in self._refreshes:
+            job.stop()
         self.log.close()
         self.registry.close()
         self.store.close()

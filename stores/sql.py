@@ -44,9 +44,6 @@ class SQLiteDatabase:
     def execute(self, sql: str, params=()) -> list:
         return self._db.execute(sql, params).fetchall()
 
-    def executemany(self, sql: str, rows) -> None:
-        self._db.executemany(sql, rows)
-
     @contextlib.contextmanager
     def transaction(self, lock: str = ""):
         with self._db:
@@ -83,10 +80,6 @@ class PostgresDatabase:
                 self._connect()
                 cursor = self._db.execute(_pg(sql), params)
             return cursor.fetchall() if cursor.description else []
-
-    def executemany(self, sql: str, rows) -> None:
-        with self._lock, self._db.cursor() as cursor:
-            cursor.executemany(_pg(sql), rows)
 
     @contextlib.contextmanager
     def transaction(self, lock: str = ""):
