@@ -17,8 +17,10 @@ Per rate it reports p50, p99 and max latency, the rate achieved and the share of
 endpoint the first rate whose p99 is over the target (/predict 5 ms, /recommendations 25 ms).
 The cold start is from the process's start to its first answered /predict. With `--kafka_rates`
 (a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
-constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms). The learner is not
-running meanwhile (its cores are the load's and the server's here): a stated limit.
+constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms).
+With `--learner_rate R` a streaming learner (`pipelines.recommend --source kafka --streaming`,
+local runner, unpinned) runs beside the server the whole time, publishing versions (hot
+reloaded) and profiles to the stores the server reads, fed by the simulator at R records/s.
 
 vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin) on first use.
 """
@@ -161,6 +163,30 @@ def kafka_attack(bootstrap: str, prefix: str, bodies: list, rate: int, duration:
             "max_ms": round(ms[-1], 3) if ms else None}
 
 
+def start_learner(out: pathlib.Path, bootstrap: str, rate: float, prefix: str) -> list:
+    """The simulator into a topic at `rate` records/s and a streaming learner publishing to the
+    stores in `out`; returns both processes once the learner has published a new version."""
+    from stores.registry import open_registry
+    registry = open_registry(str(out / "registry.sqlite"))
+    published = registry.latest("recommender").version
+    topic, log = f"{prefix}.interactions", open(out / "learner.log", "ab")
+    feed = subprocess.Popen([sys.executable, "-m", "simulator", "--kafka", bootstrap, "--topic", topic, "--partitions",
+                             "1", "--rate", str(rate), "--impressions", "1000000", "--seed", "11"], stdout=log, stderr=log)
+    time.sleep(3)  # the topic exists
+    learner = subprocess.Popen([sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--streaming",
+                                "--no_baselines", "--bootstrap", bootstrap, "--topic", topic, "--kafka_out", prefix,
+                                "--output", str(out / "learner"), "--registry", str(out / "registry.sqlite"),
+                                "--online_store", str(out / "online.sqlite"), "--attribution_minutes", "1"],
+                               stdout=log, stderr=log, cwd=ROOT)
+    deadline = time.monotonic() + 180
+    while registry.latest("recommender").version == published:
+        if time.monotonic() > deadline or learner.poll() is not None:
+            raise SystemExit(f"the learner published nothing; see {out / 'learner.log'}")
+        time.sleep(1)
+    registry.close()
+    return [feed, learner]
+
+
 def run(args) -> dict:
     binary = vegeta()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -170,8 +196,11 @@ def run(args) -> dict:
         prefix = f"bench-serving-{os.getpid()}"
         kafka = f"kafka://{args.bootstrap}/{prefix}" if args.kafka_rates else None
         server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka)
+        learning = start_learner(out, args.bootstrap, args.learner_rate, prefix) if args.learner_rate else []
         results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores, "workers": args.workers,
-                   "load_cores": args.load_cores, "learner": "not running", "duration_s": args.duration}
+                   "load_cores": args.load_cores, "duration_s": args.duration,
+                   "learner": (f"running (streaming, local runner, unpinned), input {args.learner_rate:g} records/s"
+                               if args.learner_rate else "not running")}
         try:
             for endpoint, rates in (("predict", args.predict_rates), ("recommend", args.recommend_rates)):
                 target_file = targets(out, port, endpoint)
@@ -188,9 +217,15 @@ def run(args) -> dict:
                         or r["errors"] > 0]
                 results["kafka"] = {"target_p99_ms": TARGETS_MS["kafka"], "rows": rows,
                                     "first_rate_over_target": over[0] if over else None}
+            if learning:
+                from stores.registry import open_registry
+                registry = open_registry(str(out / "registry.sqlite"))
+                results["learner"] += f"; it published up to version {registry.latest('recommender').version}"
+                registry.close()
         finally:
-            server.terminate()
-            server.wait(30)
+            for process in [server, *learning]:
+                process.terminate()
+                process.wait(30)
     return results
 
 
@@ -223,6 +258,8 @@ def main(argv=None) -> int:
                         help="Kafka request -> reply at these rates too (needs a broker: bash scripts/kafka.sh start)")
     parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="the broker (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (default: %(default)s)")
+    parser.add_argument("--learner_rate", type=float, default=0,
+                        help="run a streaming learner beside the server at this input, records/s (default: none)")
     parser.add_argument("--port", type=int, default=18123)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)

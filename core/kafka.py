@@ -177,6 +177,27 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
             raise
 
 
+def recreate_topic(bootstrap: str, topic: str, partitions: int = 3, timeout_s: float = 60.0) -> None:
+    """Deletes `topic` if it exists (and waits until it is gone), then creates it empty."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=10).topics:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+    deadline = time.monotonic() + timeout_s
+    while True:  # deletion finishes in the background: creating too soon is refused
+        try:
+            if topic not in admin.list_topics(timeout=10).topics:
+                ensure_topic(bootstrap, topic, partitions)
+                return
+        except KafkaException as e:
+            if "marked for deletion" not in str(e) and "TOPIC_ALREADY_EXISTS" not in str(e):
+                raise
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} at {bootstrap} was not deleted within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict:
     """{partition: end offset} of `topic` now."""
     c = consumer(bootstrap, "streamml-end-offsets")

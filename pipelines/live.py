@@ -1,0 +1,185 @@
+"""See it live: the whole loop on this machine, with one command.
+
+    python -m pipelines.live                 # Ctrl-C stops every process it started
+    python -m pipelines.live --history 0     # start cold: popularity until the first model
+
+It starts, each logging to the output folder (`out/live`):
+
+1. the Kafka broker (`scripts/kafka.sh`), unless one answers at `--bootstrap` already;
+2. a fresh interactions topic, and a simulated history that ends now (`--history`
+   impressions of the simulator's world), so the learner has something to learn at once;
+3. the streaming learner (`pipelines.recommend --source kafka --streaming` on the local
+   runner), publishing model versions and profiles to `registry.sqlite` and `online.sqlite`;
+4. the serving process (`python -m serving`) over them, logging every impression it serves
+   and every outcome to the topic: the learner learns what was served;
+5. simulated users (`simulator.users`) of the same world, asking for recommendations and
+   clicking by their true click probability (the truth goes to `truth.jsonl`, apart).
+
+It prints the URL, then a status line every `--status_s` seconds: the version served, what the
+learner has learned, and the users' click-through rate by the source that ranked for them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+
+import requests
+
+from core import kafka
+from pipelines.console import QUIET, UserError, main
+from pipelines.livechildren import Child, start_kafka
+from simulator import SimulatorConfig, generate
+from simulator.users import SimulatedUsers
+from stores.online import open_online_store
+from stores.registry import open_registry
+
+MODEL = "recommender"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.live", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="out/live", help="folder for the stores, logs and truth (default: %(default)s; "
+                        "its files from an earlier run are replaced)")
+    parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers (default: %(default)s)")
+    parser.add_argument("--topic", default="live.interactions",
+                        help="interactions topic, created afresh (default: %(default)s)")
+    parser.add_argument("--kafka_out", default="live", metavar="PREFIX",
+                        help="the learner's predictions, metrics and dead letters go to PREFIX.predictions, ... "
+                             "(default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="the server's address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="the server's port (default: %(default)s)")
+    parser.add_argument("--history", type=int, default=3000,
+                        help="impressions of simulated history before now (default: %(default)s; 0: none)")
+    parser.add_argument("--users", type=int, default=200, help="simulated users (default: %(default)s)")
+    parser.add_argument("--visits_per_s", type=float, default=4.0,
+                        help="simulated users' visits per second, 5 items each (default: %(default)s)")
+    parser.add_argument("--attribution_s", type=float, default=30.0,
+                        help="attribution window: an impression without a click within it is a "
+                             "negative label (default: %(default)s)")
+    parser.add_argument("--allowed_lateness_s", type=float, default=5.0,
+                        help="how far behind the newest event an event may arrive (default: %(default)s)")
+    parser.add_argument("--publish_every_s", type=float, default=1.0,
+                        help="the learner publishes a model version at least this often (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="the simulated world's seed (default: %(default)s)")
+    parser.add_argument("--status_s", type=float, default=10.0, help="seconds between status lines (default: %(default)s)")
+    parser.add_argument("--duration_s", type=float, help="stop after this long (default: run until Ctrl-C)")
+    args = parser.parse_args(argv)
+    if args.history < 0 or args.users < 1 or args.visits_per_s <= 0 or args.attribution_s < 10:
+        parser.error("need --history >= 0, --users >= 1, --visits_per_s > 0 and --attribution_s >= 10")
+    return args
+
+
+def run(argv=None, console=QUIET) -> dict:
+    """Runs the loop until Ctrl-C (or `--duration_s`); returns the users' summary per source."""
+    args = parse_args(argv)
+    out = os.path.abspath(args.output)
+    os.makedirs(out, exist_ok=True)
+    registry, online, truth = f"{out}/registry.sqlite", f"{out}/online.sqlite", f"{out}/truth.jsonl"
+    _clear(out)
+    # One key signs and checks this run's versions; it lives in the children's environment only.
+    env = {**os.environ, "STREAMML_STATE_KEY": os.environ.get("STREAMML_STATE_KEY") or secrets.token_hex(32),
+           "PYTHONUNBUFFERED": "1"}
+    started: list[Child] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        broker = start_kafka(args.bootstrap, out, console)
+        if broker:
+            started.append(broker)
+        world = SimulatorConfig(seed=args.seed, users=args.users, impressions=max(args.history, 1), drift_at=1.0,
+                                attribution_window_ms=int(args.attribution_s * 1000),
+                                start_ms=int(time.time() * 1000) - int(max(args.history, 1) * 600))
+        kafka.recreate_topic(args.bootstrap, args.topic, partitions=1)
+        if args.history:
+            sent = kafka.produce(generate(world), args.bootstrap, args.topic, "interaction", "user_id")
+            console.say(f"wrote {sent:,} records of simulated history ({args.history:,} impressions of "
+                        f"{args.users} users, the last ~{args.history * 0.6 / 60:.0f} minutes) to {args.topic!r}")
+        for store in (open_registry(registry), open_online_store(online)):
+            store.close()  # made now: the server starts before the first version is published
+        learner = Child("learner", [
+            sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--streaming", "--no_baselines",
+            "--bootstrap", args.bootstrap, "--topic", args.topic, "--kafka_out", args.kafka_out, "--group", f"live-{secrets.token_hex(4)}",
+            "--output", out, "--registry", registry, "--online_store", online,
+            "--attribution_minutes", str(args.attribution_s / 60), "--metrics_minutes", "1",
+            "--allowed_lateness_s", str(args.allowed_lateness_s), "--publish_every_s", str(args.publish_every_s)],
+            f"{out}/learner.log", env)
+        started.append(learner)
+        url = f"http://{args.host}:{args.port}"
+        server = Child("server", [
+            sys.executable, "-m", "serving", "--host", args.host, "--port", str(args.port), "--registry", registry,
+            "--online_store", online, "--event_log", f"kafka://{args.bootstrap}/{args.topic}",
+            "--model", MODEL], f"{out}/server.log", env)
+        started.append(server)
+        server.wait_for(lambda: requests.get(f"{url}/v2/health/live", timeout=1).ok, 60)
+        console.say(f"started: learner (pid {learner.pid}), server (pid {server.pid}); logs in {out}")
+        console.say(f"serving at {url}  (try {url}/recommendations/u00001?k=5, {url}/models, {url}/metrics)")
+        users = SimulatedUsers(world, {"live": url}, truth, k=5, seed=args.seed)
+        summary: dict = {}
+        visiting = threading.Thread(target=_visit, args=(users, args.visits_per_s, stop, summary), daemon=True)
+        visiting.start()
+        deadline = time.monotonic() + args.duration_s if args.duration_s else None
+        while deadline is None or time.monotonic() < deadline:
+            stop.wait(min(args.status_s, max(0.0, deadline - time.monotonic())) if deadline else args.status_s)
+            for child in started:
+                child.check()
+            if "error" in summary:
+                raise UserError(f"the simulated users stopped: {summary['error']}")
+            console.say(_status(url, summary))
+        return {source: dict(counts) for source, counts in summary.items()}
+    finally:
+        stop.set()
+        for child in reversed(started):
+            child.stop()
+        console.say("stopped: " + (", ".join(f"{c.name} (pid {c.pid})" for c in reversed(started)) or "nothing started"))
+
+
+def _clear(out: str) -> None:
+    """Removes the files an earlier run wrote in `out` (its stores start afresh with the topic),
+    and only those."""
+    ours = ("registry.sqlite", "online.sqlite", "truth.jsonl", "learner.log", "server.log", "kafka.log")
+    for name in os.listdir(out):
+        stores = name.startswith(("learner-live-", "features-live-")) and ".sqlite" in name
+        if stores or name.startswith(ours[:2]) or name in ours:
+            os.remove(os.path.join(out, name))
+
+
+def _visit(users: SimulatedUsers, per_s: float, stop: threading.Event, summary: dict) -> None:
+    """Visits at `per_s` until `stop`; counts impressions and clicks by the source that ranked."""
+    start, n = time.monotonic(), 0
+    try:
+        while not stop.is_set():
+            stop.wait(max(0.0, start + n / per_s - time.monotonic()))
+            n += 1
+            for truth in users.visit():
+                counts = summary.setdefault(truth["source"], {"impressions": 0, "clicks": 0})
+                counts["impressions"] += 1
+                counts["clicks"] += truth["outcome"] == "click"
+    except Exception as e:  # noqa: BLE001 (said by the main loop, which stops everything)
+        summary["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        users.close()
+
+
+def _status(url: str, summary: dict) -> str:
+    """One line: the version served and what it learned; the users' CTR by source."""
+    try:
+        models = requests.get(f"{url}/models", timeout=2).json().get("models", [])
+    except (requests.RequestException, ValueError):
+        models = []
+    served = next((m for m in models if m.get("model") == MODEL), None)
+    model = (f"{MODEL} v{served['version']} ({served['step']:,} labels learned, the last due "
+             f"{time.time() - served['clock_ms'] / 1000:.0f} s ago; published {served['age_s']:.1f} s ago)"
+             if served else "no model yet (popularity fallback)")
+    ctr = "; ".join(f"{source}: {c['impressions']:,} shown, CTR {c['clicks'] / c['impressions']:.3f}"
+                    for source, c in sorted(dict(summary).items()) if source != "error" and c["impressions"])
+    return f"{time.strftime('%H:%M:%S')}  {model}  |  {ctr or 'no visits yet'}"
+
+
+if __name__ == "__main__":
+    from pipelines import live
+    sys.exit(main(live.run))
