@@ -19,7 +19,7 @@ The cold start is from the process's start to its first answered /predict. With 
 (a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
 constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms).
 With `--learner_rate R` a streaming learner (`pipelines.recommend --source kafka --streaming`,
-local runner, unpinned) runs beside the server the whole time, publishing versions (hot
+local runner, pinned to `--learner_cores`) runs beside the server the whole time, publishing versions (hot
 reloaded) and profiles to the stores the server reads, fed by the simulator at R records/s.
 
 vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin) on first use.
@@ -40,6 +40,7 @@ import time
 import requests
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+SETTLE_S = 3.0
 VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
 TARGETS_MS = {"predict": 5.0, "recommend": 25.0, "kafka": 50.0}
 
@@ -163,21 +164,22 @@ def kafka_attack(bootstrap: str, prefix: str, bodies: list, rate: int, duration:
             "max_ms": round(ms[-1], 3) if ms else None}
 
 
-def start_learner(out: pathlib.Path, bootstrap: str, rate: float, prefix: str) -> list:
+def start_learner(out: pathlib.Path, bootstrap: str, rate: float, prefix: str, cores: str) -> list:
     """The simulator into a topic at `rate` records/s and a streaming learner publishing to the
     stores in `out`; returns both processes once the learner has published a new version."""
     from stores.registry import open_registry
     registry = open_registry(str(out / "registry.sqlite"))
     published = registry.latest("recommender").version
     topic, log = f"{prefix}.interactions", open(out / "learner.log", "ab")
-    feed = subprocess.Popen([sys.executable, "-m", "simulator", "--kafka", bootstrap, "--topic", topic, "--partitions",
+    pin = ["taskset", "-c", cores] if cores else []
+    feed = subprocess.Popen([*pin, sys.executable, "-m", "simulator", "--kafka", bootstrap, "--topic", topic, "--partitions",
                              "1", "--rate", str(rate), "--impressions", "1000000", "--seed", "11"], stdout=log, stderr=log)
     time.sleep(3)  # the topic exists
-    learner = subprocess.Popen([sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--streaming",
+    learner = subprocess.Popen([*pin, sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--streaming",
                                 "--no_baselines", "--bootstrap", bootstrap, "--topic", topic, "--kafka_out", prefix,
                                 "--output", str(out / "learner"), "--registry", str(out / "registry.sqlite"),
                                 "--online_store", str(out / "online.sqlite"), "--attribution_minutes", "1"],
-                               stdout=log, stderr=log, cwd=ROOT)
+                               stdout=log, stderr=log, cwd=ROOT, start_new_session=True)  # with its runner
     deadline = time.monotonic() + 180
     while registry.latest("recommender").version == published:
         if time.monotonic() > deadline or learner.poll() is not None:
@@ -196,16 +198,21 @@ def run(args) -> dict:
         prefix = f"bench-serving-{os.getpid()}"
         kafka = f"kafka://{args.bootstrap}/{prefix}" if args.kafka_rates else None
         server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka)
-        learning = start_learner(out, args.bootstrap, args.learner_rate, prefix) if args.learner_rate else []
+        learning = start_learner(out, args.bootstrap, args.learner_rate, prefix,
+                                 args.learner_cores) if args.learner_rate else []
         results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores, "workers": args.workers,
                    "load_cores": args.load_cores, "duration_s": args.duration,
-                   "learner": (f"running (streaming, local runner, unpinned), input {args.learner_rate:g} records/s"
+                   "learner": (f"running (streaming, local runner, on cores {args.learner_cores or 'any'}), "
+                               f"input {args.learner_rate:g} records/s"
                                if args.learner_rate else "not running")}
         try:
             for endpoint, rates in (("predict", args.predict_rates), ("recommend", args.recommend_rates)):
                 target_file = targets(out, port, endpoint)
                 attack(binary, target_file, rates[0], 2, args.load_cores)  # warm-up, not reported
-                rows = [attack(binary, target_file, rate, args.duration, args.load_cores) for rate in rates]
+                rows = []
+                for rate in rates:
+                    time.sleep(SETTLE_S)  # the server drains what the last rate left (queue, event log)
+                    rows.append(attack(binary, target_file, rate, args.duration, args.load_cores))
                 over = [r["rate"] for r in rows if r["p99_ms"] > TARGETS_MS[endpoint] or r["errors"] > 0]
                 results[endpoint] = {"target_p99_ms": TARGETS_MS[endpoint], "rows": rows,
                                      "first_rate_over_target": over[0] if over else None}
@@ -226,6 +233,8 @@ def run(args) -> dict:
             for process in [server, *learning]:
                 process.terminate()
                 process.wait(30)
+            if learning:  # what the learner started (its runner) goes too
+                subprocess.run(["pkill", "-KILL", "-s", str(learning[-1].pid)], check=False)
     return results
 
 
@@ -260,6 +269,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="server processes (default: %(default)s)")
     parser.add_argument("--learner_rate", type=float, default=0,
                         help="run a streaming learner beside the server at this input, records/s (default: none)")
+    parser.add_argument("--learner_cores", default="1",
+                        help="taskset cores of the learner and its input ('': any; default: %(default)s)")
     parser.add_argument("--port", type=int, default=18123)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)

@@ -40,7 +40,7 @@ MAX_LIST = 100  # genres or extra candidates in one /recommendations query
 Served = Annotated[Service, Depends(of_request)]
 
 
-def _bearer(request: Request,
+async def _bearer(request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]):
     """Lets a write through when no token is set, or when it carries the token."""
     token = request.app.state.service.settings.api_token

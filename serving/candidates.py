@@ -3,7 +3,9 @@ online store's item profiles tell (impressions decayed with a half-life of 24 h,
 with the genres their impressions gave them.
 
 The list is computed from the whole store by `refresh()`, which the server calls on a
-background thread (`serving.service`), not per request: a request only reads it.
+background thread (`serving.service`), not per request: a request only reads it, and ranks with
+the popular items' profiles as the refresh read them (`profiles`), rather than reading 100
+profiles from the store per request (a quarter of a ranking's time went to that).
 
 >>> from stores.online import open_online_store
 >>> store = open_online_store(":memory:")
@@ -42,13 +44,16 @@ class PopularItems:
         self.store, self.n = store, n
         self.items: list[Candidate] = []
         self.genres: dict[str, tuple] = {}  # item -> genres, of every item in the store
+        self.profiles: dict[str, tuple] = {}  # item -> (state, clock ms), of the popular items
 
     def refresh(self, now_ms: int | None = None) -> None:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        genres, scored = {}, []
-        for item, state, _ in self.store.scan("item"):
+        genres, scored, stored = {}, [], {}
+        for item, state, clock in self.store.scan("item"):
             profile = ItemProfile(state)
-            genres[item] = profile.genres
+            genres[item], stored[item] = profile.genres, (state, clock)
             scored.append(Candidate(item, profile.genres, profile.popularity(now_ms)))
-        self.genres = genres
-        self.items = heapq.nlargest(self.n, scored, key=lambda c: (c.popularity, c.item_id))
+        items = heapq.nlargest(self.n, scored, key=lambda c: (c.popularity, c.item_id))
+        # One assignment each, items last: a request that sees the new items sees their profiles.
+        self.genres, self.profiles = genres, {c.item_id: stored[c.item_id] for c in items}
+        self.items = items

@@ -44,12 +44,14 @@ class Shown:
 
 
 def score(model, store: OnlineStore, user_id: str, device: str | None, candidates: dict, now_ms: int,
-          stated_genres=()) -> tuple[list[Scored], int | None]:
+          stated_genres=(), known: dict | None = None) -> tuple[list[Scored], int | None]:
     """(`candidates` {item: genres} best first, the user's profile clock or None for a new user).
-    Each candidate's features are `serving.features.request_fields`' (tested), the user's
-    counters decayed once for all of them."""
+    Each candidate's features are `serving.features.request_fields`' (tested) over its profile
+    in `known` ({item: (state, clock ms)}, read shortly before) or else in the `store`, the
+    user's counters decayed once for all of them."""
     user = store.get("user", [user_id]).get(user_id)
-    items = store.get("item", list(candidates))
+    known = known or {}
+    items = {**known, **store.get("item", [item for item in candidates if item not in known])}
     stated = set(stated_genres) if user is None else set()
     user_features = UserProfile(user[0] if user else None).features_for(now_ms, candidates.values())
     scored = []

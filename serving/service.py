@@ -64,8 +64,10 @@ class NoModel(Exception):
     """No verified version of the model is loaded yet."""
 
 
-def of_request(request: Request) -> Service:
-    """The `Service` of the app serving `request` (FastAPI's dependency for the routes)."""
+async def of_request(request: Request) -> Service:
+    """The `Service` of the app serving `request` (FastAPI's dependency for the routes). Async:
+    FastAPI runs a plain function dependency in its thread pool, a thread hop per request (under
+    load the hand-offs stalled answers for hundreds of milliseconds)."""
     return request.app.state.service
 
 
@@ -142,7 +144,8 @@ class Service:
         if ranked is None:
             candidates = {c.item_id: c.genres for c in self.popular.items}
             candidates.update((item, self.popular.genres.get(item, ())) for item in extra if item not in candidates)
-            ranked = score(served.model if served else None, self.store, user_id, device, candidates, now_ms, genres)
+            ranked = score(served.model if served else None, self.store, user_id, device, candidates, now_ms, genres,
+                           known=self.popular.profiles)
             if self.cache is not None:
                 self.cache[key] = ranked
         scored, user_clock = ranked
