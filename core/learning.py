@@ -15,13 +15,16 @@ and returns, in order:
 
 Each event costs one `predict_proba_one` (a classifier's `y_pred` is its argmax, as river's
 own `predict_one`; models that override `predict_one` still get it called) and one
-`learn_one`. `mini_batch=N` is an opt-in, non-exact mode: see `transforms.learning.LearnOnline`.
+`learn_one`; a learner that publishes also scores each label before learning it
+(`core.progressive`: one more prediction per delayed label), and publishes those scores with
+each version. `mini_batch=N` is an opt-in, non-exact mode: see `transforms.learning.LearnOnline`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 
+from core import progressive
 from core.records import LEARN, PREDICT, DeadLetter, Example, Prediction
 from core.publishing import Publisher
 from models import factory, serde
@@ -54,7 +57,8 @@ class Learner:
         specs = self.model_spec if isinstance(self.model_spec, dict) else {"*": self.model_spec}
         self._fresh = {k: factory.Fresh(s) for k, s in specs.items()}
         built = {k: fresh() for k, fresh in self._fresh.items()}  # (fails here, not per key)
-        self._is_classifier = {k: factory.task_of(m) != "regression" for k, m in built.items()}
+        self._task = {k: factory.task_of(m) for k, m in built.items()}
+        self._is_classifier = {k: task != "regression" for k, task in self._task.items()}
         # predict_one of a classifier that keeps river's default is the argmax of
         # predict_proba_one: take it from the one probability call instead of a second pass.
         self._argmax_ok = {k: predicts_argmax(m) for k, m in built.items()}
@@ -71,7 +75,8 @@ class Learner:
     def publish(self, key: str, model, step: int, clock, watermark_ms: int | None = None, final: bool = False):
         """Offers the key's model (`clock`: the order of its last event) to the publisher, if any."""
         if self.publisher is not None and clock is not None:
-            self.publisher.offer(key, model, step, clock_ms=clock[0], watermark_ms=watermark_ms, final=final)
+            self.publisher.offer(key, model, step, clock_ms=clock[0], watermark_ms=watermark_ms,
+                                 metrics=progressive.summary(model), final=final)
 
     @property
     def keyring(self) -> serde.Keyring:
@@ -120,19 +125,27 @@ class Learner:
         argmax = self._per_key(self._argmax_ok, key)
         made, learned = [], []
         append, learn_one, progress = made.append, model.learn_one, self.progress
+        scores = progressive.of(model, self._per_key(self._task, key)) if self.publisher is not None else None
+
+        def predict(x):
+            if is_classifier:
+                proba = model.predict_proba_one(x)
+                return proba, (max(proba, key=proba.get) if proba else None) if argmax else model.predict_one(x)
+            return None, model.predict_one(x)
+
         for i, example in enumerate(todo, 1):
             if progress is not None and i % TICK == 0:
                 progress(TICK)
             mode, x, y = example.mode, example.x, example.y
             if mode != LEARN:
-                if is_classifier:
-                    proba = model.predict_proba_one(x)
-                    y_pred = (max(proba, key=proba.get) if proba else None) if argmax else model.predict_one(x)
-                else:
-                    proba, y_pred = None, model.predict_one(x)
+                proba, y_pred = predict(x)
                 append(Prediction(example.event_id, key, example.event_time, y, y_pred, proba, step,
                                   example.origin))
             if mode != PREDICT and y is not None:
+                if scores is not None:  # test, then train
+                    if mode == LEARN:  # a delayed label: what the model says of it now
+                        proba, y_pred = predict(x)
+                    scores.update(y, y_pred, proba)
                 learn_one(x, y)
                 step += 1
                 if mode == LEARN:

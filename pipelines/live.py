@@ -86,7 +86,7 @@ def run(argv=None, console=QUIET) -> dict:
            "PYTHONUNBUFFERED": "1"}
     started: list[Child] = []
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupted)  # a `kill` stops the children as Ctrl-C does
     try:
         broker = start_kafka(args.bootstrap, out, console)
         if broker:
@@ -136,6 +136,10 @@ def run(argv=None, console=QUIET) -> dict:
         for child in reversed(started):
             child.stop()
         console.say("stopped: " + (", ".join(f"{c.name} (pid {c.pid})" for c in reversed(started)) or "nothing started"))
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _clear(out: str) -> None:

@@ -80,6 +80,7 @@ class ServedModel(BaseModel):
     clock_ms: int
     published_ms: int
     age_s: float  # since it was published
+    metrics: dict = {}  # the learner's progressive validation scores when it published (core.progressive)
 
 
 class ModelsResponse(BaseModel):

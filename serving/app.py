@@ -101,7 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
         now = time.time()
         return api.ModelsResponse(rejected_versions=svc.live.rejected, models=[
             api.ServedModel(model=key, version=m.version.version, step=m.version.step, clock_ms=m.version.clock_ms,
-                            published_ms=m.version.published_ms, age_s=round(now - m.version.published_ms / 1000, 3))
+                            published_ms=m.version.published_ms, age_s=round(now - m.version.published_ms / 1000, 3),
+                            metrics=m.version.metrics or {})
             for key, m in sorted(svc.live.all().items())])
 
     @app.post("/predict", response_model=api.PredictResponse)

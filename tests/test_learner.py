@@ -1,4 +1,5 @@
 """LearnOnline: predict-then-learn per model key, in event order, batch and streaming alike."""
+import dataclasses
 import os
 import random
 
@@ -319,3 +320,40 @@ def test_batch_blocks_keep_whole_mini_batches_and_bounded_replays(monkeypatch, t
         assert_that(second.predictions | beam.Map(_summary), equal_to(_expected(examples)))
         assert_that(second.dead_letters, equal_to([]), label="NoDeadLetters")
     assert max(applied) <= 2 * 7 and sum(applied) == len(examples)  # 7 replays and 7 new at most
+
+
+def test_published_versions_carry_the_progressive_scores_of_a_plain_test_then_train_loop(tmp_path):
+    """Served predictions now, their labels later (`learn` mode), and events predicted and
+    learned at once: each label is scored by the model as it stands just before learning it,
+    and the version published carries those scores, as river's metrics over a plain loop give."""
+    from river import metrics
+
+    from core.publishing import Publisher
+    from core.records import LEARN, PREDICT
+    from models import factory, serde
+    from stores.registry import open_registry
+
+    rows = phishing_examples(300)
+    delayed = [dataclasses.replace(e, mode=PREDICT, y=None) for e in rows[:200]] + \
+              [dataclasses.replace(e, event_time=e.event_time + 30_500, mode=LEARN) for e in rows[:200]]
+    events = sorted(delayed + rows[200:], key=lambda e: e.order())
+    keys = serde.keyring("k" * 32)
+    learner = Learner(BINARY, keys, publisher=Publisher(str(tmp_path / "registry.sqlite"), keys=keys))
+    learner.open()
+    model, step = learner.resume("default", None)
+    _, _, _, last, step = learner.apply("default", list(events), model, step, None)
+    learner.publish("default", model, step, last, final=True)
+    learner.close()
+
+    reference, scored = factory.Fresh(BINARY)(), {"accuracy": metrics.Accuracy(), "rocauc": metrics.ROCAUC(),
+                                                 "logloss": metrics.LogLoss()}
+    for e in events:
+        if e.mode == PREDICT:
+            continue  # a prediction served: nothing learned, nothing scored yet
+        proba = reference.predict_proba_one(e.x)
+        for name, metric in scored.items():
+            metric.update(e.y, max(proba, key=proba.get) if name == "accuracy" else proba)
+        reference.learn_one(e.x, e.y)
+    (version,) = open_registry(str(tmp_path / "registry.sqlite")).versions("default")
+    assert version.step == 300
+    assert version.metrics == {"count": 300, **{name: m.get() for name, m in scored.items()}}
