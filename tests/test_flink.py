@@ -21,7 +21,11 @@ from river import datasets
 
 import schemas
 import simulator
+from core.publishing import load_version
+from models import serde
 from pipelines import prequential, recommend
+from stores.online import open_online_store
+from stores.registry import open_registry
 from tests.test_kafka import _wait_for, as_batch_counts
 
 pytestmark = pytest.mark.flink
@@ -31,6 +35,7 @@ SCRIPT = ["bash", str(ROOT / "scripts" / "flink.sh")]
 FLINK_PYTHON = ROOT / ".venv-flink" / "bin" / "python"
 REST_PORT = int(os.environ.get("FLINK_REST_PORT", "18081"))
 MASTER = f"127.0.0.1:{REST_PORT}"
+FLINK_STATE_KEY = "f" * 64  # the test cluster's signing key (tests only)
 
 
 def _rest(path):
@@ -45,7 +50,10 @@ def flink_master():
     installed = subprocess.run(SCRIPT + ["install"], capture_output=True, text=True, timeout=1800)
     assert installed.returncode == 0, f"could not install Flink:\n{installed.stderr[-3000:]}"
     was_running = subprocess.run(SCRIPT + ["status"], capture_output=True).returncode == 0
-    started = subprocess.run(SCRIPT + ["start"], capture_output=True, text=True, timeout=600)
+    # The worker pool inherits this environment: the key that signs what jobs publish to a
+    # registry on a server (a cluster that already ran keeps the environment it was started with).
+    started = subprocess.run(SCRIPT + ["start"], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "STREAMML_STATE_KEY": FLINK_STATE_KEY})
     assert started.returncode == 0, f"could not start Flink:\n{started.stderr[-3000:]}"
     yield MASTER
     if not was_running:
@@ -117,11 +125,18 @@ def test_prequential_on_flink_equals_local(flink_master, tmp_path):
         _same(_records(flink, name), _records(local, name), name)
 
 
-def test_recommend_on_flink_equals_local(flink_master, tmp_path):
+def test_recommend_on_flink_equals_local_and_publishes_to_postgresql_and_redis(flink_master, postgres_url, redis_url,
+                                                                              tmp_path, monkeypatch):
+    """The job on Flink writes the local run's records, and publishes, from the cluster's
+    workers, to a registry on PostgreSQL and an online store on Redis what the local run
+    publishes to its SQLite files."""
     events = tmp_path / "events.avro"
     simulator.write_avro(simulator.generate(simulator.SimulatorConfig(impressions=600, seed=3)), str(events))
     local = recommend.run(["--events", str(events), "--output", str(tmp_path / "local")])
-    jobs = _on_flink("pipelines.recommend", ["--events", str(events), "--output", str(tmp_path / "flink")],
+    local_keys = serde.store_key(str(tmp_path / "local" / "registry.sqlite"))  # the key file beside it
+    monkeypatch.setenv("STREAMML_STATE_KEY", FLINK_STATE_KEY)  # the client's, as the workers'
+    jobs = _on_flink("pipelines.recommend", ["--events", str(events), "--output", str(tmp_path / "flink"),
+                                             "--registry", postgres_url, "--online_store", redis_url],
                      tmp_path / "flink.log")
     assert len(jobs) == 1, "the job did not finish on the cluster"
     flink_out, local_out = tmp_path / "flink", tmp_path / "local"
@@ -130,6 +145,25 @@ def test_recommend_on_flink_equals_local(flink_master, tmp_path):
     for name in ("predictions.jsonl", "windowed_metrics.jsonl", "dead_letters.jsonl"):
         _same(_records(flink_out, name), _records(local_out, name), name)
     assert "Progressive metrics" in (flink_out / "report.md").read_text()
+    _same_publications((postgres_url, redis_url, serde.keyring(FLINK_STATE_KEY)),
+                       (str(local_out / "registry.sqlite"), str(local_out / "online.sqlite"), local_keys))
+
+
+def _same_publications(got, want):
+    """The same final version of each model (its steps, clock, scores and, once verified with
+    each side's keys, its predictions) and the same profiles, in two (registry, online store, keys)."""
+    (got_registry, got_online, got_keys), (want_registry, want_online, want_keys) = (
+        (open_registry(r), open_online_store(o), k) for r, o, k in (got, want))
+    for key in ("recommender", "no_features", "popularity"):
+        g, w = got_registry.latest(key), want_registry.latest(key)
+        assert (g.version, g.step, g.clock_ms) == (1, w.step, w.clock_ms), (g, w)
+        _same(g.metrics, w.metrics, f"{key} metrics")
+        models = load_version(got_registry, g, got_keys), load_version(want_registry, w, want_keys)
+        x = {"user_id": "u00001", "item_id": "i00001", "device": "tv", "position": "0", "hour": "20"}
+        _same(models[0].predict_proba_one(x), models[1].predict_proba_one(x), f"{key} prediction")
+    for kind in ("user", "item"):
+        _same({e: (s, c) for e, s, c in got_online.scan(kind)}, {e: (s, c) for e, s, c in want_online.scan(kind)}, kind)
+        assert got_online.count(kind) > 0
 
 
 @pytest.mark.kafka
