@@ -101,19 +101,10 @@ def run(argv=None, console=QUIET) -> dict:
                         f"{args.users} users, the last ~{args.history * 0.6 / 60:.0f} minutes) to {args.topic!r}")
         for store in (open_registry(registry), open_online_store(online)):
             store.close()  # made now: the server starts before the first version is published
-        learner = Child("learner", [
-            sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--streaming", "--no_baselines",
-            "--bootstrap", args.bootstrap, "--topic", args.topic, "--kafka_out", args.kafka_out, "--group", f"live-{secrets.token_hex(4)}",
-            "--output", out, "--registry", registry, "--online_store", online,
-            "--attribution_minutes", str(args.attribution_s / 60), "--metrics_minutes", "1",
-            "--allowed_lateness_s", str(args.allowed_lateness_s), "--publish_every_s", str(args.publish_every_s)],
-            f"{out}/learner.log", env)
+        learner = Child("learner", _learner_command(args, out, registry, online), f"{out}/learner.log", env)
         started.append(learner)
         url = f"http://{args.host}:{args.port}"
-        server = Child("server", [
-            sys.executable, "-m", "serving", "--host", args.host, "--port", str(args.port), "--registry", registry,
-            "--online_store", online, "--event_log", f"kafka://{args.bootstrap}/{args.topic}",
-            "--model", MODEL], f"{out}/server.log", env)
+        server = Child("server", _server_command(args, registry, online), f"{out}/server.log", env)
         started.append(server)
         server.wait_for(lambda: requests.get(f"{url}/v2/health/live", timeout=1).ok, 60)
         console.say(f"started: learner (pid {learner.pid}), server (pid {server.pid}); logs in {out}")
@@ -136,6 +127,21 @@ def run(argv=None, console=QUIET) -> dict:
         for child in reversed(started):
             child.stop()
         console.say("stopped: " + (", ".join(f"{c.name} (pid {c.pid})" for c in reversed(started)) or "nothing started"))
+
+
+def _learner_command(args, out: str, registry: str, online: str) -> list:
+    """The streaming learner on the local runner: the recommender only, over the topic."""
+    return [sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--streaming", "--no_baselines",
+            "--bootstrap", args.bootstrap, "--topic", args.topic, "--kafka_out", args.kafka_out,
+            "--group", f"live-{secrets.token_hex(4)}", "--output", out, "--registry", registry, "--online_store", online,
+            "--attribution_minutes", str(args.attribution_s / 60), "--metrics_minutes", "1",
+            "--allowed_lateness_s", str(args.allowed_lateness_s), "--publish_every_s", str(args.publish_every_s)]
+
+
+def _server_command(args, registry: str, online: str) -> list:
+    """The server over the learner's stores, logging what it serves to the learner's topic."""
+    return [sys.executable, "-m", "serving", "--host", args.host, "--port", str(args.port), "--registry", registry,
+            "--online_store", online, "--event_log", f"kafka://{args.bootstrap}/{args.topic}", "--model", MODEL]
 
 
 def _interrupted(signum, frame):
