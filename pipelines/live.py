@@ -1,7 +1,7 @@
 """See it live: the whole loop on this machine, with one command.
 
     python -m pipelines.live                 # Ctrl-C stops every process it started
-    python -m pipelines.live --history 0     # start cold: popularity until the first model
+    python -m pipelines.live --history 200   # a short past: popularity until the first model
 
 It starts, each logging to the output folder (`out/live`):
 
@@ -54,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="the server's address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="the server's port (default: %(default)s)")
     parser.add_argument("--history", type=int, default=3000,
-                        help="impressions of simulated history before now (default: %(default)s; 0: none)")
+                        help="impressions of simulated history before now, at least 100: the items it shows are "
+                             "the candidates (default: %(default)s)")
     parser.add_argument("--users", type=int, default=200, help="simulated users (default: %(default)s)")
     parser.add_argument("--visits_per_s", type=float, default=4.0,
                         help="simulated users' visits per second, 5 items each (default: %(default)s)")
@@ -69,8 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--status_s", type=float, default=10.0, help="seconds between status lines (default: %(default)s)")
     parser.add_argument("--duration_s", type=float, help="stop after this long (default: run until Ctrl-C)")
     args = parser.parse_args(argv)
-    if args.history < 0 or args.users < 1 or args.visits_per_s <= 0 or args.attribution_s < 10:
-        parser.error("need --history >= 0, --users >= 1, --visits_per_s > 0 and --attribution_s >= 10")
+    if args.history < 100 or args.users < 1 or args.visits_per_s <= 0 or args.attribution_s < 10:
+        # Without a past there are no item profiles, so no candidates: rankings would be empty.
+        parser.error("need --history >= 100, --users >= 1, --visits_per_s > 0 and --attribution_s >= 10")
     return args
 
 
@@ -91,14 +93,13 @@ def run(argv=None, console=QUIET) -> dict:
         broker = start_kafka(args.bootstrap, out, console)
         if broker:
             started.append(broker)
-        world = SimulatorConfig(seed=args.seed, users=args.users, impressions=max(args.history, 1), drift_at=1.0,
+        world = SimulatorConfig(seed=args.seed, users=args.users, impressions=args.history, drift_at=1.0,
                                 attribution_window_ms=int(args.attribution_s * 1000),
-                                start_ms=int(time.time() * 1000) - int(max(args.history, 1) * 600))
+                                start_ms=int(time.time() * 1000) - args.history * 600)
         kafka.recreate_topic(args.bootstrap, args.topic, partitions=1)
-        if args.history:
-            sent = kafka.produce(generate(world), args.bootstrap, args.topic, "interaction", "user_id")
-            console.say(f"wrote {sent:,} records of simulated history ({args.history:,} impressions of "
-                        f"{args.users} users, the last ~{args.history * 0.6 / 60:.0f} minutes) to {args.topic!r}")
+        sent = kafka.produce(generate(world), args.bootstrap, args.topic, "interaction", "user_id")
+        console.say(f"wrote {sent:,} records of simulated history ({args.history:,} impressions of "
+                    f"{args.users} users, the last ~{args.history * 0.6 / 60:.0f} minutes) to {args.topic!r}")
         for store in (open_registry(registry), open_online_store(online)):
             store.close()  # made now: the server starts before the first version is published
         learner = Child("learner", _learner_command(args, out, registry, online), f"{out}/learner.log", env)
