@@ -20,6 +20,7 @@ state to keep in step with it.
 """
 from __future__ import annotations
 
+from core import scoring
 from core.scoring import METRICS
 
 ATTRIBUTE = "_streamml_progressive"  # where a model keeps its scores
@@ -36,10 +37,7 @@ class Scores:
         if y_pred is None and not proba:
             return  # a model that has learned nothing yet says nothing: not scored (as core.scoring)
         self.count += 1
-        for metric in self.metrics.values():
-            given = y_pred if self.task == "regression" or metric.requires_labels else proba
-            if given is not None and given != {}:
-                metric.update(y, given)
+        scoring.update(self.metrics, self.task, y, y_pred, proba)
 
     def get(self) -> dict:
         return {"count": self.count, **{name: float(m.get()) for name, m in self.metrics.items()}}

@@ -31,10 +31,15 @@ def score(predictions: Iterable[Prediction], task: str) -> dict:
         raise ValueError(f"task must be one of {sorted(METRICS)}, not {task!r}")
     scores = {name: cls() for name, cls in METRICS[task].items()}
     for p in sorted(predictions, key=Prediction.order):
-        if p.y_true is None:
-            continue
-        for metric in scores.values():
-            y_pred = p.y_pred if task == "regression" or metric.requires_labels else p.y_proba
-            if y_pred is not None and y_pred != {}:
-                metric.update(p.y_true, y_pred)
+        if p.y_true is not None:
+            update(scores, task, p.y_true, p.y_pred, p.y_proba)
     return {name: float(metric.get()) for name, metric in scores.items()}
+
+
+def update(scores: dict, task: str, y_true, y_pred, y_proba) -> None:
+    """Feeds one labelled prediction to river `scores` ({name: metric} of `task`): label
+    metrics take `y_pred`, probability metrics `y_proba`; a missing or empty one is skipped."""
+    for metric in scores.values():
+        given = y_pred if task == "regression" or metric.requires_labels else y_proba
+        if given is not None and given != {}:
+            metric.update(y_true, given)
