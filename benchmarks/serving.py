@@ -3,15 +3,17 @@
 cold start.
 
     .venv/bin/python -m benchmarks.serving [--predict_rates 250,500,1000,2000] \\
-        [--recommend_rates 50,100,200,400] [--kafka_rates 100,500,1000] [--workers 2 \\
+        [--recommend_rates 50,100,200,400] [--batch_rates 250,500,1000,2000] \\
+        [--kafka_rates 100,500,1000] [--workers 2 \\
         --server_cores 0,1 --load_cores 0,1] [--duration 10] [--json out.json]
 
 It runs the main job once (`--impressions`, into a temporary folder) for a registry and an
-online store, starts the server pinned to `--server_cores` (taskset) with its event log on, and
+online store, and the batch job (`pipelines.batch_serve`) for a batch of top lists, starts the server pinned to `--server_cores` (taskset) with its event log on, and
 attacks it from vegeta pinned to `--load_cores`: open loop (requests leave at the rate whether
 or not earlier ones were answered, so a slow answer does not hide the ones behind it, i.e. no
 coordinated omission). Each rate runs `--duration` seconds after a short warm-up; rankings are
-not cached (`--cache_s 0`): every /recommendations request ranks its 100 candidates.
+not cached (`--cache_s 0`): every /recommendations request ranks its 100 candidates, unless it
+asks for the batch (`?source=batch`: a lookup of the same users' lists, target p99 3 ms).
 
 Per rate it reports p50, p99 and max latency, the rate achieved and the share of errors, and per
 endpoint the first rate whose p99 is over the target (/predict 5 ms, /recommendations 25 ms).
@@ -42,7 +44,7 @@ import requests
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETTLE_S = 3.0
 VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
-TARGETS_MS = {"predict": 5.0, "recommend": 25.0, "kafka": 50.0}
+TARGETS_MS = {"predict": 5.0, "recommend": 25.0, "batch": 3.0, "kafka": 50.0}
 
 
 def vegeta() -> str:
@@ -55,8 +57,12 @@ def vegeta() -> str:
 
 
 def publish(impressions: int, out: pathlib.Path) -> None:
+    """The main job's models and profiles, and a batch of top lists from them (`pipelines.batch_serve`)."""
     subprocess.run([sys.executable, "-m", "pipelines.recommend", "--impressions", str(impressions),
                     "--output", str(out)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "pipelines.batch_serve", "--registry", str(out / "registry.sqlite"),
+                    "--online_store", str(out / "online.sqlite"), "--store", str(out / "toplists.sqlite")],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def start_server(out: pathlib.Path, port: int, cores: str, workers: int, kafka: str | None = None) \
@@ -64,7 +70,7 @@ def start_server(out: pathlib.Path, port: int, cores: str, workers: int, kafka: 
     """The server, and seconds from its start to its first answered /predict."""
     command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(out / "registry.sqlite"),
                "--online_store", str(out / "online.sqlite"), "--event_log", str(out / "served.avro"),
-               "--cache_s", "0", "--seed", "1", "--workers", str(workers)]
+               "--cache_s", "0", "--seed", "1", "--workers", str(workers), "--batch_store", str(out / "toplists.sqlite")]
     if kafka:
         command += ["--kafka_requests", kafka]
     start = time.monotonic()
@@ -99,7 +105,8 @@ def targets(out: pathlib.Path, port: int, endpoint: str, n: int = 2000, seed: in
                 target = {"method": "POST", "url": f"http://127.0.0.1:{port}/predict",
                           "body": base64.b64encode(body).decode(), "header": {"Content-Type": ["application/json"]}}
             else:
-                target = {"method": "GET", "url": f"http://127.0.0.1:{port}/recommendations/{user}?k=10"}
+                source = "batch" if endpoint == "batch" else "live"
+                target = {"method": "GET", "url": f"http://127.0.0.1:{port}/recommendations/{user}?k=10&source={source}"}
             f.write(json.dumps(target) + "\n")
     return path
 
@@ -206,7 +213,10 @@ def run(args) -> dict:
                                f"input {args.learner_rate:g} records/s"
                                if args.learner_rate else "not running")}
         try:
-            for endpoint, rates in (("predict", args.predict_rates), ("recommend", args.recommend_rates)):
+            for endpoint, rates in (("predict", args.predict_rates), ("recommend", args.recommend_rates),
+                                    ("batch", args.batch_rates)):
+                if not rates:
+                    continue
                 target_file = targets(out, port, endpoint)
                 attack(binary, target_file, rates[0], 2, args.load_cores)  # warm-up, not reported
                 rows = []
@@ -243,7 +253,7 @@ def table(results: dict) -> str:
              f"server ({results['workers']} worker(s)) on cores {results['server_cores']}, load on {results['load_cores']}; "
              f"learner {results['learner']}",
              "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|"]
-    for endpoint in ("predict", "recommend", "kafka"):
+    for endpoint in ("predict", "recommend", "batch", "kafka"):
         if endpoint not in results:
             continue
         for r in results[endpoint]["rows"]:
@@ -256,9 +266,11 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0])
-    rates = lambda text: [int(r) for r in text.split(",")]  # noqa: E731
+    rates = lambda text: [int(r) for r in text.split(",") if r]  # noqa: E731
     parser.add_argument("--predict_rates", type=rates, default=[250, 500, 1000, 2000])
     parser.add_argument("--recommend_rates", type=rates, default=[50, 100, 200, 400])
+    parser.add_argument("--batch_rates", type=rates, default=[250, 500, 1000, 2000],
+                        help="/recommendations answered from the batch store (?source=batch), requests/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate (default: %(default)s)")
     parser.add_argument("--impressions", type=int, default=20_000, help="the main job's size (default: %(default)s)")
     parser.add_argument("--server_cores", default="0", help="taskset cores of the server (default: %(default)s)")

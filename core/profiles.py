@@ -91,17 +91,23 @@ class UserProfile:
         return self._features(self.counters.at(at), at, genres)
 
     def features_for(self, at: int, genre_sets) -> list[dict]:
-        """`features(at, genres)` for each of `genre_sets` (a ranking's candidates), the
-        counters decayed once."""
+        """`features(at, genres)` for each of `genre_sets` (a ranking's candidates): the counters
+        decayed once, the user's own features computed once, the genres' once per distinct set."""
         c = self.counters.at(at)
-        return [self._features(c, at, genres) for genres in genre_sets]
+        own, by_genres = self._own_features(c, at), {}
+        out = []
+        for genres in genre_sets:
+            key = tuple(genres)
+            if key not in by_genres:
+                by_genres[key] = self._genre_features(c, genres)
+            out.append({**own, **by_genres[key]})
+        return out
 
     def _features(self, c: dict, at: int, genres) -> dict:
+        return {**self._own_features(c, at), **self._genre_features(c, genres)}
+
+    def _own_features(self, c: dict, at: int) -> dict:
         get = lambda name: c.get(name, 0.0)  # noqa: E731
-        genre_imp = sum(get(f"g:{g}:imp@24h") for g in genres)
-        genre_click = sum(get(f"g:{g}:click@24h") for g in genres)
-        recent_imp = sum(get(f"g:{g}:imp@1h") for g in genres)
-        recent_click = sum(get(f"g:{g}:click@1h") for g in genres)
         in_session = self.last is not None and at - self.last <= SESSION_GAP_MS
         # A late event (at or before the last one applied) is featurised from what the profile
         # knows, as if it came right after that: never from a negative time.
@@ -117,7 +123,17 @@ class UserProfile:
             "u_since_last": log(since_s) / log(NEVER_S),
             "u_session_events": log(self.session_events) if in_session else 0.0,
             "u_session_frac": max(at - self.session_start, 0) / SESSION_GAP_MS if in_session else 0.0,
-            "ug_ctr": _ctr(genre_click, genre_imp), "ug_clicks_24h": log(genre_click),
+        }
+
+    @staticmethod
+    def _genre_features(c: dict, genres) -> dict:
+        get = lambda name: c.get(name, 0.0)  # noqa: E731
+        genre_imp = sum(get(f"g:{g}:imp@24h") for g in genres)
+        genre_click = sum(get(f"g:{g}:click@24h") for g in genres)
+        recent_imp = sum(get(f"g:{g}:imp@1h") for g in genres)
+        recent_click = sum(get(f"g:{g}:click@1h") for g in genres)
+        return {
+            "ug_ctr": _ctr(genre_click, genre_imp), "ug_clicks_24h": math.log1p(genre_click),
             "ug_share": genre_click / (get("click@24h") + 1.0),
             "ug_ctr_1h": _ctr(recent_click, recent_imp), "ug_share_1h": recent_click / (get("click@1h") + 1.0),
         }
@@ -145,7 +161,11 @@ class ItemProfile:
         return self.counters.at(at).get("impression@24h", 0.0)
 
     def features(self, at: int, genres=()) -> dict:
+        return self.features_and_popularity(at)[0]
+
+    def features_and_popularity(self, at: int) -> tuple[dict, float]:
+        """`features(at)` and `popularity(at)`, the counters decayed once (a ranking needs both)."""
         c = self.counters.at(at)
         get = lambda name: c.get(name, 0.0)  # noqa: E731
-        return {"i_imp_1h": math.log1p(get("impression@1h")), "i_imp_24h": math.log1p(get("impression@24h")),
-                "i_ctr_24h": _ctr(get("click@24h"), get("impression@24h"))}
+        return ({"i_imp_1h": math.log1p(get("impression@1h")), "i_imp_24h": math.log1p(get("impression@24h")),
+                 "i_ctr_24h": _ctr(get("click@24h"), get("impression@24h"))}, get("impression@24h"))

@@ -3,6 +3,7 @@
 - `recommend`: the content-recommendation job (the main job), its `report` and `console` output;
 - `prequential`: prequential evaluation of any river model over a file;
 - `backfill`: entity profiles from history into a snapshot store;
+- `batch_serve`: every user's top items, ranked ahead, into the batch store;
 - `options`: PipelineOptions that run offline on this machine by default.
 """
 

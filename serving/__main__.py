@@ -61,6 +61,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--kafka_requests", metavar="kafka://HOST:PORT/PREFIX",
                         help="also answer /predict requests from the topic PREFIX.requests on PREFIX.replies "
                              "(or the topic a request's reply_to header names; default: off)")
+    parser.add_argument("--batch_store", metavar="LOCATION",
+                        help="the batch job's top lists (python -m pipelines.batch_serve: a SQLite file or "
+                             "postgresql:// URL), answered with /recommendations?source=batch (default: none)")
+    parser.add_argument("--batch_first", action="store_true",
+                        help="answer /recommendations from --batch_store whenever it holds the user's list "
+                             "(a lookup instead of a ranking); others are ranked live")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes sharing the port, e.g. one per core (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -68,6 +74,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
         if "://" not in getattr(args, flag) and not os.path.isfile(getattr(args, flag)):
             parser.error(f"no file --{flag} {getattr(args, flag)}: the learning plane publishes it "
                          "(python -m pipelines.recommend writes out/recommend/registry.sqlite and online.sqlite)")
+    if args.batch_first and not args.batch_store:
+        parser.error("--batch_first needs --batch_store")
+    if args.batch_store and "://" not in args.batch_store:
+        if not os.path.isfile(args.batch_store):
+            parser.error(f"no file --batch_store {args.batch_store}: python -m pipelines.batch_serve writes it")
+        args.batch_store = os.path.abspath(args.batch_store)
     for flag in ("poll_s", "candidates", "candidates_refresh_s", "workers"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag} must be > 0")
@@ -101,7 +113,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
                           schema_registry=args.schema_registry, candidates=args.candidates,
                           candidates_refresh_s=args.candidates_refresh_s, epsilon=args.epsilon,
                           cache_s=args.cache_s, api_token=token, seed=args.seed,
-                          kafka_requests=args.kafka_requests)
+                          kafka_requests=args.kafka_requests, batch_store=args.batch_store,
+                          batch_first=args.batch_first)
 
 
 def main(argv=None) -> int:

@@ -33,6 +33,18 @@ class PredictResponse(BaseModel):
     profile_clock_ms: dict[str, int | None]  # event time of the newest event in each profile used (None: new)
 
 
+class RecommendationsQuery(BaseModel):
+    """/recommendations/{user_id}'s query parameters (others are ignored)."""
+
+    k: int = Field(default=10, ge=1, le=100)
+    genres: list[str] = Field(default_factory=list, description="stated interests, e.g. drama,comedy")
+    candidates: list[str] = Field(default_factory=list, description="items to rank besides the popular")
+    device: str | None = Field(default=None, max_length=64)
+    source: Literal["auto", "live", "batch"] = Field(
+        default="auto", description="batch: the batch job's list when it has one (else live); live: ranked now; "
+                                    "auto: batch first with --batch_first")
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     position: int  # the slot, 0 first
@@ -47,11 +59,14 @@ class RecommendationsResponse(BaseModel):
     request_id: str
     user_id: str
     items: list[RecommendedItem]
-    source: Literal["live", "fallback"]  # ranked by the live model, or by popularity (no model yet)
+    # ranked now by the live model, computed ahead by the batch job, or by popularity (no model yet)
+    source: Literal["live", "batch", "fallback"]
     model: str
     model_version: int | None
     served_at_ms: int
     user_clock_ms: int | None  # event time of the newest event in the user's profile (None: new user)
+    features_ms: int  # the time the ranking's features are as of: now, or the batch's time
+    batch_id: int | None = None  # the batch it came from (source "batch")
 
 
 class EventRequest(BaseModel):

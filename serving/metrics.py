@@ -3,7 +3,8 @@ counts and times every request, and refuses oversized bodies.
 
 Counted: requests by route and status, their latency (histogram), served impressions and
 events, records the event log lost; read when scraped: each model's version and age (since it
-was published) and the online store's age (since the newest event its profiles applied).
+was published), the online store's age (since the newest event its profiles applied) and the
+batch store's (since the time its current batch's features are as of).
 """
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ class _Live:
         yield GaugeMetricFamily("streamml_online_store_age_seconds",
                                 "Since the event time of the newest event in the online store",
                                 value=float("nan") if clock is None else now - clock / 1000)
+        if self.service.batches is not None:
+            batch = self.service.batches.current()
+            yield GaugeMetricFamily("streamml_batch_age_seconds", "Since the time the current batch's features are as of",
+                                    value=float("nan") if batch is None else now - batch.features_ms / 1000)
         yield GaugeMetricFamily("streamml_event_log_failures", "Records the event log could not write",
                                 value=self.service.log.failed)
         yield GaugeMetricFamily("streamml_rejected_versions", "Model versions that failed their signature check",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import random
+import sys
 import time
 import uuid
 
@@ -19,18 +20,23 @@ from cachetools import TTLCache
 from fastapi import Request
 
 from core.interactions import impression_features
+from core.ranking import Scored, score
+from core.requests import lookup, request_fields
 from models import serde
 from serving import api
 from serving.candidates import PopularItems
 from serving.eventlog import open_event_log
-from serving.features import lookup, request_fields
 from serving.kafka_rpc import KafkaRequests
 from serving.live import LiveModels
 from serving.metrics import Metrics
 from serving.periodic import Periodic
-from serving.ranking import explore, score
+from serving.exploration import explore
 from stores.online import open_online_store
+from stores.toplists import open_toplists
 from stores.registry import Version, open_registry
+
+
+SWITCH_S = 0.0005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Settings:
     api_token: str | None = None  # when set, POST /events needs "Authorization: Bearer <token>"
     seed: int | None = None  # of the exploration's draws (None: from the system)
     kafka_requests: str | None = None  # kafka://HOST:PORT/PREFIX: also answer /predict requests from Kafka
+    batch_store: str | None = None  # the batch job's top lists (stores.toplists), for ?source=batch
+    batch_first: bool = False  # answer /recommendations from the batch store when it covers the user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +70,10 @@ class Prediction:
 
 class NoModel(Exception):
     """No verified version of the model is loaded yet."""
+
+
+class NoBatches(Exception):
+    """The batch store was asked for, and the server has none."""
 
 
 async def of_request(request: Request) -> Service:
@@ -86,6 +98,7 @@ class Service:
         self.metrics.watch(self)
         self.rng = random.Random(settings.seed)
         self.cache = TTLCache(maxsize=10_000, ttl=settings.cache_s) if settings.cache_s > 0 else None
+        self.batches = open_toplists(settings.batch_store) if settings.batch_store else None
         self.kafka = KafkaRequests(settings.kafka_requests, self.answer, self.metrics) \
             if settings.kafka_requests else None
 
@@ -95,6 +108,10 @@ class Service:
         if self.kafka is not None:
             self.kafka.start()
         gc.freeze()  # what start-up made lives as long as the server: not scanned by every full collection
+        # The background threads (reloads, refreshes, the event log's writer) hand the GIL back to
+        # the event loop within SWITCH_S when it asks, not within Python's default of 5 ms, which
+        # an answer waiting on them paid in full.
+        sys.setswitchinterval(SWITCH_S)
 
     def stop(self):
         if self.kafka is not None:
@@ -104,6 +121,8 @@ class Service:
         self.log.close()
         self.registry.close()
         self.store.close()
+        if self.batches is not None:
+            self.batches.close()
 
     def predict(self, rows: list[dict]) -> Prediction:
         """P(click) of each impression in `rows` (/predict's fields), each logged as served under
@@ -134,24 +153,42 @@ class Service:
                                    model_step=done.version.step, served_at_ms=done.now_ms,
                                    profile_clock_ms=done.clocks[0]).model_dump()
 
-    def recommend(self, user_id: str, k: int, genres=(), extra=(), device: str | None = None) \
-            -> api.RecommendationsResponse:
+    def recommend(self, user_id: str, k: int, genres=(), extra=(), device: str | None = None,
+                  source: str = "auto") -> api.RecommendationsResponse:
+        """The user's top `k`: from the batch store when `source` is "batch" (or "auto" with
+        `batch_first`) and it holds a list for the user and device, else ranked now by the live
+        model (or by popularity without one). Stated genres or extra candidates need the live
+        ranking: a batch was ranked without them."""
+        if source == "batch" and self.batches is None:
+            raise NoBatches("no batch store: start the server with --batch_store (python -m pipelines.batch_serve "
+                            "writes one)")
+        batch_wanted = source == "batch" or (source == "auto" and self.settings.batch_first)
+        if self.batches is not None and batch_wanted and not genres and not extra:
+            top = self.batches.get(user_id, device or "")
+            if top is not None:
+                ranked = [Scored(i["item_id"], tuple(i["genres"]), i["probability"], 0.0, None) for i in top.items]
+                return self._serve(user_id, k, device, "batch", ranked, top.user_clock_ms, top.batch.model_version,
+                                   _now_ms(), top.batch.features_ms, top.batch.batch_id)
         served = self.live.get(self.settings.model)
-        now_ms, request_id = _now_ms(), uuid.uuid4().hex
+        now_ms = _now_ms()
         version = served.version.version if served else None
         key = (user_id, device, tuple(genres), tuple(extra), version)
         ranked = self.cache.get(key) if self.cache is not None else None
         if ranked is None:
-            candidates = {c.item_id: c.genres for c in self.popular.items}
-            candidates.update((item, self.popular.genres.get(item, ())) for item in extra if item not in candidates)
-            ranked = score(served.model if served else None, self.store, user_id, device, candidates, now_ms, genres,
-                           known=self.popular.profiles)
+            popular = self.popular.current
+            ranked = score(served.model if served else None, self.store, user_id, device, popular.candidates(extra),
+                           now_ms, genres, known=popular.profiles)
             if self.cache is not None:
                 self.cache[key] = ranked
         scored, user_clock = ranked
-        source = "live" if served else "fallback"
+        return self._serve(user_id, k, device, "live" if served else "fallback", scored, user_clock, version,
+                           now_ms, now_ms)
+
+    def _serve(self, user_id, k, device, source, ranked, user_clock, version, now_ms, features_ms, batch_id=None):
+        """The slots filled from `ranked` (exploration), each impression logged as served at `now_ms`."""
+        request_id = uuid.uuid4().hex
         items = []
-        for shown in explore(scored, k, self.settings.epsilon, self.rng):
+        for shown in explore(ranked, k, self.settings.epsilon, self.rng):
             impression_id = f"{request_id}-{shown.position}"
             item = shown.item
             self._log_impression(impression_id, {
@@ -164,7 +201,7 @@ class Service:
         self.metrics.served.labels(source).inc(len(items))
         return api.RecommendationsResponse(request_id=request_id, user_id=user_id, items=items, source=source,
                                            model=self.settings.model, model_version=version, served_at_ms=now_ms,
-                                           user_clock_ms=user_clock)
+                                           user_clock_ms=user_clock, features_ms=features_ms, batch_id=batch_id)
 
     def record(self, event: api.EventRequest) -> str:
         """Logs an outcome from an app; returns its event id."""

@@ -4,6 +4,7 @@
 - `registry`: the model registry, signed model versions the learner publishes and the serving
   plane loads;
 - `online`: the online store, each entity's latest profile, for features at request time;
+- `toplists`: the batch store, each user's top items computed ahead, switched a whole batch at a time;
 - `sqlite`: what they share (locations, connections).
 
 Imports neither Beam nor a web framework.

@@ -2,7 +2,7 @@
 embedded default) and PostgreSQL (a server that several processes on several machines share).
 
 A store writes its statements once, with `?` placeholders, and runs them through a `Database`:
-`execute(sql, params)` -> rows, and `transaction(lock)` for a read-then-write that must not
+`execute(sql, params)` -> rows, `executemany(sql, rows)`, and `transaction(lock)` for a read-then-write that must not
 interleave with another writer's (SQLite locks the whole file; PostgreSQL takes an advisory lock
 on `lock`, e.g. a model key, for the transaction).
 
@@ -44,6 +44,9 @@ class SQLiteDatabase:
     def execute(self, sql: str, params=()) -> list:
         return self._db.execute(sql, params).fetchall()
 
+    def executemany(self, sql: str, rows) -> None:
+        self._db.executemany(sql, rows)
+
     @contextlib.contextmanager
     def transaction(self, lock: str = ""):
         with self._db:
@@ -80,6 +83,10 @@ class PostgresDatabase:
                 self._connect()
                 cursor = self._db.execute(_pg(sql), params)
             return cursor.fetchall() if cursor.description else []
+
+    def executemany(self, sql: str, rows) -> None:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.executemany(_pg(sql), rows)
 
     @contextlib.contextmanager
     def transaction(self, lock: str = ""):

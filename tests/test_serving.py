@@ -14,7 +14,7 @@ from core.interactions import impression_features
 from core.records import Row
 from models import serde
 from pipelines import recommend
-from serving.features import request_fields
+from core.requests import request_fields
 from stores.online import open_online_store
 from core.publishing import load_version
 from stores.registry import open_registry

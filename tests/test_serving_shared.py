@@ -7,7 +7,7 @@ from core.interactions import impression_features
 from core.publishing import load_version
 from models import serde
 from pipelines import recommend
-from serving.features import lookup, request_fields
+from core.requests import lookup, request_fields
 from stores.online import open_online_store
 from stores.registry import open_registry
 from tests.servers import serving

@@ -1,4 +1,5 @@
-"""A request's model features, computed when it arrives with the learning plane's own functions.
+"""A served request's model features, with the learning plane's own functions: what a server
+computes when a request arrives, and what a batch of recommendations is scored with.
 
 An impression asked for at time `now` gets what the pipeline would give an impression at that
 event time: the user's and the item's profiles from the online store (`stores.online`, as the
