@@ -90,9 +90,12 @@ def start_server(out: pathlib.Path, port: int, cores: str, workers: int, kafka: 
 def targets(out: pathlib.Path, port: int, endpoint: str, n: int = 2000, seed: int = 1) -> pathlib.Path:
     """vegeta's JSON targets: `n` requests over the users and items the job published."""
     from stores.online import open_online_store
+    from stores.toplists import open_toplists
 
     store, rng = open_online_store(str(out / "online.sqlite")), random.Random(seed)
-    users = [u for u, _, _ in store.scan("user")]
+    # Batch lookups ask for the users the batch covers (a learner beside the server adds others).
+    users = open_toplists(str(out / "toplists.sqlite")).users() if endpoint == "batch" else \
+        [u for u, _, _ in store.scan("user")]
     items = [(i, state[1]) for i, state, _ in store.scan("item")]
     path = out / f"{endpoint}.targets"
     with open(path, "w") as f:

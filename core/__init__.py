@@ -7,6 +7,7 @@ plane (a plain Python process) import it alike, so training and serving cannot d
 - `requests`, `ranking`: a served request's features, and candidates ranked for a user (by the
   server on request and by the batch job ahead alike);
 - `interactions`: what an interaction must hold, and an impression's model features;
+- `warmstart`: a registered model version as a model factory (the learner's warm start);
 - `learning`: the learner's core: models per key, events applied in order, predict then learn;
 - `scoring`: river metrics over predictions in event order;
 - `kafka`: Kafka clients (consumer, producer, offsets) and the Avro encoding of records.

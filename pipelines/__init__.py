@@ -4,6 +4,7 @@
 - `prequential`: prequential evaluation of any river model over a file;
 - `backfill`: entity profiles from history into a snapshot store;
 - `batch_serve`: every user's top items, ranked ahead, into the batch store;
+- `train`: offline training over a time split, evaluated on the held-out range, registered;
 - `options`: PipelineOptions that run offline on this machine by default.
 """
 

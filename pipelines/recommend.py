@@ -182,7 +182,7 @@ def _bars(run_id: str, events: str | None, models: int) -> list[Bar]:
 
 def _models(args) -> dict:
     """Model key -> spec: the main model and, unless --no_baselines, the baselines."""
-    return {MAIN: args.model, **({"no_features": args.model, "popularity": POPULARITY} if args.baselines else {})}
+    return {MAIN: args.warm_spec or args.model, **({"no_features": args.model, "popularity": POPULARITY} if args.baselines else {})}
 
 
 def _payloads(args):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import inspect
 import os
 
+from core import warmstart
 from core.decoding import event_time_arg
-from models import factory
+from models import factory, serde
 from pipelines.console import ArgumentParser, add_verbose_flag
 from pipelines.options import has_flag
 from stores.online import open_online_store
-from stores.registry import open_registry
+from stores.registry import STAGES, open_registry
+
+WARM_KEY = "recommender"  # the model key --warm_start loads (the main model's, pipelines.recommend.MAIN)
 
 
 def parse_args(argv=None):
@@ -48,6 +51,12 @@ def parse_args(argv=None):
                         help="Online store to publish each user's and item's latest profile to, for the "
                              "serving plane: a SQLite file or redis://HOST:PORT/DB (default: "
                              "OUTPUT/online.sqlite; 'none': off).")
+    parser.add_argument("--warm_start", metavar="VERSION",
+                        help="Start the main model from this registered version of 'recommender' (a number, "
+                             "'latest', or a stage: candidate, production) in --warm_from, and keep learning "
+                             "(default: from nothing). The baselines start from nothing.")
+    parser.add_argument("--warm_from", metavar="LOCATION",
+                        help="The registry --warm_start loads from (default: --registry).")
     parser.add_argument("--publish_every_s", type=float, default=1.0,
                         help="While streaming, publish each model at least this often (seconds) as it "
                              "learns, and whenever it has caught up; a batch run publishes the final "
@@ -134,6 +143,38 @@ def parse_args(argv=None):
             except (ValueError, ConnectionError) as e:
                 parser.error(f"--{name} {where}: {e}")
         setattr(args, name, None if where == "none" else where if "://" in where else os.path.abspath(where))
+    args.warm_spec = None
+    if args.warm_start:
+        try:
+            args.warm_spec, args.warm_version = _warm_start(args)
+        except (LookupError, ValueError, serde.TamperedState) as e:
+            parser.error(f"--warm_start {args.warm_start}: {e}")
+    elif args.warm_from:
+        parser.error("--warm_from is for --warm_start")
     if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
         parser.error("--feature_store is read by the streaming feature stage: add --streaming")
     return args, beam_args
+
+
+def _warm_start(args) -> tuple[str, int]:
+    """The model spec of the version --warm_start names, checked (signature, task) now."""
+    where = args.warm_from or args.registry
+    if where is None:
+        raise ValueError("no registry to load it from: give --warm_from (or --registry)")
+    where = where if "://" in where else os.path.abspath(where)
+    registry = open_registry(where)
+    try:
+        if args.warm_start.isdigit():
+            version = registry.get(WARM_KEY, int(args.warm_start))
+        elif args.warm_start == "latest" or args.warm_start in STAGES:
+            version = registry.latest(WARM_KEY, None if args.warm_start == "latest" else args.warm_start)
+            if version is None:
+                raise LookupError(f"no {args.warm_start} version of {WARM_KEY!r} in {where}")
+        else:
+            raise ValueError(f"expected a version number, latest, or a stage ({', '.join(STAGES)})")
+    finally:
+        registry.close()
+    spec = warmstart.spec(where, WARM_KEY, version.version)
+    if factory.task_of(factory.build(spec)) != "binary":
+        raise ValueError(f"version {version.version} of {WARM_KEY!r} is not a binary classifier")
+    return spec, version.version

@@ -6,6 +6,7 @@ import argparse
 import collections
 import datetime
 
+from core.decoding import event_time_arg
 from simulator import stream
 from simulator.stream import (EVENT_TYPES, START_MS, SimulatorConfig,  # noqa: F401  (START_MS: doctest)
                               generate_with_truth, write_avro)
@@ -36,6 +37,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"number of items (default {defaults.items})")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help=f"random seed (default {defaults.seed})")
+    parser.add_argument("--stream-seed", type=int,
+                        help="seed of the visits alone, so that one world (--seed: users, tastes, items) "
+                             "gives other streams, e.g. a history before a run (default: --seed)")
+    parser.add_argument("--start", type=event_time_arg, default=defaults.start_ms,
+                        help="event time of the first impression: epoch ms or ISO-8601 "
+                             "(default 2026-01-01T00:00:00Z)")
     parser.add_argument("--late-fraction", type=float, default=defaults.late_fraction,
                         help=f"fraction of outcomes that arrive late "
                              f"(default {defaults.late_fraction})")
@@ -58,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--schema_registry is for --kafka")
     try:
         args.config = SimulatorConfig(
-            seed=args.seed, users=args.users, items=args.items, impressions=args.impressions,
+            seed=args.seed, stream_seed=args.stream_seed, start_ms=args.start, users=args.users, items=args.items, impressions=args.impressions,
             late_fraction=args.late_fraction, malformed_fraction=args.malformed_fraction,
             drift_at=args.drift_at, mean_gap_ms=args.mean_gap_ms)
     except ValueError as e:

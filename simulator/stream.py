@@ -75,6 +75,9 @@ class SimulatorConfig:
     """
 
     seed: int = 7
+    # The events' own randomness (who visits when, what they do), when it should differ from the
+    # world's (tastes, popularity, drift): e.g. a day of history of the same world. None: `seed`.
+    stream_seed: Optional[int] = None
     users: int = 2000
     items: int = 500
     genres: tuple = DEFAULT_GENRES
@@ -149,9 +152,10 @@ def generate_with_truth(config: Optional[SimulatorConfig] = None
     if not isinstance(config, SimulatorConfig):
         raise ValueError(f"config must be a SimulatorConfig, got {type(config).__name__}")
     world = World(config, random.Random(f"{config.seed}:world"))
-    rng = random.Random(f"{config.seed}:stream")
-    late_rng = random.Random(f"{config.seed}:late")
-    bad_rng = random.Random(f"{config.seed}:malformed")
+    events = config.seed if config.stream_seed is None else config.stream_seed
+    rng = random.Random(f"{events}:stream")
+    late_rng = random.Random(f"{events}:late")
+    bad_rng = random.Random(f"{events}:malformed")
     window = config.attribution_window_ms
     drift_index = round(config.drift_at * config.impressions)
     pending: list = []  # heap of (arrival_ms, sequence, record, late)

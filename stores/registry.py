@@ -14,6 +14,8 @@ anything is unpickled.
 - **Stages**: `promote(key, version, stage)` puts a version in `candidate` or `production`; a
   stage holds one version per key (the one it held before leaves the stage, still pinned), and a
   promoted version is pinned.
+- **Annotations**: `annotate(key, version, metrics)` adds to a version's metrics what is
+  learned after it was published (an offline evaluation, its lineage).
 
 `Registry` is the interface; `open_registry(location)` picks the implementation: SQLite, the
 embedded default (several processes on one machine may share the file), or PostgreSQL, where
@@ -88,6 +90,8 @@ class Registry(Protocol):
     def promote(self, model_key: str, version: int, stage: str) -> Version: ...
 
     def pin(self, model_key: str, version: int, reason: str) -> Version: ...
+
+    def annotate(self, model_key: str, version: int, metrics: dict) -> Version: ...
 
     def unpin(self, model_key: str, version: int) -> Version: ...
 
@@ -173,6 +177,14 @@ class SQLRegistry:
             self._db.execute("UPDATE versions SET stage = NULL WHERE model_key = ? AND stage = ?", (model_key, stage))
             self._db.execute("UPDATE versions SET stage = ?, pinned = COALESCE(pinned, ?) "
                              "WHERE model_key = ? AND version = ?", (stage, stage, model_key, int(version)))
+        return self.get(model_key, version)
+
+    def annotate(self, model_key, version, metrics) -> Version:
+        """Adds `metrics` to a version's (e.g. an offline evaluation, its lineage); their names win."""
+        with self._db.transaction(model_key):
+            merged = {**self.get(model_key, version).metrics, **metrics}
+            self._db.execute("UPDATE versions SET metrics = ? WHERE model_key = ? AND version = ?",
+                             (json.dumps(merged, sort_keys=True), model_key, int(version)))
         return self.get(model_key, version)
 
     def pin(self, model_key, version, reason) -> Version:

@@ -128,6 +128,11 @@ class TopLists:
         clock, items, *batch = rows[0]
         return TopList(user_id, device, clock, json.loads(items), Batch(*batch))
 
+    def users(self) -> list[str]:
+        """The users the current batch holds lists for."""
+        return [u for (u,) in self._db.execute("SELECT DISTINCT t.user_id FROM toplist_current c "
+                                                "JOIN toplists t ON t.batch_id = c.batch_id ORDER BY t.user_id")]
+
     def close(self) -> None:
         self._db.close()
 

@@ -70,7 +70,7 @@ def test_a_batch_becomes_visible_whole_while_lookups_go_on(backend, tmp_path, re
     assert len(seen) > 300 and {first, batch} <= set(seen)
     # The newest batch and the one before it are kept; older ones are gone, with their lists.
     assert writer.current().batch_id == batch and writer.current().lists == USERS
-    assert writer.get("u1").batch.batch_id == batch
+    assert writer.get("u1").batch.batch_id == batch and len(writer.users()) == USERS
     held = {b for (b,) in writer._db.execute("SELECT DISTINCT batch_id FROM toplists")}
     assert held == {batch - 1, batch}
     empty = writer.begin("recommender", 3, 3_000)
