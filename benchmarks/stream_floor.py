@@ -43,7 +43,6 @@ import signal
 import subprocess
 import sys
 import threading
-import types
 import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, Producer, TopicPartition
@@ -76,7 +75,7 @@ class Floor:
         self.closes = []  # heap of (time, impression id): when an attribution window closes
         self.attributions = {}  # impression id -> its Attribution, until its window closes
         self.profiles = {kind: {} for kind in PROFILES}
-        models = _models(types.SimpleNamespace(model=MODEL, baselines=True))
+        models = _models(MODEL, baselines=True)
         self.keys = sorted(models)
         self.learner = Learner(models, serde.process_key())
         self.learner.open()

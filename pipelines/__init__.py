@@ -5,6 +5,7 @@
 - `backfill`: entity profiles from history into a snapshot store;
 - `batch_serve`: every user's top items, ranked ahead, into the batch store;
 - `train`: offline training over a time split, evaluated on the held-out range, registered;
+- `retrain`: `train` over a recent window, once, on a schedule, or on a signal from a topic;
 - `options`: PipelineOptions that run offline on this machine by default.
 """
 

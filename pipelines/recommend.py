@@ -70,7 +70,7 @@ def run(argv=None, console=QUIET) -> dict:
         # finished, every record below them has its results written.
         replayed_to = end_offsets(args.bootstrap, args.topic)
 
-    options, models = pipeline_options(beam_args), _models(args)
+    options, models = pipeline_options(beam_args), _models(args.model, args.baselines, args.warm_spec)
     try:  # an endless Flink job outlives this process: it runs until cancelled
         flink_job = None if bounded else name_endless_flink_job(options, "recommend")
     except ValueError as e:
@@ -180,9 +180,9 @@ def _bars(run_id: str, events: str | None, models: int) -> list[Bar]:
             Bar(f"{run_id}:learning", impressions and 2 * models * impressions, "events", "learning")]
 
 
-def _models(args) -> dict:
-    """Model key -> spec: the main model and, unless --no_baselines, the baselines."""
-    return {MAIN: args.warm_spec or args.model, **({"no_features": args.model, "popularity": POPULARITY} if args.baselines else {})}
+def _models(spec: str, baselines: bool, main_spec: str | None = None) -> dict:
+    """Model key -> spec: the main model (`main_spec`, a warm start, else `spec`) and the baselines."""
+    return {MAIN: main_spec or spec, **({"no_features": spec, "popularity": POPULARITY} if baselines else {})}
 
 
 def _payloads(args):

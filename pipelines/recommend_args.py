@@ -146,7 +146,7 @@ def parse_args(argv=None):
     args.warm_spec = None
     if args.warm_start:
         try:
-            args.warm_spec, args.warm_version = _warm_start(args)
+            args.warm_spec = _warm_start(args)
         except (LookupError, ValueError, serde.TamperedState) as e:
             parser.error(f"--warm_start {args.warm_start}: {e}")
     elif args.warm_from:
@@ -156,7 +156,7 @@ def parse_args(argv=None):
     return args, beam_args
 
 
-def _warm_start(args) -> tuple[str, int]:
+def _warm_start(args) -> str:
     """The model spec of the version --warm_start names, checked (signature, task) now."""
     where = args.warm_from or args.registry
     if where is None:
@@ -177,4 +177,4 @@ def _warm_start(args) -> tuple[str, int]:
     spec = warmstart.spec(where, WARM_KEY, version.version)
     if factory.task_of(factory.build(spec)) != "binary":
         raise ValueError(f"version {version.version} of {WARM_KEY!r} is not a binary classifier")
-    return spec, version.version
+    return spec

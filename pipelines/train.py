@@ -63,6 +63,9 @@ def parse_args(argv=None):
                         help="The registry: a SQLite file or postgresql:// URL (default: %(default)s).")
     parser.add_argument("--attribution_minutes", type=float, default=30.0,
                         help="An outcome counts for its impression within this time (default: %(default)s).")
+    parser.add_argument("--evaluate", metavar="VERSION", type=int,
+                        help="Learn nothing: evaluate this registered version on the held-out range (e.g. an "
+                             "offline model on later traffic), and register nothing.")
     parser.add_argument("--promote_if_better", action="store_true",
                         help="Also promote it to production when it beats production on the held-out range.")
     parser.add_argument("--output", default="out/train",
@@ -94,8 +97,14 @@ def run(argv=None, console=QUIET) -> dict:
     options = pipeline_options(beam_args)
     registry = open_registry(args.registry)
     before = registry.latest(args.model_key)
-    console.say(f"learning {args.model_key} from {args.events} before {args.split} ms, evaluating from it, "
-                f"on {runner_name(options)}")
+    if args.evaluate is not None:
+        try:
+            registry.get(args.model_key, args.evaluate)
+        except LookupError as e:
+            raise UserError(str(e)) from None
+    console.say((f"learning {args.model_key} from {args.events} before {args.split} ms, evaluating from it"
+                 if args.evaluate is None else f"evaluating {args.model_key} v{args.evaluate} on {args.events} from "
+                                               f"{args.split} ms") + f", on {runner_name(options)}")
     with beam.Pipeline(options=options) as p:
         rows = p | "ReadEvents" >> ReadRows(args.events, "avro", timestamp_field="event_time", id_field="event_id",
                                             reader_schema=schemas.load("interaction"))
@@ -111,17 +120,27 @@ def run(argv=None, console=QUIET) -> dict:
                      labels | "KnownBeforeSplit" >> beam.Filter(_labelled_in, window_ms, args.train_from,
                                                                  args.split - window_ms))
                     | "Training" >> beam.Flatten())
-        training | "Learn" >> LearnOnline({args.model_key: args.model}, registry=args.registry, publish_every_s=None,
-                                          publish_every_events=sys.maxsize)
+        if args.evaluate is None:
+            training | "Learn" >> LearnOnline({args.model_key: args.model}, registry=args.registry, publish_every_s=None,
+                                              publish_every_events=sys.maxsize)
         (labels | "HeldOut" >> beam.Filter(_labelled_in, window_ms, args.split, args.eval_until)
          | "AsJson" >> beam.Map(lambda e: json.dumps({"event_id": e.event_id, "event_time": e.event_time - window_ms,
                                                       "x": e.x, "y": e.y}))
          | "WriteHeldOut" >> beam.io.WriteToText(f"{args.output}/held_out", ".jsonl", shard_name_template=""))
+    held_out = _read_held_out(f"{args.output}/held_out.jsonl")
+    keys = serde.KeySource(store=args.registry).resolve()
+    if args.evaluate is not None:
+        version = registry.get(args.model_key, args.evaluate)
+        scores = evaluate(load_version(registry, version, keys), held_out)
+        registry.close()
+        summary = {"model_key": args.model_key, "version": version.version, "held_out": scores, "evaluated_only": True}
+        with open(f"{args.output}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        console.say(f"{args.model_key} v{version.version}, frozen, held out: " + _scores_text(scores))
+        return summary
     version = registry.latest(args.model_key)
     if version is None or (before is not None and version.version == before.version):
         raise UserError(f"no impression before --split {args.split} with its label known by then: nothing learned")
-    held_out = _read_held_out(f"{args.output}/held_out.jsonl")
-    keys = serde.KeySource(store=args.registry).resolve()
     scores = evaluate(load_version(registry, version, keys), held_out)
     lineage = {"events": os.path.abspath(args.events), "train_from_ms": args.train_from, "split_ms": args.split,
                "eval_until_ms": args.eval_until, "model": args.model, "code": _code_version(),
@@ -137,9 +156,13 @@ def run(argv=None, console=QUIET) -> dict:
     with open(f"{args.output}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     console.say(f"registered {args.model_key} v{version.version} ({version.step:,} labels learned), held out: "
-                + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in scores.items()) + "; pinned, candidate"
+                + _scores_text(scores) + "; pinned, candidate"
                 + ("" if promoted is None else f"; production: {promoted}"))
     return summary
+
+
+def _scores_text(scores: dict) -> str:
+    return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in scores.items())
 
 
 def evaluate(model, held_out: list) -> dict:
@@ -168,7 +191,8 @@ def _check_ranges(args, window_ms: int) -> None:
         header = avro.read_header(f, args.events)
         shown = [fields["event_time"] for _, fields, error, _ in avro.records(f, header)
                  if error is None and fields.get("event_type") == "impression" and invalid_reason(fields) is None]
-    if not any((args.train_from is None or t >= args.train_from) and t < args.split - window_ms for t in shown):
+    if args.evaluate is None and not any((args.train_from is None or t >= args.train_from)
+                                         and t < args.split - window_ms for t in shown):
         raise UserError(f"no impression in {args.events} whose label is known by --split {args.split} (shown an "
                         f"attribution window before it): nothing to learn")
     if not any(t >= args.split and (args.eval_until is None or t < args.eval_until) for t in shown):

@@ -75,3 +75,7 @@ def test_registered_with_scores_and_lineage_pinned_and_promoted_if_better(histor
     with pytest.raises(UserError, match="nothing to learn"):
         _train(history, out, "--split", "2026-01-01T00:10:00Z")
     assert registry.latest("recommender").version == 2  # neither registered anything
+    # A registered version, frozen, on a range: the scores training gave it there, nothing registered.
+    judged = _train(history, tmp_path / "judge", "--registry", str(out / "registry.sqlite"), "--split", SPLIT,
+                    "--evaluate", "1")
+    assert judged["held_out"] == first["held_out"] and registry.latest("recommender").version == 2
