@@ -40,6 +40,22 @@ class KafkaRecord:
         return ((self.topic, self.partition, first, self.offset),)
 
 
+def parse_location(location: str, what: str, name: str = "TOPIC") -> tuple[str, str]:
+    """kafka://HOST:PORT/NAME -> (bootstrap, name); a ValueError that says what `what` expects.
+
+    >>> parse_location("kafka://127.0.0.1:19092/signals", "signals")
+    ('127.0.0.1:19092', 'signals')
+    >>> parse_location("127.0.0.1:19092/signals", "signals")
+    Traceback (most recent call last):
+    ...
+    ValueError: signals '127.0.0.1:19092/signals': expected kafka://HOST:PORT/TOPIC
+    """
+    bootstrap, _, topic = location.removeprefix("kafka://").partition("/")
+    if not location.startswith("kafka://") or not bootstrap or not topic or "/" in topic:
+        raise ValueError(f"{what} {location!r}: expected kafka://HOST:PORT/{name}")
+    return bootstrap, topic
+
+
 def consumer(bootstrap: str, group_id: str) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": group_id,
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",

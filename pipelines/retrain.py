@@ -24,8 +24,7 @@ import os
 import sys
 import time
 
-from core import avro
-from core.interactions import invalid_reason
+from core.kafka import parse_location
 from pipelines import train
 from pipelines.console import QUIET, ArgumentParser, UserError, add_verbose_flag, main
 
@@ -61,11 +60,10 @@ def parse_args(argv=None):
     if args.every_hours is not None and args.every_hours <= 0:
         parser.error("--every_hours must be > 0")
     if args.on:
-        scheme, _, rest = args.on.partition("://")
-        bootstrap, _, topic = rest.partition("/")
-        if scheme != "kafka" or not bootstrap or not topic:
-            parser.error(f"--on {args.on}: expected kafka://HOST:PORT/TOPIC")
-        args.bootstrap, args.topic = bootstrap, topic
+        try:
+            args.bootstrap, args.topic = parse_location(args.on, "--on")
+        except ValueError as e:
+            parser.error(str(e))
     return args, beam_args
 
 
@@ -112,11 +110,7 @@ def retrain(args, beam_args, n: int, reason: str, console=QUIET) -> dict:
 
 
 def newest_impression(path: str) -> int | None:
-    with open(path, "rb") as f:
-        header = avro.read_header(f, path)
-        times = [fields["event_time"] for _, fields, error, _ in avro.records(f, header)
-                 if error is None and fields.get("event_type") == "impression" and invalid_reason(fields) is None]
-    return max(times) if times else None
+    return max(train.impression_times(path), default=None)
 
 
 def _on_signals(args, once) -> None:

@@ -187,10 +187,7 @@ def _promote_if_better(registry, key, version, scores, held_out, keys) -> str:
 
 def _check_ranges(args, window_ms: int) -> None:
     """Impressions to learn and to evaluate on, or a clear error before anything is registered."""
-    with open(args.events, "rb") as f:
-        header = avro.read_header(f, args.events)
-        shown = [fields["event_time"] for _, fields, error, _ in avro.records(f, header)
-                 if error is None and fields.get("event_type") == "impression" and invalid_reason(fields) is None]
+    shown = impression_times(args.events)
     if args.evaluate is None and not any((args.train_from is None or t >= args.train_from)
                                          and t < args.split - window_ms for t in shown):
         raise UserError(f"no impression in {args.events} whose label is known by --split {args.split} (shown an "
@@ -198,6 +195,14 @@ def _check_ranges(args, window_ms: int) -> None:
     if not any(t >= args.split and (args.eval_until is None or t < args.eval_until) for t in shown):
         raise UserError(f"no impression in {args.events} from --split {args.split} to --eval_until: nothing to "
                         "evaluate on")
+
+
+def impression_times(path: str) -> list:
+    """The event times of the valid impressions of an Avro file of interactions."""
+    with open(path, "rb") as f:
+        header = avro.read_header(f, path)
+        return [fields["event_time"] for _, fields, error, _ in avro.records(f, header)
+                if error is None and fields.get("event_type") == "impression" and invalid_reason(fields) is None]
 
 
 def _in(example, start, end) -> bool:

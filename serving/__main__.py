@@ -15,7 +15,7 @@ import uvicorn
 from models import serde
 from serving.app import create_app, settings_to_environment
 from serving.eventlog import check_location
-from serving.kafka_rpc import parse_location
+from serving.kafka_rpc import parse_requests_location
 from serving.service import Settings
 from stores.online import open_online_store
 from stores.registry import open_registry
@@ -97,7 +97,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     try:
         check_location(event_log)
         if args.kafka_requests:
-            parse_location(args.kafka_requests)
+            parse_requests_location(args.kafka_requests)
     except ValueError as e:
         parser.error(str(e))
     registry, online_store = (where if "://" in where else os.path.abspath(where)

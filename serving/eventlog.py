@@ -33,7 +33,7 @@ import fastavro
 from confluent_kafka import Producer
 
 import schemas
-from core.kafka import value_encoder
+from core.kafka import parse_location, value_encoder
 
 LOG = logging.getLogger(__name__)
 
@@ -56,10 +56,7 @@ def open_event_log(location: str, schema_registry: str | None = None) -> EventLo
 def check_location(location: str) -> tuple[str, object]:
     """("kafka", (bootstrap, topic)) or ("file", path); ValueError for any other form."""
     if location.startswith("kafka://"):
-        bootstrap, _, topic = location[len("kafka://"):].partition("/")
-        if not bootstrap or not topic or "/" in topic:
-            raise ValueError(f"event log {location!r}: expected kafka://HOST:PORT/TOPIC")
-        return "kafka", (bootstrap, topic)
+        return "kafka", parse_location(location, "event log")
     if location.endswith(".avro"):
         return "file", location
     raise ValueError(f"event log {location!r}: expected kafka://HOST:PORT/TOPIC or a path ending in .avro")

@@ -18,25 +18,22 @@ import threading
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from pydantic import ValidationError
 
-from core.kafka import ensure_topic
+from core.kafka import ensure_topic, parse_location
 from serving.api import PredictRequest
 
 LOG = logging.getLogger(__name__)
 
 
-def parse_location(location: str) -> tuple[str, str]:
+def parse_requests_location(location: str) -> tuple[str, str]:
     """kafka://HOST:PORT/PREFIX -> (bootstrap, prefix); ValueError otherwise."""
-    bootstrap, _, prefix = location.removeprefix("kafka://").partition("/")
-    if not location.startswith("kafka://") or not bootstrap or not prefix or "/" in prefix:
-        raise ValueError(f"Kafka requests {location!r}: expected kafka://HOST:PORT/PREFIX")
-    return bootstrap, prefix
+    return parse_location(location, "Kafka requests", "PREFIX")
 
 
 class KafkaRequests:
     """Answers /predict requests from `PREFIX.requests` with `predict(body) -> dict`, on a thread."""
 
     def __init__(self, location: str, predict, metrics=None):
-        bootstrap, prefix = parse_location(location)
+        bootstrap, prefix = parse_requests_location(location)
         self.bootstrap = bootstrap
         self.requests_topic, self.replies_topic = f"{prefix}.requests", f"{prefix}.replies"
         self.predict, self.metrics, self.failed = predict, metrics, 0

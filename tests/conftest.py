@@ -31,6 +31,17 @@ def examples():
     return phishing_examples()
 
 
+@pytest.fixture(scope="session")
+def history(tmp_path_factory):
+    """An hour of simulated history without drift (6,000 impressions of 100 users), an Avro file."""
+    import simulator
+
+    path = tmp_path_factory.mktemp("history") / "history.avro"
+    simulator.write_avro(simulator.generate(simulator.SimulatorConfig(impressions=6000, users=100, drift_at=1.0)),
+                         str(path))
+    return path
+
+
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 

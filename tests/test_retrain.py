@@ -5,19 +5,10 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-import simulator
 from core.kafka import ensure_topic
 from pipelines import retrain
 from pipelines.console import UserError
 from stores.registry import open_registry
-
-
-@pytest.fixture(scope="module")
-def history(tmp_path_factory):
-    path = tmp_path_factory.mktemp("history") / "history.avro"
-    simulator.write_avro(simulator.generate(simulator.SimulatorConfig(impressions=6000, users=100, drift_at=1.0)),
-                         str(path))
-    return path
 
 
 def _flags(history, out):

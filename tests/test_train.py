@@ -5,7 +5,6 @@ import fastavro
 import pytest
 
 import schemas
-import simulator
 from core.decoding import parse_event_time
 from core.publishing import load_version
 from models import serde
@@ -14,14 +13,6 @@ from pipelines.console import UserError
 from stores.registry import open_registry
 
 SPLIT = "2026-01-01T00:40:00Z"
-
-
-@pytest.fixture(scope="module")
-def history(tmp_path_factory):
-    path = tmp_path_factory.mktemp("history") / "history.avro"
-    simulator.write_avro(simulator.generate(simulator.SimulatorConfig(impressions=6000, users=100, drift_at=1.0)),
-                         str(path))
-    return path
 
 
 def _train(events, out, *flags):
