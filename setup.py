@@ -1,4 +1,5 @@
-"""Installs the project: `pip install .` for the jobs, `pip install ".[test]"` for the tests.
+"""Installs the project: `pip install .` for the jobs, `pip install ".[test]"` for the tests
+(`.[serving]` for the serving plane, `.[lake]` for the data lake on S3 and DuckDB).
 
 Beam workers get the code with `--setup_file ./setup.py`. The dependencies are ranges: the
 exact versions are pinned in requirements.txt (main .venv, Beam 2.77.0), requirements-flink.txt
@@ -33,6 +34,13 @@ SERVING_REQUIRES = [
     "cachetools>=5,<9",  # a short cache of rankings
 ]
 
+# The data lake (pipelines.land, pipelines.curate): s3:// through Beam's S3 file system, and
+# analytical queries over the lake. Parquet is pyarrow's, which Beam already needs.
+LAKE_REQUIRES = [
+    "boto3>=1.28,<2",  # Beam's S3 file system; reads AWS_ENDPOINT_URL_S3 (a local S3 store)
+    "duckdb>=1.1,<3",
+]
+
 TEST_REQUIRES = [
     "pytest>=8,<10",
     "pyyaml>=6,<7",  # the Kubernetes manifests (tests/test_deploy.py)
@@ -54,5 +62,5 @@ setuptools.setup(
     package_data={"schemas": ["*.avsc"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"serving": SERVING_REQUIRES, "test": TEST_REQUIRES},
+    extras_require={"serving": SERVING_REQUIRES, "lake": LAKE_REQUIRES, "test": TEST_REQUIRES},
 )

@@ -12,11 +12,12 @@ if [ ! -f "$stamp" ]; then
   # The exact pins (requirements-test.txt includes requirements.txt), then the project with
   # its serving and test extras and those pins as constraints: pip fails if setup.py's ranges refuse a pin.
   .venv/bin/pip install -q -r requirements-test.txt
-  .venv/bin/pip install -q -e ".[serving,test]" -c requirements-test.txt
+  .venv/bin/pip install -q -e ".[serving,lake,test]" -c requirements-test.txt
   checked=$(.venv/bin/pip check) || { echo "$checked" >&2; exit 1; }
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 bash scripts/k8s_schemas.sh install
 bash scripts/avro_tools.sh install
 bash scripts/prism.sh install
+bash scripts/s3.sh install  # SeaweedFS, the S3 store of the data lake (tests/test_lake.py)
 bash scripts/schema_registry.sh install  # Apicurio Registry (tests/test_schema_registry.py)

@@ -138,7 +138,7 @@ class Service:
             probabilities.append(served.model.predict_proba_one(impression_features(fields)).get(True, 0.0))
             clocks.append({kind: found[1] if found else None for kind, found in profiles.items()})
             self._log_impression(request_id if i == 0 else f"{request_id}-{i}", fields, served.version.version,
-                                 None)
+                                 None, probabilities[-1])
         self.metrics.served.labels("predict").inc(len(rows))
         return Prediction(request_id, probabilities, served.version, now_ms, clocks)
 
@@ -194,7 +194,7 @@ class Service:
             self._log_impression(impression_id, {
                 "user_id": user_id, "item_id": item.item_id, "item_genres": list(item.genres),
                 "position": shown.position, "device": device, "event_time": now_ms, "features": item.features},
-                version, shown.propensity)
+                version, shown.propensity, item.probability)
             items.append(api.RecommendedItem(item_id=item.item_id, position=shown.position, impression_id=impression_id,
                                              probability=item.probability, propensity=shown.propensity,
                                              explored=shown.explored, genres=list(item.genres)))
@@ -215,13 +215,14 @@ class Service:
         return (f"no verified version of model {self.settings.model!r} in {self.settings.registry} yet "
                 "(the learning plane publishes it: python -m pipelines.recommend)")
 
-    def _log_impression(self, impression_id: str, fields: dict, version: int | None, propensity: float | None):
+    def _log_impression(self, impression_id: str, fields: dict, version: int | None, propensity: float | None,
+                        probability: float | None):
         self.log.write({
             "event_id": impression_id, "event_type": "impression", "event_time": fields["event_time"],
             "user_id": fields["user_id"], "item_id": fields["item_id"], "item_genres": fields["item_genres"],
             "position": fields["position"], "device": fields.get("device"),
             "model_key": self.settings.model if version is not None else None, "model_version": version,
-            "propensity": propensity, "served_features": fields["features"]})
+            "propensity": propensity, "served_features": fields["features"], "served_probability": probability})
 
 
 def _now_ms() -> int:

@@ -93,6 +93,16 @@ def _service(script: str, variable: str, what: str):
 
 
 @pytest.fixture(scope="session")
+def s3_store():
+    """The project's S3 store (scripts/s3.sh: SeaweedFS), started for the session if needed: the
+    variables boto3, Beam's S3 file system and pyarrow read (endpoint, credentials, region)."""
+    for url in _service("s3", "S3_ENDPOINT_URL", "the S3 store"):
+        lines = (ROOT / ".run" / "s3" / "credentials.env").read_text().split()
+        yield {**dict(line.split("=", 1) for line in lines), "AWS_ENDPOINT_URL_S3": url,
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """The project's PostgreSQL server (scripts/postgres.sh), started for the session if needed."""
     yield from _service("postgres", "POSTGRES_URL", "PostgreSQL")

@@ -305,7 +305,8 @@ def test_setup_ranges_accept_the_pins_and_install_nothing_for_tests(setup_metada
     run_time = [Requirement(r) for r in requires[None]]
     test = [Requirement(r) for r in requires["test"]]
     serving = [Requirement(r) for r in requires["serving"]]  # the serving plane: the main .venv only
-    assert set(requires) == {None, "serving", "test"}
+    serving += [Requirement(r) for r in requires["lake"]]  # ... and the data lake's S3 and DuckDB
+    assert set(requires) == {None, "serving", "lake", "test"}
     test_tools = {"pytest", "pyyaml", "jsonschema", "kubernetes-validate", "import-linter"}
     assert {_canonical(r.name) for r in test} >= test_tools
     assert not test_tools & {_canonical(r.name) for r in run_time}, "`pip install .` would install test tools"

@@ -40,7 +40,7 @@ class ReadRows(beam.PTransform):
     """Reads a file as `Row`s in file order.
 
     Args:
-        path: a file path (any Beam filesystem).
+        path: a file path or glob (any Beam filesystem); for Avro also a list of them.
         fmt: 'avro', 'csv' or 'jsonl'; None guesses from the extension.
         timestamp_field: field holding the event time (ISO-8601 text, epoch milliseconds as
             a number, or an Avro timestamp-millis / timestamp-micros, which the row then
@@ -54,25 +54,30 @@ class ReadRows(beam.PTransform):
         bytes_per_range: Avro files are decoded in ranges of whole blocks of about this size.
     """
 
-    def __init__(self, path: str, fmt: str | None = None, timestamp_field: str | None = None,
+    def __init__(self, path: str | list[str], fmt: str | None = None, timestamp_field: str | None = None,
                  id_field: str | None = None, reader_schema: dict | None = None,
                  bytes_per_range: int = BYTES_PER_RANGE):
         super().__init__()
-        self.path, self.fmt = path, format_of(path, fmt)
+        self.paths = [path] if isinstance(path, str) else list(path)
+        if not self.paths or (len(self.paths) > 1 and format_of(self.paths[0], fmt) != "avro"):
+            raise ValueError(f"expected one path, or a list of Avro paths, not {path!r}")
+        self.path, self.fmt = self.paths[0], format_of(self.paths[0], fmt)
         self.timestamp_field, self.id_field = timestamp_field, id_field
         if reader_schema is not None and self.fmt != "avro":
             raise ValueError(f"a reader schema is for Avro files, not {self.fmt} ({path})")
         self.reader_schema = None if reader_schema is None else fastavro.parse_schema(reader_schema)
         self.bytes_per_range = bytes_per_range
-        if self.fmt == "avro" and _local_file(path):
-            with open(path.removeprefix("file://"), "rb") as f:  # fail now, in one line, not in a worker
-                avro.read_header(f, path)
+        for one in self.paths if self.fmt == "avro" else ():
+            if _local_file(one):
+                with open(one.removeprefix("file://"), "rb") as f:  # fail now, in one line, not in a worker
+                    avro.read_header(f, one)
 
     def expand(self, pbegin):
         if self.fmt == "avro":
             results = (
                 pbegin
-                | "Match" >> fileio.MatchFiles(self.path)
+                | "Paths" >> beam.Create(self.paths)
+                | "Match" >> fileio.MatchAll()
                 | "Open" >> fileio.ReadMatches(compression=UNCOMPRESSED)
                 | "Split" >> beam.FlatMap(_split, self.bytes_per_range)
                 | "Spread" >> beam.Reshuffle()
