@@ -4,6 +4,7 @@ later held-out range, registered with its evaluation and lineage.
     python -m pipelines.train --events history.avro --split 2026-01-01T02:00:00Z
     python -m pipelines.train --events history.avro --train_from 2026-01-01T00:00:00Z \\
         --split 2026-01-01T02:00:00Z --eval_until 2026-01-01T03:00:00Z --promote_if_better
+    python -m pipelines.train --lake out/lake --split 2026-01-02T00:00:00Z --passes 3
 
 The features are the online ones (point in time, the same transforms) and the model learns the
 training range's labelled impressions in event-time order, as the online learner does. The
@@ -13,6 +14,11 @@ impression it belongs to; events after the split reach only the held-out example
 registered model is the same whatever happens after the split). The held-out examples are the
 impressions from the split to `--eval_until`, labelled as online, and predicted by the frozen
 model.
+
+From the data lake (`--lake`, the curated table of `pipelines.curate`), the examples are its
+rows: the labels the same labelling gave, with the features as served; nothing is recomputed,
+and the model is the one `--events` learns from the same events (tested). `--passes N` learns
+the training range N times, pass after pass, each in event-time order.
 
 The model is registered (`--registry`, key `--model_key`) with its held-out scores and its
 lineage (events file and ranges, code version, model spec), pinned, and put in the `candidate`
@@ -28,10 +34,11 @@ import sys
 
 import apache_beam as beam
 
-import schemas
+from apache_beam.io.filesystems import FileSystems
+
 from core import avro
 from core.decoding import event_time_arg
-from core.interactions import invalid_reason, served_example
+from core.interactions import invalid_reason
 from core.publishing import load_version
 from core.records import LEARN, Prediction
 from core.scoring import score
@@ -39,17 +46,18 @@ from models import factory, serde
 from pipelines.console import QUIET, ArgumentParser, UserError, add_verbose_flag, main
 from pipelines.options import pipeline_options, runner_name
 from stores.registry import open_registry
-from transforms.features.entity import AddEntityFeatures
-from transforms.io.files import ReadRows
+from transforms.io.lake import CURATED, curated, date_of, dates
 from transforms.io.sinks import WriteRecords
 from transforms.learning.learn_online import LearnOnline
-from transforms.recsys.labels import LabelImpressions
-from transforms.recsys.validation import ValidateInteractions
+from transforms.recsys.training import EventExamples, LakeExamples, Passes
 
 def parse_args(argv=None):
     parser = ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0],
                             epilog="Any other flag goes to Beam (e.g. --runner).")
-    parser.add_argument("--events", required=True, help="History of interactions, an Avro file.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", help="History of interactions, an Avro file.")
+    source.add_argument("--lake", help="Or the data lake's curated table (python -m pipelines.curate): its root, a "
+                                       "folder or s3://BUCKET/PREFIX; its labels and served features, as they are.")
     parser.add_argument("--split", required=True, type=event_time_arg,
                         help="Train before it, evaluate from it: epoch ms or ISO-8601.")
     parser.add_argument("--train_from", type=event_time_arg, help="Impressions before it are not learned "
@@ -63,6 +71,8 @@ def parse_args(argv=None):
                         help="The registry: a SQLite file or postgresql:// URL (default: %(default)s).")
     parser.add_argument("--attribution_minutes", type=float, default=30.0,
                         help="An outcome counts for its impression within this time (default: %(default)s).")
+    parser.add_argument("--passes", type=int, default=1,
+                        help="Passes over the training range, each in event-time order (default: %(default)s).")
     parser.add_argument("--evaluate", metavar="VERSION", type=int,
                         help="Learn nothing: evaluate this registered version on the held-out range (e.g. an "
                              "offline model on later traffic), and register nothing.")
@@ -73,8 +83,12 @@ def parse_args(argv=None):
                              "and summary.json (default: %(default)s).")
     add_verbose_flag(parser)
     args, beam_args = parser.parse_job_args(argv)
-    if not os.path.isfile(args.events):
+    if args.events and not os.path.isfile(args.events):
         parser.error(f"no such file: --events {args.events}")
+    if args.passes < 1:
+        parser.error("--passes must be >= 1")
+    if args.lake and "://" not in args.lake:
+        args.lake = os.path.abspath(args.lake)
     if args.train_from is not None and args.train_from >= args.split:
         parser.error("--train_from must be before --split")
     if args.eval_until is not None and args.eval_until <= args.split:
@@ -93,8 +107,9 @@ def run(argv=None, console=QUIET) -> dict:
     args, beam_args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     window_ms = int(args.attribution_minutes * 60_000)
-    _check_ranges(args, window_ms)
     options = pipeline_options(beam_args)
+    FileSystems.set_options(options)
+    lake_dates = _lake_dates(args) if args.lake else _check_ranges(args, window_ms)
     registry = open_registry(args.registry)
     before = registry.latest(args.model_key)
     if args.evaluate is not None:
@@ -102,24 +117,24 @@ def run(argv=None, console=QUIET) -> dict:
             registry.get(args.model_key, args.evaluate)
         except LookupError as e:
             raise UserError(str(e)) from None
-    console.say((f"learning {args.model_key} from {args.events} before {args.split} ms, evaluating from it"
-                 if args.evaluate is None else f"evaluating {args.model_key} v{args.evaluate} on {args.events} from "
+    where = args.events or f"{args.lake} ({lake_dates[0]} to {lake_dates[-1]})"
+    console.say((f"learning {args.model_key} from {where} before {args.split} ms"
+                 + (f" in {args.passes} passes" if args.passes > 1 else "") + ", evaluating from it"
+                 if args.evaluate is None else f"evaluating {args.model_key} v{args.evaluate} on {where} from "
                                                f"{args.split} ms") + f", on {runner_name(options)}")
     with beam.Pipeline(options=options) as p:
-        rows = p | "ReadEvents" >> ReadRows(args.events, "avro", timestamp_field="event_time", id_field="event_id",
-                                            reader_schema=schemas.load("interaction"))
-        validated = rows.rows | "Validate" >> ValidateInteractions()
-        featured = validated.valid | "EntityFeatures" >> AddEntityFeatures()
-        served = (featured | "Impressions" >> beam.Filter(lambda r: r.fields["event_type"] == "impression")
-                  | "Serve" >> beam.Map(served_example, args.model_key))
-        labelled = featured | "Label" >> LabelImpressions(args.attribution_minutes * 60, args.model_key)
-        labels = labelled.examples
-        ((rows.dead_letters, validated.dead_letters, labelled.dead_letters) | "DeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> WriteRecords(f"{args.output}/dead_letters", "dead_letter"))
-        training = ((served | "ServedBeforeSplit" >> beam.Filter(_in, args.train_from, args.split - window_ms),
-                     labels | "KnownBeforeSplit" >> beam.Filter(_labelled_in, window_ms, args.train_from,
-                                                                 args.split - window_ms))
-                    | "Training" >> beam.Flatten())
+        if args.lake:
+            labels, served = p | "ReadLake" >> LakeExamples(args.lake, lake_dates, args.model_key), None
+        else:
+            source = p | "Examples" >> EventExamples(args.events, args.model_key, args.attribution_minutes * 60)
+            labels, served = source.labels, source.served
+            source.dead_letters | "WriteDeadLetters" >> WriteRecords(f"{args.output}/dead_letters", "dead_letter")
+        training = [labels | "KnownBeforeSplit" >> beam.Filter(_labelled_in, window_ms, args.train_from,
+                                                               args.split - window_ms)
+                    | "Passes" >> Passes(args.passes, args.split)]
+        if served is not None:  # predictions only: they change no model, but the learner logs them
+            training.append(served | "ServedBeforeSplit" >> beam.Filter(_in, args.train_from, args.split - window_ms))
+        training = training | "Training" >> beam.Flatten()
         if args.evaluate is None:
             training | "Learn" >> LearnOnline({args.model_key: args.model}, registry=args.registry, publish_every_s=None,
                                               publish_every_events=sys.maxsize)
@@ -128,6 +143,9 @@ def run(argv=None, console=QUIET) -> dict:
                                                       "x": e.x, "y": e.y}))
          | "WriteHeldOut" >> beam.io.WriteToText(f"{args.output}/held_out", ".jsonl", shard_name_template=""))
     held_out = _read_held_out(f"{args.output}/held_out.jsonl")
+    if not held_out:
+        raise UserError(f"no labelled impression in {where} from --split {args.split} to --eval_until: nothing to "
+                        "evaluate on")
     keys = serde.KeySource(store=args.registry).resolve()
     if args.evaluate is not None:
         version = registry.get(args.model_key, args.evaluate)
@@ -142,8 +160,10 @@ def run(argv=None, console=QUIET) -> dict:
     if version is None or (before is not None and version.version == before.version):
         raise UserError(f"no impression before --split {args.split} with its label known by then: nothing learned")
     scores = evaluate(load_version(registry, version, keys), held_out)
-    lineage = {"events": os.path.abspath(args.events), "train_from_ms": args.train_from, "split_ms": args.split,
-               "eval_until_ms": args.eval_until, "model": args.model, "code": _code_version(),
+    lineage = {**({"events": os.path.abspath(args.events)} if args.events else
+                  {"lake": args.lake, "dates": [lake_dates[0], lake_dates[-1]]}),
+               "train_from_ms": args.train_from, "split_ms": args.split, "eval_until_ms": args.eval_until,
+               "passes": args.passes, "model": args.model, "code": _code_version(),
                "attribution_minutes": args.attribution_minutes}
     registry.annotate(args.model_key, version.version, {"held_out": scores, "lineage": lineage})
     registry.pin(args.model_key, version.version, "offline")
@@ -183,6 +203,17 @@ def _promote_if_better(registry, key, version, scores, held_out, keys) -> str:
             return f"v{current.version} kept (held-out log loss {theirs['logloss']} <= {scores['logloss']})"
     registry.promote(key, version.version, "production")
     return f"v{version.version}" + ("" if current is None else f" (was v{current.version})")
+
+
+def _lake_dates(args) -> list[str]:
+    """The curated dates that hold the training and held-out ranges."""
+    table = curated("parquet", CURATED)
+    found = [d for d in dates(args.lake, table)
+             if (args.train_from is None or d >= date_of(args.train_from))
+             and (args.eval_until is None or d <= date_of(args.eval_until))]
+    if not found:
+        raise UserError(f"no curated date in {args.lake}/{table} for these ranges (python -m pipelines.curate)")
+    return found
 
 
 def _check_ranges(args, window_ms: int) -> None:
