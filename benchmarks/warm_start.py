@@ -68,7 +68,7 @@ def frozen(registry: pathlib.Path, events: pathlib.Path, out: pathlib.Path) -> l
     return [(e["event_time"], e["y"], model.predict_proba_one(e["x"])[True]) for e in rows]
 
 
-def _scores(rows) -> dict:
+def quality(rows) -> dict:
     auc, loss = metrics.ROCAUC(), metrics.LogLoss()
     for _, y, p in rows:
         auc.update(y, {True: p, False: 1 - p})
@@ -81,8 +81,8 @@ def scores(rows: list, first_ms: int, window_ms: int) -> dict:
     windows = {}
     for row in rows:
         windows.setdefault((row[0] - first_ms) // window_ms, []).append(row)
-    return {"run": _scores(rows), "first_hour": _scores([r for r in rows if r[0] < first_ms + HOUR_MS]),
-            "windows": [{"start_min": k * window_ms // 60_000, "roc_auc": _scores(w)["roc_auc"]}
+    return {"run": quality(rows), "first_hour": quality([r for r in rows if r[0] < first_ms + HOUR_MS]),
+            "windows": [{"start_min": k * window_ms // 60_000, "roc_auc": quality(w)["roc_auc"]}
                         for k, w in sorted(windows.items())]}
 
 

@@ -15,15 +15,23 @@ It starts, each logging to the output folder (`out/live`):
 5. simulated users (`simulator.users`) of the same world, asking for recommendations and
    clicking by their true click probability (the truth goes to `truth.jsonl`, apart).
 
+With `--arms live,batch`, a second server answers from a batch of top lists first
+(`--batch_first`): `pipelines.batch_serve` recomputes the batch every `--batch_every_s` seconds
+from the newest model and profiles; each user always asks the same arm. `--drift_after_s`
+turns the users' tastes to the world's drifted ones after that long. `benchmarks.tradeoffs`
+runs it so to compare batch and real-time serving in the closed loop.
+
 It prints the URL, then a status line every `--status_s` seconds: the version served, what the
 learner has learned, and the users' click-through rate by the source that ranked for them.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,8 +43,10 @@ from pipelines.console import QUIET, UserError, main
 from pipelines.livechildren import Child, start_kafka
 from simulator import SimulatorConfig, generate
 from simulator.users import SimulatedUsers
+from simulator.world import DEVICES
 from stores.online import open_online_store
 from stores.registry import open_registry
+from stores.toplists import open_toplists
 
 MODEL = "recommender"
 
@@ -69,7 +79,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="the simulated world's seed (default: %(default)s)")
     parser.add_argument("--status_s", type=float, default=10.0, help="seconds between status lines (default: %(default)s)")
     parser.add_argument("--duration_s", type=float, help="stop after this long (default: run until Ctrl-C)")
+    parser.add_argument("--arms", default="live", help="comma-separated servers the users are split over, each "
+                        "user always the same: live (real-time ranking), batch (top lists computed ahead, "
+                        "--batch_first) (default: %(default)s)")
+    parser.add_argument("--batch_every_s", type=float, default=120.0,
+                        help="the batch arm's top lists are recomputed this often (default: %(default)s)")
+    parser.add_argument("--drift_after_s", type=float, help="the users' tastes drift after this long (default: never)")
+    parser.add_argument("--caught_up", action="store_true",
+                        help="the users start (and the first batch is ranked) once the learner has caught up with the "
+                             "history: it has learned the labels due until two attribution windows before its end")
     args = parser.parse_args(argv)
+    args.arms = list(dict.fromkeys(a.strip() for a in args.arms.split(",") if a.strip()))
+    if not args.arms or set(args.arms) - {"live", "batch"}:
+        parser.error("--arms: live and/or batch")
     if args.history < 100 or args.users < 1 or args.visits_per_s <= 0 or args.attribution_s < 10:
         # Without a past there are no item profiles, so no candidates: rankings would be empty.
         parser.error("need --history >= 100, --users >= 1, --visits_per_s > 0 and --attribution_s >= 10")
@@ -96,21 +118,36 @@ def run(argv=None, console=QUIET) -> dict:
         world = SimulatorConfig(seed=args.seed, users=args.users, impressions=args.history, drift_at=1.0,
                                 attribution_window_ms=int(args.attribution_s * 1000),
                                 start_ms=int(time.time() * 1000) - args.history * 600)
+        history_end_ms = world.start_ms + args.history * 600  # about: the simulator's mean gap
         kafka.recreate_topic(args.bootstrap, args.topic, partitions=1)
         sent = kafka.produce(generate(world), args.bootstrap, args.topic, "interaction", "user_id")
         console.say(f"wrote {sent:,} records of simulated history ({args.history:,} impressions of "
                     f"{args.users} users, the last ~{args.history * 0.6 / 60:.0f} minutes) to {args.topic!r}")
-        for store in (open_registry(registry), open_online_store(online)):
-            store.close()  # made now: the server starts before the first version is published
+        made = [open_registry(registry), open_online_store(online)]
+        made += [open_toplists(_toplists(registry))] if "batch" in args.arms else []
+        for store in made:
+            store.close()  # made now: the servers start before the first version is published
         learner = Child("learner", _learner_command(args, out, registry, online), f"{out}/learner.log", env)
         started.append(learner)
-        url = f"http://{args.host}:{args.port}"
-        server = Child("server", _server_command(args, registry, online), f"{out}/server.log", env)
-        started.append(server)
-        server.wait_for(lambda: requests.get(f"{url}/v2/health/live", timeout=1).ok, 60)
-        console.say(f"started: learner (pid {learner.pid}), server (pid {server.pid}); logs in {out}")
+        urls = {arm: f"http://{args.host}:{args.port + i}" for i, arm in enumerate(args.arms)}
+        for arm, url in urls.items():
+            server = Child(_name(arm), _server_command(args, arm, url, registry, online), f"{out}/{_name(arm)}.log", env)
+            started.append(server)
+            server.wait_for(lambda url=url: requests.get(f"{url}/v2/health/live", timeout=1).ok, 60)
+        if args.caught_up:
+            console.say("waiting for the learner to catch up with the history")
+            until_ms = history_end_ms - int(2 * args.attribution_s * 1000)
+            learner.wait_for(lambda: _caught_up(registry, until_ms), 600)
+        if "batch" in urls:
+            refresher = threading.Thread(target=_refresh_batches, daemon=True, args=(
+                args, registry, online, f"{out}/batch.log", env, stop))
+            refresher.start()
+        console.say(f"started: {', '.join(f'{c.name} (pid {c.pid})' for c in started if c.name != 'Kafka broker')}; "
+                    f"logs in {out}")
+        url = urls[args.arms[0]]
         console.say(f"serving at {url}  (try {url}/recommendations/u00001?k=5, {url}/models, {url}/metrics)")
-        users = SimulatedUsers(world, {"live": url}, truth, k=5, seed=args.seed)
+        drift_at_ms = int((time.time() + args.drift_after_s) * 1000) if args.drift_after_s is not None else None
+        users = SimulatedUsers(world, urls, truth, k=5, seed=args.seed, drift_at_ms=drift_at_ms)
         summary: dict = {}
         visiting = threading.Thread(target=_visit, args=(users, args.visits_per_s, stop, summary), daemon=True)
         visiting.start()
@@ -139,10 +176,46 @@ def _learner_command(args, out: str, registry: str, online: str) -> list:
             "--allowed_lateness_s", str(args.allowed_lateness_s), "--publish_every_s", str(args.publish_every_s)]
 
 
-def _server_command(args, registry: str, online: str) -> list:
-    """The server over the learner's stores, logging what it serves to the learner's topic."""
-    return [sys.executable, "-m", "serving", "--host", args.host, "--port", str(args.port), "--registry", registry,
-            "--online_store", online, "--event_log", f"kafka://{args.bootstrap}/{args.topic}", "--model", MODEL]
+def _caught_up(registry: str, until_ms: int) -> bool:
+    """The learner has published a version that has learned the labels due until `until_ms`
+    (the history's last ones come due only once new events move its watermark)."""
+    with contextlib.closing(open_registry(registry)) as versions:
+        newest = versions.latest(MODEL)
+    return newest is not None and newest.clock_ms >= until_ms
+
+
+def _name(arm: str) -> str:
+    return "server" if arm == "live" else f"{arm}-server"
+
+
+def _server_command(args, arm: str, url: str, registry: str, online: str) -> list:
+    """The server over the learner's stores, logging what it serves to the learner's topic; the
+    batch arm's answers from the batch store first."""
+    batch = ["--batch_store", _toplists(registry), "--batch_first"] if arm == "batch" else []
+    return [sys.executable, "-m", "serving", "--host", args.host, "--port", url.rsplit(":", 1)[1],
+            "--registry", registry, "--online_store", online, "--event_log", f"kafka://{args.bootstrap}/{args.topic}",
+            "--model", MODEL, *batch]
+
+
+def _toplists(registry: str) -> str:
+    return os.path.join(os.path.dirname(registry), "toplists.sqlite")
+
+
+def _refresh_batches(args, registry: str, online: str, log: str, env: dict, stop: threading.Event) -> None:
+    """`pipelines.batch_serve` every `--batch_every_s` from the newest version, once there is one,
+    features as of now (or the store's newest event, if a moment later)."""
+    while not stop.is_set():
+        with contextlib.closing(open_registry(registry)) as versions, contextlib.closing(open_online_store(online)) as store:
+            ready, as_of = versions.latest(MODEL) is not None, max(int(time.time() * 1000), store.clock() or 0)
+        if not ready:
+            stop.wait(1.0)
+            continue
+        with open(log, "a") as f:
+            subprocess.run([sys.executable, "-m", "pipelines.batch_serve", "--registry", registry, "--online_store",
+                            online, "--store", _toplists(registry), "--as_of", str(as_of),
+                            "--devices", ",".join(("", *DEVICES))],  # the users ask with their device
+                           stdout=f, stderr=subprocess.STDOUT, env=env)
+        stop.wait(args.batch_every_s)
 
 
 def _interrupted(signum, frame):
@@ -152,10 +225,11 @@ def _interrupted(signum, frame):
 def _clear(out: str) -> None:
     """Removes the files an earlier run wrote in `out` (its stores start afresh with the topic),
     and only those."""
-    ours = ("registry.sqlite", "online.sqlite", "truth.jsonl", "learner.log", "server.log", "kafka.log")
+    ours = ("registry.sqlite", "online.sqlite", "toplists.sqlite", "truth.jsonl", "learner.log", "server.log",
+            "batch-server.log", "batch.log", "kafka.log")
     for name in os.listdir(out):
         stores = name.startswith(("learner-live-", "features-live-")) and ".sqlite" in name
-        if stores or name.startswith(ours[:2]) or name in ours:
+        if stores or name.startswith(ours[:3]) or name in ours:
             os.remove(os.path.join(out, name))
 
 
@@ -167,7 +241,8 @@ def _visit(users: SimulatedUsers, per_s: float, stop: threading.Event, summary: 
             stop.wait(max(0.0, start + n / per_s - time.monotonic()))
             n += 1
             for truth in users.visit():
-                counts = summary.setdefault(truth["source"], {"impressions": 0, "clicks": 0})
+                key = truth["source"] if len(users.arms) == 1 else f"{truth['arm']} arm, {truth['source']}"
+                counts = summary.setdefault(key, {"impressions": 0, "clicks": 0})
                 counts["impressions"] += 1
                 counts["clicks"] += truth["outcome"] == "click"
     except Exception as e:  # noqa: BLE001 (said by the main loop, which stops everything)

@@ -49,7 +49,7 @@ from stores.registry import open_registry
 from transforms.io.lake import CURATED, curated, date_of, dates
 from transforms.io.sinks import WriteRecords
 from transforms.learning.learn_online import LearnOnline
-from transforms.recsys.training import EventExamples, LakeExamples, Passes
+from pipelines.train_examples import EventExamples, LakeExamples, Passes
 
 def parse_args(argv=None):
     parser = ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0],

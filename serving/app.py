@@ -116,10 +116,13 @@ def create_app(settings: Settings) -> FastAPI:
         # One query model, not five parameters: FastAPI checks a model's fields in one step (the
         # parameters one by one took half of a batch lookup's time).
         try:
-            return svc.recommend(user_id, query.k, _listed(query.genres), _listed(query.candidates), query.device,
-                                 query.source)
+            answer = svc.recommend(user_id, query.k, _listed(query.genres), _listed(query.candidates), query.device,
+                                   query.source)
         except NoBatches as e:
             raise HTTPException(status_code=409, detail=str(e)) from None
+        # Serialised once, by pydantic's own JSON encoder: not checked against the response model
+        # again (it is one already), which FastAPI would do.
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.post("/events", response_model=api.EventResponse, status_code=202, dependencies=[Depends(_bearer)])
     async def events(body: api.EventRequest, svc: Served):

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import itertools
 import random
+import secrets
 import sys
 import time
-import uuid
 
 from cachetools import TTLCache
 from fastapi import Request
@@ -97,6 +98,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.metrics.watch(self)
         self.rng = random.Random(settings.seed)
+        self.new_id = UniqueIds()
         self.cache = TTLCache(maxsize=10_000, ttl=settings.cache_s) if settings.cache_s > 0 else None
         self.batches = open_toplists(settings.batch_store) if settings.batch_store else None
         self.kafka = KafkaRequests(settings.kafka_requests, self.answer, self.metrics) \
@@ -130,7 +132,7 @@ class Service:
         served = self.live.get(self.settings.model)
         if served is None:
             raise NoModel(self.no_model())
-        now_ms, request_id = _now_ms(), uuid.uuid4().hex
+        now_ms, request_id = _now_ms(), self.new_id()
         probabilities, clocks = [], []
         for i, row in enumerate(rows):
             profiles = lookup(self.store, row)
@@ -186,7 +188,7 @@ class Service:
 
     def _serve(self, user_id, k, device, source, ranked, user_clock, version, now_ms, features_ms, batch_id=None):
         """The slots filled from `ranked` (exploration), each impression logged as served at `now_ms`."""
-        request_id = uuid.uuid4().hex
+        request_id = self.new_id()
         items = []
         for shown in explore(ranked, k, self.settings.epsilon, self.rng):
             impression_id = f"{request_id}-{shown.position}"
@@ -195,17 +197,19 @@ class Service:
                 "user_id": user_id, "item_id": item.item_id, "item_genres": list(item.genres),
                 "position": shown.position, "device": device, "event_time": now_ms, "features": item.features},
                 version, shown.propensity, item.probability)
-            items.append(api.RecommendedItem(item_id=item.item_id, position=shown.position, impression_id=impression_id,
-                                             probability=item.probability, propensity=shown.propensity,
-                                             explored=shown.explored, genres=list(item.genres)))
+            # Built from our own values, so not validated again (construct): a tenth of a batch lookup.
+            items.append(api.RecommendedItem.model_construct(
+                item_id=item.item_id, position=shown.position, impression_id=impression_id,
+                probability=item.probability, propensity=shown.propensity, explored=shown.explored,
+                genres=list(item.genres)))
         self.metrics.served.labels(source).inc(len(items))
-        return api.RecommendationsResponse(request_id=request_id, user_id=user_id, items=items, source=source,
+        return api.RecommendationsResponse.model_construct(request_id=request_id, user_id=user_id, items=items, source=source,
                                            model=self.settings.model, model_version=version, served_at_ms=now_ms,
                                            user_clock_ms=user_clock, features_ms=features_ms, batch_id=batch_id)
 
     def record(self, event: api.EventRequest) -> str:
         """Logs an outcome from an app; returns its event id."""
-        record = {**event.model_dump(), "event_id": event.event_id or uuid.uuid4().hex,
+        record = {**event.model_dump(), "event_id": event.event_id or self.new_id(),
                   "event_time": _now_ms() if event.event_time is None else event.event_time}
         self.log.write(record)
         self.metrics.events.labels(event.event_type).inc()
@@ -223,6 +227,23 @@ class Service:
             "position": fields["position"], "device": fields.get("device"),
             "model_key": self.settings.model if version is not None else None, "model_version": version,
             "propensity": propensity, "served_features": fields["features"], "served_probability": probability})
+
+
+class UniqueIds:
+    """Ids for requests and events: a random prefix per process and a counter, unique as uuid4s
+    are, without a system call each (a uuid4 was a tenth of a batch lookup).
+
+    >>> ids = UniqueIds()
+    >>> a, b = ids(), ids()
+    >>> a != b and len(a) == len(b) == 28 and a[:16] == b[:16]
+    True
+    """
+
+    def __init__(self):
+        self.prefix, self._count = secrets.token_hex(8), itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self._count):012x}"
 
 
 def _now_ms() -> int:

@@ -32,8 +32,10 @@ def arm_of(user_id: str, arms: list) -> str:
 class SimulatedUsers:
     """Users of `config`'s world asking the servers `arms` ({name: URL}) for `k` items."""
 
-    def __init__(self, config: SimulatorConfig, arms: dict, truth_path: str, k: int = 5, seed: int = 0):
+    def __init__(self, config: SimulatorConfig, arms: dict, truth_path: str, k: int = 5, seed: int = 0,
+                 drift_at_ms: int | None = None):
         self.config, self.arms, self.k = config, dict(arms), k
+        self.drift_at_ms = drift_at_ms  # tastes drift (the world's drifted tastes) from then on
         self.world = World(config, random.Random(f"{config.seed}:world"))  # the world the history came from
         self.rng = random.Random(f"{seed}:users")
         self.item_index = {item: i for i, item in enumerate(self.world.item_ids)}
@@ -45,23 +47,31 @@ class SimulatedUsers:
         user = self.world.pick_user(self.rng)
         user_id, device = self.world.user_ids[user], self.world.devices[user]
         arm = arm_of(user_id, sorted(self.arms))
+        asked = time.perf_counter()
         answer = self._session.get(f"{self.arms[arm]}/recommendations/{user_id}",
                                    params={"k": self.k, "device": device}, timeout=10)
+        latency_ms = (time.perf_counter() - asked) * 1000
         answer.raise_for_status()
         shown = answer.json()
+        drifted = self.drift_at_ms is not None and shown["served_at_ms"] >= self.drift_at_ms
         truths = []
+        oracle = self.world.oracle(user, shown["served_at_ms"], drifted, self.k)
         for item in shown["items"]:
             index = self.item_index.get(item["item_id"])
             if index is None:  # not an item of this world: no truth to tell
                 continue
-            p = self.world.click_probability(user, index, item["position"], shown["served_at_ms"], drifted=False)
+            p = self.world.click_probability(user, index, item["position"], shown["served_at_ms"], drifted)
             outcome = "click" if self.rng.random() < p else "skip" if self.rng.random() < 0.15 else None
             if outcome is not None:
                 self._send(arm, outcome, item, shown, user_id, device)
             truths.append({"impression_id": item["impression_id"], "arm": arm, "source": shown["source"],
                            "model_version": shown["model_version"], "user_id": user_id, "item_id": item["item_id"],
                            "position": item["position"], "propensity": item["propensity"],
-                           "true_click_probability": p, "outcome": outcome})
+                           "probability": item["probability"], "served_at_ms": shown["served_at_ms"],
+                           "features_ms": shown["features_ms"], "latency_ms": latency_ms, "drifted": drifted,
+                           "true_click_probability": p, "outcome": outcome,
+                           "oracle_click_probability": oracle[item["position"]] if item["position"] < len(oracle)
+                           else None})
         for truth in truths:
             self._truth.write(json.dumps(truth) + "\n")
         return truths

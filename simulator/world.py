@@ -68,6 +68,13 @@ class World:
                  - 0.12 * position + 0.3 * math.cos(2 * math.pi * (hour - 21) / 24))
         return 1.0 / (1.0 + math.exp(-logit))
 
+    def oracle(self, user: int, now: int, drifted: bool, k: int) -> list[float]:
+        """The true P(click) in slots 0..k-1 of the best k items for `user` at `now`: what a
+        policy that knew the truth would show (the slot's effect is the same for every item, so
+        the best items are the best in any slot)."""
+        best = sorted(range(len(self.item_ids)), key=lambda i: -self.click_probability(user, i, 0, now, drifted))[:k]
+        return [self.click_probability(user, item, slot, now, drifted) for slot, item in enumerate(best)]
+
     def outcomes(self, impression: dict, user: int, item: int, drifted: bool, ids,
                  rng: random.Random) -> list:
         """The outcomes that follow an impression of `item` to `user`, in event-time order."""

@@ -23,9 +23,10 @@ import schemas
 import simulator
 from core.publishing import load_version
 from models import serde
-from pipelines import prequential, recommend
+from pipelines import batch_serve, prequential, recommend
 from stores.online import open_online_store
 from stores.registry import open_registry
+from stores.toplists import open_toplists
 from tests.test_kafka import _wait_for, as_batch_counts
 
 pytestmark = pytest.mark.flink
@@ -147,6 +148,34 @@ def test_recommend_on_flink_equals_local_and_publishes_to_postgresql_and_redis(f
     assert "Progressive metrics" in (flink_out / "report.md").read_text()
     _same_publications((postgres_url, redis_url, serde.keyring(FLINK_STATE_KEY)),
                        (str(local_out / "registry.sqlite"), str(local_out / "online.sqlite"), local_keys))
+
+
+def test_batch_serving_on_flink_equals_local(flink_master, postgres_url, redis_url, tmp_path, monkeypatch):
+    """pipelines.batch_serve on the cluster, over a registry on PostgreSQL and profiles on Redis,
+    into a batch store on PostgreSQL: the lists the local run writes to SQLite, item for item."""
+    events = tmp_path / "events.avro"
+    simulator.write_avro(simulator.generate(simulator.SimulatorConfig(impressions=600, seed=5)), str(events))
+    monkeypatch.setenv("STREAMML_STATE_KEY", FLINK_STATE_KEY)  # the client's, as the workers'
+    recommend.run(["--events", str(events), "--output", str(tmp_path / "learned"), "--registry", postgres_url,
+                   "--online_store", redis_url, "--no_baselines"])
+    as_of = str(simulator.SimulatorConfig().start_ms + 86_400_000)
+    common = ["--registry", postgres_url, "--online_store", redis_url, "--as_of", as_of, "--candidates", "30",
+              "--k", "5", "--devices", ",tv"]
+    local = batch_serve.run([*common, "--store", str(tmp_path / "toplists.sqlite")])
+    jobs = _on_flink("pipelines.batch_serve", [*common, "--store", postgres_url], tmp_path / "flink.log")
+    assert len(jobs) == 1, "the job did not finish on the cluster"
+    here, there = open_toplists(str(tmp_path / "toplists.sqlite")), open_toplists(postgres_url)
+    try:
+        assert there.current().lists == local["lists"] > 2 * 10
+        assert there.users() == here.users()
+        for user in here.users():
+            for device in ("", "tv"):
+                mine, theirs = here.get(user, device), there.get(user, device)
+                assert [(i["item_id"], pytest.approx(i["probability"], rel=1e-9)) for i in theirs.items] == \
+                    [(i["item_id"], i["probability"]) for i in mine.items], (user, device)
+    finally:
+        here.close()
+        there.close()
 
 
 def _same_publications(got, want):

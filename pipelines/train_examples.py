@@ -1,4 +1,5 @@
-"""Training examples for offline training (`pipelines.train`), from either home of history:
+"""Training examples for offline training (`pipelines.train`), from either home of history (here,
+not in `transforms`: they compose the sources, the features and the labelling, as a job does):
 
 - `EventExamples`: raw interaction files, featured and labelled as the online job does them
   (point-in-time features, the attribution window): served (predict-only) examples at their
