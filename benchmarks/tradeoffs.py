@@ -58,14 +58,14 @@ def arm_report(rows: list) -> dict:
               if r["probability"] is not None]
     ages = sorted(r["served_at_ms"] - r["features_ms"] for r in rows)
     latencies = sorted({r["impression_id"].rsplit("-", 1)[0]: r["latency_ms"] for r in rows}.values())
-    return {"impressions": len(rows), "ctr": _round(sum(r["outcome"] == "click" for r in rows) / len(rows)),
-            "expected_ctr": _round(statistics.fmean(r["true_click_probability"] for r in rows)),
-            "of_oracle": _round(sum(r["true_click_probability"] for r in rows)
-                                / sum(r["oracle_click_probability"] for r in rows)),
+    return {"impressions": len(rows), "ctr": round(sum(r["outcome"] == "click" for r in rows) / len(rows), 4),
+            "expected_ctr": round(statistics.fmean(r["true_click_probability"] for r in rows), 4),
+            "of_oracle": round(sum(r["true_click_probability"] for r in rows)
+                               / sum(r["oracle_click_probability"] for r in rows), 4),
             **{f"served_{k}": v for k, v in warm_start.quality(scored).items()},
-            "from_batch": _round(sum(r["source"] == "batch" for r in rows) / len(rows)),
-            "feature_age_s": {"p50": _round(_pct(ages, 0.5) / 1000, 1), "p99": _round(_pct(ages, 0.99) / 1000, 1)},
-            "latency_ms": {"p50": _round(_pct(latencies, 0.5), 2), "p99": _round(_pct(latencies, 0.99), 2)}}
+            "from_batch": round(sum(r["source"] == "batch" for r in rows) / len(rows), 4),
+            "feature_age_s": {"p50": round(_pct(ages, 0.5) / 1000, 1), "p99": round(_pct(ages, 0.99) / 1000, 1)},
+            "latency_ms": {"p50": round(_pct(latencies, 0.5), 2), "p99": round(_pct(latencies, 0.99), 2)}}
 
 
 def serving_report(rows: list, args) -> dict:
@@ -139,10 +139,6 @@ def learn(args, out: pathlib.Path) -> dict:
 
 def _pct(values: list, q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def _round(value: float, digits: int = 4) -> float:
-    return round(value, digits)
 
 
 def main(argv=None) -> int:

@@ -93,8 +93,8 @@ class _WriteAvroFileDoFn(beam.DoFn):
 
 class WriteDatePartitions(beam.PTransform):
     """Record dicts -> one partition per date of `dates` (from each record's `event_time`) of the
-    curated `table` under `staging`, in each of `formats`; outputs the paths written. A record of another date fails
-    the job: the caller picks the dates and filters the records."""
+    curated `table` under `staging`, in each of `formats`; outputs the paths written. A record
+    of another date fails the job: the caller picks the dates and filters the records."""
 
     def __init__(self, staging: str, table: str, schema: str, dates: list[str], formats=FORMATS):
         super().__init__()
@@ -107,16 +107,11 @@ class WriteDatePartitions(beam.PTransform):
         index = {d: i for i, d in enumerate(self.dates)}
         parts = records | "ByDate" >> beam.Partition(lambda r, n: index[date_of(r["event_time"])], len(self.dates))
         avro_schema = schemas.load(self.schema)
-        written = []
-        for date, part in zip(self.dates, parts):
-            def prefix(fmt):
-                return f"{partition(self.staging, curated(fmt, self.table), date)}/part"
-            if "parquet" in self.formats:
-                written.append(part | f"Parquet {date}" >> beam.io.WriteToParquet(
-                    prefix("parquet"), arrow_schema(avro_schema), file_name_suffix=".parquet"))
-            if "avro" in self.formats:
-                written.append(part | f"Avro {date}" >> beam.io.WriteToAvro(
-                    prefix("avro"), avro_schema, file_name_suffix=".avro"))
+        sinks = {"parquet": lambda prefix, table=arrow_schema(avro_schema): beam.io.WriteToParquet(
+                     prefix, table, file_name_suffix=".parquet"),
+                 "avro": lambda prefix: beam.io.WriteToAvro(prefix, avro_schema, file_name_suffix=".avro")}
+        written = [part | f"{fmt} {date}" >> sinks[fmt](f"{partition(self.staging, curated(fmt, self.table), date)}/part")
+                   for date, part in zip(self.dates, parts) for fmt in self.formats]
         return written | "Written" >> beam.Flatten()
 
 
