@@ -52,7 +52,7 @@ TEST_REQUIRES = [
 
 # Top-level packages and all their subpackages (transforms.io, transforms.features, ...);
 # not tests, not benchmarks.
-PACKAGES = ["core", "models", "stores", "transforms", "pipelines", "simulator", "serving", "schemas"]
+PACKAGES = ["core", "models", "stores", "transforms", "pipelines", "simulator", "serving", "schemas", "experiments"]
 
 setuptools.setup(
     name="streamml",

@@ -12,6 +12,7 @@ import sys
 
 import uvicorn
 
+from experiments import config
 from models import serde
 from serving.app import create_app, settings_to_environment
 from serving.eventlog import check_location
@@ -67,6 +68,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--batch_first", action="store_true",
                         help="answer /recommendations from --batch_store whenever it holds the user's list "
                              "(a lookup instead of a ranking); others are ranked live")
+    parser.add_argument("--experiment", metavar="FILE",
+                        help="an experiment (JSON or YAML, experiments.config) whose variants serve the live "
+                             "rankings and predictions; reloaded when the file changes (default: none)")
+    parser.add_argument("--experiment_store", metavar="LOCATION",
+                        help="the experiments' routing state, written by their owner: a SQLite file or "
+                             "postgresql:// URL (default: the registry's database)")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes sharing the port, e.g. one per core (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -87,6 +94,14 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
         parser.error("--epsilon must be in [0, 1]")
     if args.cache_s < 0:
         parser.error("--cache_s must be >= 0")
+    if args.experiment:
+        try:
+            config.load(args.experiment)
+        except (OSError, config.ConfigError) as e:
+            parser.error(f"--experiment: {e}")
+        args.experiment = os.path.abspath(args.experiment)
+    if args.experiment_store and "://" not in args.experiment_store:
+        args.experiment_store = os.path.abspath(args.experiment_store)
     token = os.environ.get("STREAMML_API_TOKEN") or None
     if args.api_token_file:
         with open(args.api_token_file) as f:
@@ -114,7 +129,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
                           candidates_refresh_s=args.candidates_refresh_s, epsilon=args.epsilon,
                           cache_s=args.cache_s, api_token=token, seed=args.seed,
                           kafka_requests=args.kafka_requests, batch_store=args.batch_store,
-                          batch_first=args.batch_first)
+                          batch_first=args.batch_first, experiment=args.experiment,
+                          experiment_store=args.experiment_store)
 
 
 def main(argv=None) -> int:

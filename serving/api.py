@@ -67,6 +67,8 @@ class RecommendationsResponse(BaseModel):
     user_clock_ms: int | None  # event time of the newest event in the user's profile (None: new user)
     features_ms: int  # the time the ranking's features are as of: now, or the batch's time
     batch_id: int | None = None  # the batch it came from (source "batch")
+    experiment: str | None = None  # the experiment that routed the request, and the variant it got
+    variant: str | None = None
 
 
 class EventRequest(BaseModel):

@@ -50,6 +50,11 @@ class LiveModels:
         self._refused: dict[str, int] = {}  # key -> the newest version refused (not tried again)
         self._lock = threading.Lock()  # one refresh at a time
 
+    def watch(self, model_keys: list[str]) -> None:
+        """Also keeps these model keys live, from the next refresh (an experiment's variants)."""
+        with self._lock:
+            self.model_keys = list(dict.fromkeys([*self.model_keys, *model_keys]))
+
     def get(self, model_key: str) -> LiveModel | None:
         return self._live.get(model_key)
 

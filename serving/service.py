@@ -32,12 +32,15 @@ from serving.live import LiveModels
 from serving.metrics import Metrics
 from serving.periodic import Periodic
 from serving.exploration import explore
+from serving.experiment import RunningExperiment
+from experiments.routing import Assignment
 from stores.online import open_online_store
 from stores.toplists import open_toplists
 from stores.registry import Version, open_registry
 
 
 SWITCH_S = 0.0005
+NOT_ROUTED = {"experiment": None, "variant": None, "bucket": None, "assignment_probability": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Settings:
     kafka_requests: str | None = None  # kafka://HOST:PORT/PREFIX: also answer /predict requests from Kafka
     batch_store: str | None = None  # the batch job's top lists (stores.toplists), for ?source=batch
     batch_first: bool = False  # answer /recommendations from the batch store when it covers the user
+    experiment: str | None = None  # an experiment file (experiments.config): its variants serve live rankings
+    experiment_store: str | None = None  # its routing state (stores.experiments); default: the registry's database
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +94,12 @@ class Service:
         self.settings = settings
         keys = serde.KeySource(file=settings.key_file, store=settings.registry).resolve()
         self.registry, self.store = open_registry(settings.registry), open_online_store(settings.online_store)
+        self.experiment = RunningExperiment(settings.experiment, settings.experiment_store or settings.registry) \
+            if settings.experiment else None
         self.live = LiveModels(self.registry, keys, [settings.model])
         self.popular = PopularItems(self.store, settings.candidates)
         # Each refreshed now (the server starts with its models and candidates), then in the background.
-        self._refreshes = [Periodic("live-models", settings.poll_s, self.live.refresh),
+        self._refreshes = [Periodic("live-models", settings.poll_s, self._refresh_models),
                            Periodic("popular-items", settings.candidates_refresh_s, self.popular.refresh)]
         self.log = open_event_log(settings.event_log, settings.schema_registry)
         self.metrics = metrics or Metrics()
@@ -120,6 +127,8 @@ class Service:
             self.kafka.stop()
         for job in self._refreshes:
             job.stop()
+        if self.experiment is not None:
+            self.experiment.close()
         self.log.close()
         self.registry.close()
         self.store.close()
@@ -129,10 +138,11 @@ class Service:
     def predict(self, rows: list[dict]) -> Prediction:
         """P(click) of each impression in `rows` (/predict's fields), each logged as served under
         a new request id (row i > 0: `<request id>-<i>`)."""
-        served = self.live.get(self.settings.model)
+        now_ms, request_id = _now_ms(), self.new_id()
+        assigned = self._assign(rows[0]["user_id"], request_id) if rows else None
+        served = self.live.get(assigned.model_key if assigned else self.settings.model)
         if served is None:
             raise NoModel(self.no_model())
-        now_ms, request_id = _now_ms(), self.new_id()
         probabilities, clocks = [], []
         for i, row in enumerate(rows):
             profiles = lookup(self.store, row)
@@ -140,7 +150,7 @@ class Service:
             probabilities.append(served.model.predict_proba_one(impression_features(fields)).get(True, 0.0))
             clocks.append({kind: found[1] if found else None for kind, found in profiles.items()})
             self._log_impression(request_id if i == 0 else f"{request_id}-{i}", fields, served.version.version,
-                                 None, probabilities[-1])
+                                 None, probabilities[-1], served.version.model_key, assigned)
         self.metrics.served.labels("predict").inc(len(rows))
         return Prediction(request_id, probabilities, served.version, now_ms, clocks)
 
@@ -151,7 +161,7 @@ class Service:
         except NoModel as e:
             return {"error": str(e), "status": 503}
         return api.PredictResponse(request_id=done.request_id, probability=done.probabilities[0],
-                                   model=self.settings.model, model_version=done.version.version,
+                                   model=done.version.model_key, model_version=done.version.version,
                                    model_step=done.version.step, served_at_ms=done.now_ms,
                                    profile_clock_ms=done.clocks[0]).model_dump()
 
@@ -171,10 +181,13 @@ class Service:
                 ranked = [Scored(i["item_id"], tuple(i["genres"]), i["probability"], 0.0, None) for i in top.items]
                 return self._serve(user_id, k, device, "batch", ranked, top.user_clock_ms, top.batch.model_version,
                                    _now_ms(), top.batch.features_ms, top.batch.batch_id)
-        served = self.live.get(self.settings.model)
+        request_id = self.new_id()
+        assigned = self._assign(user_id, request_id)
+        model_key = assigned.model_key if assigned else self.settings.model
+        served = self.live.get(model_key)
         now_ms = _now_ms()
         version = served.version.version if served else None
-        key = (user_id, device, tuple(genres), tuple(extra), version)
+        key = (user_id, device, tuple(genres), tuple(extra), model_key, version)
         ranked = self.cache.get(key) if self.cache is not None else None
         if ranked is None:
             popular = self.popular.current
@@ -184,11 +197,13 @@ class Service:
                 self.cache[key] = ranked
         scored, user_clock = ranked
         return self._serve(user_id, k, device, "live" if served else "fallback", scored, user_clock, version,
-                           now_ms, now_ms)
+                           now_ms, now_ms, request_id=request_id, model_key=model_key, assigned=assigned)
 
-    def _serve(self, user_id, k, device, source, ranked, user_clock, version, now_ms, features_ms, batch_id=None):
+    def _serve(self, user_id, k, device, source, ranked, user_clock, version, now_ms, features_ms, batch_id=None,
+               request_id=None, model_key=None, assigned=None):
         """The slots filled from `ranked` (exploration), each impression logged as served at `now_ms`."""
-        request_id = self.new_id()
+        request_id = request_id or self.new_id()
+        model_key = model_key or self.settings.model
         items = []
         for shown in explore(ranked, k, self.settings.epsilon, self.rng):
             impression_id = f"{request_id}-{shown.position}"
@@ -196,7 +211,7 @@ class Service:
             self._log_impression(impression_id, {
                 "user_id": user_id, "item_id": item.item_id, "item_genres": list(item.genres),
                 "position": shown.position, "device": device, "event_time": now_ms, "features": item.features},
-                version, shown.propensity, item.probability)
+                version, shown.propensity, item.probability, model_key, assigned)
             # Built from our own values, so not validated again (construct): a tenth of a batch lookup.
             items.append(api.RecommendedItem.model_construct(
                 item_id=item.item_id, position=shown.position, impression_id=impression_id,
@@ -204,8 +219,10 @@ class Service:
                 genres=list(item.genres)))
         self.metrics.served.labels(source).inc(len(items))
         return api.RecommendationsResponse.model_construct(request_id=request_id, user_id=user_id, items=items, source=source,
-                                           model=self.settings.model, model_version=version, served_at_ms=now_ms,
-                                           user_clock_ms=user_clock, features_ms=features_ms, batch_id=batch_id)
+                                           model=model_key, model_version=version, served_at_ms=now_ms,
+                                           user_clock_ms=user_clock, features_ms=features_ms, batch_id=batch_id,
+                                           experiment=assigned and assigned.experiment,
+                                           variant=assigned and assigned.variant)
 
     def record(self, event: api.EventRequest) -> str:
         """Logs an outcome from an app; returns its event id."""
@@ -219,13 +236,24 @@ class Service:
         return (f"no verified version of model {self.settings.model!r} in {self.settings.registry} yet "
                 "(the learning plane publishes it: python -m pipelines.recommend)")
 
+    def _assign(self, user_id: str, request_id: str) -> Assignment | None:
+        return self.experiment.assign(user_id, request_id) if self.experiment is not None else None
+
+    def _refresh_models(self) -> int:
+        if self.experiment is not None:
+            self.experiment.refresh()
+            self.live.watch(self.experiment.config.model_keys())
+        return self.live.refresh()
+
     def _log_impression(self, impression_id: str, fields: dict, version: int | None, propensity: float | None,
-                        probability: float | None):
-        self.log.write({
+                        probability: float | None, model_key: str, assigned: Assignment | None):
+        routed = {"experiment": assigned.experiment, "variant": assigned.variant, "bucket": assigned.bucket,
+                  "assignment_probability": assigned.probability} if assigned else NOT_ROUTED
+        self.log.write({**routed,
             "event_id": impression_id, "event_type": "impression", "event_time": fields["event_time"],
             "user_id": fields["user_id"], "item_id": fields["item_id"], "item_genres": fields["item_genres"],
             "position": fields["position"], "device": fields.get("device"),
-            "model_key": self.settings.model if version is not None else None, "model_version": version,
+            "model_key": model_key if version is not None else None, "model_version": version,
             "propensity": propensity, "served_features": fields["features"], "served_probability": probability})
 
 

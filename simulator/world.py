@@ -12,7 +12,8 @@ POSITIONS = 10
 # What a serving process logs with the impressions it served (schemas/interaction.avsc): the
 # simulated world's impressions were not served by one.
 NOT_SERVED = {"model_key": None, "model_version": None, "propensity": None, "served_features": None,
-              "served_probability": None}
+              "served_probability": None, "experiment": None, "variant": None, "bucket": None,
+              "assignment_probability": None}
 
 
 class World:

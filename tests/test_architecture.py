@@ -10,7 +10,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("benchmarks", "pipelines", "transforms", "serving", "simulator", "core", "stores", "models", "schemas")
+PACKAGES = ("benchmarks", "pipelines", "transforms", "serving", "simulator", "experiments", "core", "stores", "models",
+            "schemas")
 MAX_LINES = 300
 LINT_IMPORTS = pathlib.Path(sys.executable).with_name("lint-imports")
 
@@ -42,6 +43,7 @@ def copy(tmp_path):
     ("transforms/coders.py", "import transforms.learning.examples", "capabilities over shared steps"),
     ("serving/__init__.py", "import transforms.io.files", "published artefacts"),
     ("stores/snapshots.py", "import models.serde", "Entry points over transforms"),
+    ("experiments/ratio.py", "import serving.app", "Entry points over transforms"),
 ])
 def test_a_broken_rule_is_caught(copy, module, line, broken):
     path = copy / module

@@ -22,7 +22,8 @@ WINDOW_MS = 30 * 60_000
 SERVED = {"event_id": "served-1", "event_type": "impression", "event_time": MIDNIGHT - 3_600_000, "user_id": "u00001",
           "item_id": "i00002", "item_genres": ["drama"], "position": 3, "device": "tv", "model_key": "recommender",
           "model_version": 7, "propensity": 0.95, "served_features": {"u_imp_1h": 2.5, "i_ctr_24h": 0.125},
-          "served_probability": 0.0625}
+          "served_probability": 0.0625, "experiment": "ab", "variant": "champion", "bucket": 4321,
+          "assignment_probability": 0.5}
 CLICK = {"event_id": "click-1", "event_type": "click", "event_time": SERVED["event_time"] + 60_000,
          "user_id": "u00001", "item_id": "i00002", "impression_id": "served-1"}
 
@@ -87,7 +88,8 @@ def test_curated_impressions_carry_what_was_served_and_the_right_label(events, t
     served = curated["served-1"]
     assert served["label"] is True and served["labelled_at"] == SERVED["event_time"] + WINDOW_MS
     assert dict(served["features"]) == SERVED["served_features"]  # as served, not recomputed
-    for name in ("model_key", "model_version", "propensity", "served_probability", "position", "device", "item_genres"):
+    for name in ("model_key", "model_version", "propensity", "served_probability", "position", "device", "item_genres",
+                 "experiment", "variant", "bucket", "assignment_probability"):
         assert served[name] == SERVED[name]
     assert served["date"] == "2025-12-31"
     unserved = next(r for i, r in curated.items() if i != "served-1")

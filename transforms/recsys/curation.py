@@ -16,7 +16,8 @@ import apache_beam as beam
 from core.records import Row
 from transforms.recsys.labels import LabelImpressions
 
-SERVED = ("item_genres", "position", "device", "model_key", "model_version", "propensity", "served_probability")
+SERVED = ("item_genres", "position", "device", "model_key", "model_version", "propensity", "served_probability",
+          "experiment", "variant", "bucket", "assignment_probability")
 
 
 class CurationOutputs(NamedTuple):

@@ -1,0 +1,107 @@
+"""Experiments in the serving process: two real replicas over the same stores route every user
+alike, by the config file and the routing state its owner writes; the served impressions say
+which experiment, variant and bucket, and with what probability."""
+import json
+import time
+
+import fastavro
+import pytest
+import requests
+
+from experiments import config
+from experiments.routing import route
+from pipelines import recommend
+from stores.experiments import open_experiment_store
+from tests.servers import serving, wait
+
+USERS = [f"u{i}" for i in range(160)]
+CANARY = {"name": "ranker-canary", "kind": "canary", "control": "champion",
+          "variants": {"champion": {"model": "recommender"}, "canary": {"model": "no_features"}}}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """The main job's models: `recommender` and its baselines (`no_features`, `popularity`)."""
+    out = tmp_path_factory.mktemp("published")
+    recommend.run(["--impressions", "600", "--seed", "3", "--output", str(out)])
+    return out
+
+
+def _routes(url: str) -> dict:
+    answers = [requests.get(f"{url}/recommendations/{u}", params={"k": 2}, timeout=5).json() for u in USERS]
+    assert all(a["experiment"] == "ranker-canary" for a in answers)
+    assert all(a["model"] == CANARY["variants"][a["variant"]]["model"] for a in answers)
+    return {a["user_id"]: a["variant"] for a in answers}
+
+
+def test_two_replicas_route_alike_and_follow_the_owner(published, tmp_path):
+    spec, store_path = tmp_path / "canary.json", tmp_path / "experiments.sqlite"
+    spec.write_text(json.dumps(CANARY))
+    owner = open_experiment_store(str(store_path))
+    version = owner.put("ranker-canary", {"weight": 0.25}, expected_version=0)
+    common = ("--experiment", str(spec), "--experiment_store", str(store_path), "--epsilon", "0", "--cache_s", "0")
+    with serving(published, "--event_log", str(tmp_path / "a.avro"), *common) as a, \
+            serving(published, "--event_log", str(tmp_path / "b.avro"), *common) as b:
+        first = _routes(a)
+        assert _routes(b) == first  # two replicas, one routing
+        canaried = {u for u, v in first.items() if v == "canary"}
+        assert 0.15 < len(canaried) / len(USERS) < 0.35
+        owner.put("ranker-canary", {"weight": 0.5}, expected_version=version)
+        wait(lambda: _routes(a) != first and _routes(b) != first, timeout_s=10)
+        second = _routes(a)
+        assert _routes(b) == second
+        assert canaried <= {u for u, v in second.items() if v == "canary"}  # nobody moved back
+        assert 0.38 < sum(v == "canary" for v in second.values()) / len(USERS) < 0.62
+        owner.put("ranker-canary", {"weight": 0.5, "state": "aborted"}, expected_version=version + 1)
+        wait(lambda: set(_routes(a).values()) == set(_routes(b).values()) == {"champion"}, timeout_s=10)
+        answer = requests.post(f"{a}/predict", json={"user_id": "u1", "item_id": "i1", "item_genres": ["drama"],
+                                                      "position": 1, "device": "tv"},
+                               timeout=5).json()
+        assert answer["model"] == "recommender"
+    logged = [r for r in fastavro.reader(open(tmp_path / "a.avro", "rb")) if r["event_type"] == "impression"]
+    assert {r["experiment"] for r in logged} == {"ranker-canary"}
+    for r in logged:
+        assert r["model_key"] == CANARY["variants"][r["variant"]]["model"] and 0 <= r["bucket"] < 10_000
+        assert r["assignment_probability"] in (0.25, 0.75, 0.5, 1.0)
+    early = [r for r in logged if r["assignment_probability"] in (0.25, 0.75)]
+    assert early and all((r["variant"] == "canary") == (r["assignment_probability"] == 0.25) for r in early)
+
+
+def test_a_changed_file_is_applied_and_a_broken_one_refused(published, tmp_path):
+    spec = tmp_path / "experiment.json"
+    spec.write_text(json.dumps(CANARY | {"name": "ab", "kind": "ab", "weights": {"champion": 0.5, "canary": 0.5}}))
+    with serving(published, "--event_log", str(tmp_path / "served.avro"), "--experiment", str(spec),
+                 "--epsilon", "0", "--cache_s", "0") as url:
+        def variants():
+            return {requests.get(f"{url}/recommendations/{u}", timeout=5).json()["variant"] for u in USERS[:40]}
+        assert variants() == {"champion", "canary"}
+        spec.write_text("{not json")
+        time.sleep(0.5)
+        assert variants() == {"champion", "canary"}  # the one before routes on
+        time.sleep(0.01)  # a new modification time
+        spec.write_text(json.dumps(CANARY | {"name": "ab", "kind": "ab", "weights": {"champion": 0.999, "canary": 0.001},
+                                             "salt": "another"}))
+        wait(lambda: variants() == {"champion"})
+
+
+def test_the_server_refuses_an_experiment_file_it_cannot_run(published, tmp_path):
+    import subprocess
+    import sys
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps(CANARY | {"kind": "ab"}))  # an A/B without weights
+    done = subprocess.run([sys.executable, "-m", "serving", "--registry", str(published / "registry.sqlite"),
+                           "--online_store", str(published / "online.sqlite"), "--experiment", str(spec)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "weights: one per variant" in done.stderr
+
+
+def test_a_bandit_draws_with_the_owners_probabilities_the_same_on_every_replica():
+    bandit = config.parse({"name": "b", "kind": "bandit", "variants": {
+        "x": {"model": "m1"}, "y": {"model": "m2"}, "z": {"model": "m3"}}})
+    state = {"probabilities": {"x": 0.1, "y": 0.3, "z": 0.6}}
+    draws = [route(bandit, state, f"u{i % 50}", f"r{i}") for i in range(6000)]
+    assert draws == [route(bandit, state, f"u{i % 50}", f"r{i}") for i in range(6000)]  # another replica
+    for variant, p in state["probabilities"].items():
+        chosen = [d for d in draws if d.variant == variant]
+        assert len(chosen) / len(draws) == pytest.approx(p, abs=0.025)
+        assert all(d.probability == p and d.model_key == bandit.variants[variant].model for d in chosen)
