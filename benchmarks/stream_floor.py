@@ -55,7 +55,7 @@ from core.kafka import KafkaRecord, consumer, encode, ensure_topic, is_transient
 from core.learning import DEAD_LETTER, Learner
 from core.payloads import AvroPayloads
 from models import serde
-from pipelines.recommend import MAIN, _models, _with_baselines
+from pipelines.recommend import MAIN, _for_models, _models
 from transforms.recsys.attribution import JOINED, Attribution, impression_of
 from transforms.runners import ROOT
 
@@ -123,7 +123,7 @@ class Floor:
             label, orphans = join.close(t)
             self.counts["dead_letters.LabelImpressions"] += len(orphans)
             if label is not None:
-                examples += _with_baselines(label, self.keys)
+                examples += _for_models(label, self.keys)
         rows = []
         while self.waiting and self.waiting[0][0] == t:
             rows.append(heapq.heappop(self.waiting)[3])
@@ -134,7 +134,7 @@ class Floor:
         for row in valid:
             self._attribute(row)
             if row.fields["event_type"] == "impression":
-                examples += _with_baselines(served_example(row, MAIN), self.keys)
+                examples += _for_models(served_example(row, MAIN), self.keys)
         self._learn(examples)
 
     def _featurise(self, kind: str, rows: list) -> list:

@@ -59,7 +59,7 @@ def impression_features(fields: dict) -> dict:
 def served_example(row: Row, model_key: str = "default") -> Example:
     """The prediction request of an impression, at its own time (the label comes later)."""
     return Example(event_id=row.event_id, event_time=row.event_time, x=impression_features(row.fields),
-                   model_key=model_key, mode=PREDICT)
+                   model_key=model_key, mode=PREDICT, served_by=row.fields.get("model_key"))
 
 
 def dead_letter(stage: str, reason: str, row: Row) -> DeadLetter:

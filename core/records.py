@@ -44,6 +44,7 @@ class Example:
     model_key: str = "default"
     origin: tuple = ()
     mode: str = PREDICT_AND_LEARN
+    served_by: str | None = None  # the model key that served the impression (None: not served, e.g. history)
 
     def order(self) -> tuple:
         """The order in which a learner applies events: event time, then event id."""

@@ -70,7 +70,8 @@ def run(argv=None, console=QUIET) -> dict:
         # finished, every record below them has its results written.
         replayed_to = end_offsets(args.bootstrap, args.topic)
 
-    options, models = pipeline_options(beam_args), _models(args.model, args.baselines, args.warm_spec)
+    options, models = pipeline_options(beam_args), _models(args.model, args.baselines, args.warm_spec, args.experiment)
+    own_traffic = _own_traffic(args.experiment)
     try:  # an endless Flink job outlives this process: it runs until cancelled
         flink_job = None if bounded else name_endless_flink_job(options, "recommend")
     except ValueError as e:
@@ -102,8 +103,9 @@ def run(argv=None, console=QUIET) -> dict:
         labelled = featured | "LabelImpressions" >> LabelImpressions(args.attribution_minutes * 60, MAIN,
                                                                      store=args.feature_store,
                                                                      progress=f"{run_id}:labels")
-        learned = ((served, labelled.examples) | "ServeAndLabel" >> beam.Flatten()
-                   | "WithBaselines" >> beam.FlatMap(_with_baselines, sorted(models))
+        examples = (served, labelled.examples) | "ServeAndLabel" >> beam.Flatten()
+        learned = (examples
+                   | "ForEachModel" >> beam.FlatMap(_for_models, sorted(models), own_traffic)
                    | "LearnOnline" >> LearnOnline(models, store=args.learner_store, registry=args.registry,
                                                   publish_every_s=args.publish_every_s,
                                                   progress=f"{run_id}:learning"))
@@ -121,8 +123,10 @@ def run(argv=None, console=QUIET) -> dict:
                     servers, f"{prefix}.predictions", "prediction", key=_model_key, registry=registry, lane=_lane),
                 dead_letters | "DeadLettersToKafka" >> WriteToKafka(
                     servers, f"{prefix}.dead_letters", "dead_letter", key=_stage, registry=registry, lane=_lane),
-                # Nothing to deliver for a prediction or label whose partner never came.
+                # Nothing to deliver for a prediction or label whose partner never came, nor for
+                # the variants that an impression served by another variant never reaches.
                 scored.unpaired | "UnpairedSpans" >> beam.FlatMap(_spans),
+                examples | "SkippedSpans" >> beam.FlatMap(_skipped_spans, own_traffic),
             ) | "Delivered" >> beam.Flatten()
             windowed | "MetricsToKafka" >> WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope,
                                                           registry=registry)
@@ -180,9 +184,19 @@ def _bars(run_id: str, events: str | None, models: int) -> list[Bar]:
             Bar(f"{run_id}:learning", impressions and 2 * models * impressions, "events", "learning")]
 
 
-def _models(spec: str, baselines: bool, main_spec: str | None = None) -> dict:
-    """Model key -> spec: the main model (`main_spec`, a warm start, else `spec`) and the baselines."""
-    return {MAIN: main_spec or spec, **({"no_features": spec, "popularity": POPULARITY} if baselines else {})}
+def _models(spec: str, baselines: bool, main_spec: str | None = None, experiment=None) -> dict:
+    """Model key -> spec: the main model (`main_spec`, a warm start, else `spec`), the baselines,
+    and an experiment's variants learned online."""
+    return {MAIN: main_spec or spec, **({"no_features": spec, "popularity": POPULARITY} if baselines else {}),
+            **(experiment.learned_online() if experiment else {})}
+
+
+def _own_traffic(experiment) -> frozenset:
+    """The model keys that learn only from the impressions they served: an experiment's
+    variants, but a shadow's (it serves nothing, so it learns from all, like control)."""
+    if experiment is None or experiment.kind == "shadow":
+        return frozenset()
+    return frozenset(experiment.model_keys())
 
 
 def _payloads(args):
@@ -208,6 +222,14 @@ def _spans(record):
         yield (topic, partition), {_lane(record): [(first, last)]}
 
 
+def _skipped_spans(example: Example, own_traffic):
+    """The spans of an example in the lanes of the variants `_for_models` does not give it to."""
+    if example.served_by in own_traffic:
+        for lane in sorted(own_traffic - {example.served_by}):
+            for topic, partition, first, last in example.origin:
+                yield (topic, partition), {lane: [(first, last)]}
+
+
 def _lane(result) -> str:
     """The model a result belongs to; a dead letter refused before the models stands for all."""
     return getattr(result, "model_key", None) or EVERY_LANE
@@ -225,10 +247,14 @@ def _stage(dead_letter):
     return dead_letter.stage
 
 
-def _with_baselines(example: Example, keys):
-    """The example for each model: baselines see no entity features. Each keeps the origin: a
-    source offset is done when every model's result of it is out."""
+def _for_models(example: Example, keys, own_traffic=frozenset()):
+    """The example for each model: baselines see no entity features; an impression served by
+    one of `own_traffic` (an experiment's variants) goes to that one of them only, so that each
+    variant learns from what it served. Each keeps the origin: a source offset is done when
+    every model's result of it is out."""
     for key in keys:
+        if key in own_traffic and example.served_by in own_traffic and key != example.served_by:
+            continue
         if key == MAIN:
             yield example
         elif key == "no_features":

@@ -61,7 +61,7 @@ class Attribution:
             label = Example(event_id=self.shown.event_id, event_time=closed_at_ms,
                             x=impression_features(self.shown.fields), y=self.clicked, model_key=self.model_key,
                             origin=tuple(self.shown.origin) + tuple(s for _, spans in self.joined for s in spans),
-                            mode=LEARN)
+                            mode=LEARN, served_by=self.shown.fields.get("model_key"))
         return label, [dead("LabelImpressions", NO_IMPRESSION, orphan) for orphan in self.early]
 
     def state(self) -> tuple:
@@ -93,12 +93,13 @@ def replay(row: Row, stored: dict):
 
 def label_json(label: Example) -> dict:
     return {"event_id": label.event_id, "event_time": label.event_time, "x": label.x, "y": label.y,
-            "model_key": label.model_key, "origin": [list(o) for o in label.origin]}
+            "model_key": label.model_key, "origin": [list(o) for o in label.origin], "served_by": label.served_by}
 
 
 def label_from_json(d: dict) -> Example:
     return Example(event_id=d["event_id"], event_time=d["event_time"], x=d["x"], y=d["y"],
-                   model_key=d["model_key"], origin=tuple(tuple(o) for o in d["origin"]), mode=LEARN)
+                   model_key=d["model_key"], origin=tuple(tuple(o) for o in d["origin"]), mode=LEARN,
+                   served_by=d.get("served_by"))
 
 
 def _pack(shown, clicked, early, joined) -> tuple:
