@@ -9,7 +9,7 @@
       challenger: {model: challenger, factory: "models.zoo:recommender"}  # learned online from scratch
     weights: {champion: 0.5, challenger: 0.5}       # ab: shares of users
     plan: {base_ctr: 0.05, relative_lift: 0.10}     # ab: the smallest lift worth finding (and power,
-                                                    #   alpha, budget, burn_in)
+                                                    #   alpha, budget, burn_in, min_users)
     ramp: [{weight: 0.01, users: 60000, margin: 0.5}, ...]  # canary (default: experiments.canary's)
     guardrails: {log_loss: true, p99_latency_ms: 50}        # canary
     floor: 0.01                     # bandit: each variant's least probability
@@ -39,7 +39,8 @@ from experiments.canary import DEFAULT_STAGES, Ramp, Stage
 
 KINDS = ("ab", "canary", "shadow", "bandit")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_PLAN = {"base_ctr": 0.05, "relative_lift": 0.10, "power": 0.8, "alpha": 0.05, "budget": 2.0, "burn_in": 0.0}
+_PLAN = {"base_ctr": 0.05, "relative_lift": 0.10, "power": 0.8, "alpha": 0.05, "budget": 2.0, "burn_in": 0.0,
+         "min_users": 1000}
 
 
 class ConfigError(ValueError):

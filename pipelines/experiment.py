@@ -1,0 +1,136 @@
+"""`python -m pipelines.experiment`: the one owner of an experiment's routing state.
+
+    python -m pipelines.experiment --experiment ranker.json --topic live.interactions \\
+        --store out/recommend/registry.sqlite --report out/experiment
+
+It reads the interactions topic the serving replicas log to (from its start: the ledger is
+rebuilt on every start), labels each routed impression once its attribution window has closed
+in event time (`experiments.labels`), and every `--check_s` checks the experiment
+(`experiments.owner`), writes the new routing state and its events to the experiments store
+(which the replicas read), and rewrites the report (`--report`: report.md, report.png,
+history.jsonl). A second owner of the same experiment is refused by the store. A finished
+canary is promoted in the registry (`--registry`). Ctrl-C or SIGTERM checks a last time and
+writes the report.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from core.kafka import KafkaRecord, consumer
+from core.payloads import AvroPayloads
+from experiments import config, report
+from experiments.canary import PROMOTED
+from experiments.labels import Labeller
+from experiments.owner import Ledger, Owner
+from stores.experiments import Conflict, open_experiment_store
+from stores.registry import open_registry
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.experiment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", required=True, help="the experiment file (JSON or YAML, experiments.config)")
+    parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
+    parser.add_argument("--topic", default="interactions", help="the interactions topic the servers log to")
+    parser.add_argument("--store", required=True, help="the experiments store the servers read (their "
+                                                        "--experiment_store, by default their --registry)")
+    parser.add_argument("--registry", help="where a finished canary's model is promoted (default: none)")
+    parser.add_argument("--report", default="out/experiment", help="the report's folder (default: %(default)s)")
+    parser.add_argument("--attribution_minutes", type=float, default=30.0)
+    parser.add_argument("--allowed_lateness_s", type=float, default=60.0,
+                        help="how late an outcome may come and still count (default: %(default)s)")
+    parser.add_argument("--check_s", type=float, default=5.0, help="seconds between checks (default: %(default)s)")
+    parser.add_argument("--duration_s", type=float, help="stop after this long (default: run until stopped)")
+    args = parser.parse_args(argv)
+    try:
+        args.experiment = config.load(args.experiment)
+    except (OSError, config.ConfigError) as e:
+        parser.error(f"--experiment: {e}")
+    if args.check_s <= 0 or args.attribution_minutes <= 0 or args.allowed_lateness_s < 0:
+        parser.error("--check_s and --attribution_minutes must be > 0, --allowed_lateness_s >= 0")
+    return args
+
+
+def run(args: argparse.Namespace, stop: threading.Event) -> dict:
+    experiment = args.experiment
+    store = open_experiment_store(args.store)
+    stored = store.get(experiment.name)
+    version, state = (stored.version, stored.state) if stored else (0, {})
+    owner, ledger = Owner(experiment, state), Ledger()
+    payloads, source = AvroPayloads("interaction"), consumer(args.bootstrap, f"experiment-{experiment.name}")
+    partitions = sorted(source.list_topics(args.topic, timeout=10).topics[args.topic].partitions)
+    source.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in partitions])
+    labeller = Labeller(int(args.attribution_minutes * 60_000), int(args.allowed_lateness_s * 1000), experiment.name,
+                        partitions)
+    history, events, undecodable, checked = [], [e for _, _, e in store.events(experiment.name)], 0, 0.0
+    deadline = time.monotonic() + args.duration_s if args.duration_s else None
+    try:
+        while True:
+            messages = source.consume(1000, timeout=0.2)
+            for labelled in labeller.advance() if not messages else ():  # idle partitions let go
+                ledger.add(labelled)
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                try:
+                    row = payloads.row(KafkaRecord(message.topic(), message.partition(), message.offset(),
+                                                   message.key(), message.value(), message.timestamp()[1]))
+                except ValueError:
+                    undecodable += 1  # the learning plane dead-letters it; not ours to judge
+                    continue
+                for labelled in labeller.add(row.fields, message.partition()):
+                    ledger.add(labelled)
+            done = stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+            if done or time.monotonic() - checked >= args.check_s:
+                checked = time.monotonic()
+                state, new_events = owner.check(ledger)
+                version = store.put(experiment.name, state, expected_version=version)
+                for event in new_events:
+                    store.add_event(experiment.name, event)
+                    if event["event"] == PROMOTED and args.registry:
+                        _promote(args.registry, experiment)
+                events += new_events
+                history.append({"at_ms": int(time.time() * 1000), "event_time_ms": labeller.newest_ms,
+                                **{k: state.get(k) for k in ("summary", "test", "weight", "probabilities")}})
+                report.write(args.report, experiment, history, events, state)
+            if done:
+                return {"state": state, "events": events, "undecodable": undecodable, "version": version}
+    finally:
+        source.close()
+        store.close()
+
+
+def _promote(location: str, experiment: config.Experiment) -> None:
+    """The canary's newest version becomes production in the registry."""
+    registry = open_registry(location)
+    try:
+        newest = registry.latest(experiment.variants[experiment.treatment()].model)
+        if newest is not None:
+            registry.promote(newest.model_key, newest.version, "production")
+    finally:
+        registry.close()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"owning experiment {args.experiment.name} ({args.experiment.kind}) from topic {args.topic}; "
+          f"state in {args.store}, report in {args.report}/report.md", file=sys.stderr, flush=True)
+    try:
+        result = run(args, stop)
+    except Conflict as e:
+        print(f"error: {e}: is another owner running?", file=sys.stderr)
+        return 1
+    print(f"stopped: {len(result['events'])} events, state version {result['version']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

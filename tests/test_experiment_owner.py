@@ -1,0 +1,118 @@
+"""The experiment's owner: from labelled impressions to the routing state the replicas read,
+on simulated users whose truth is known; and the owner process on a real Kafka topic."""
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from core.kafka import ensure_topic, produce
+from experiments import config
+from experiments.labels import Labeller
+from experiments.owner import Ledger, Owner
+from experiments.routing import route
+from pipelines import experiment as owner_process
+from simulator.world import NOT_SERVED
+from stores.experiments import open_experiment_store
+
+VARIANTS = {"control": {"model": "recommender"}, "new": {"model": "challenger"}}
+RAMP = [{"weight": 0.1, "users": 1500, "margin": 0.5}, {"weight": 0.3, "users": 1500, "margin": 0.25}]
+
+
+def _traffic(experiment, owner, ledger, users: int, ctr: dict, calibration: dict, seed: int, check_every=100):
+    """`users` new users in turn, each routed by the owner's state now, shown 1-9 impressions
+    with the variant's true CTR and served probability `calibration[variant] * CTR`."""
+    rng = np.random.default_rng(seed)
+    for i in range(users):
+        user = f"{seed}-{i}"
+        assigned = route(experiment, owner.state, user, f"r{i}")
+        for _ in range(rng.integers(1, 10)):
+            ledger.add({"user_id": user, "variant": assigned.variant, "bucket": assigned.bucket,
+                        "clicked": bool(rng.random() < ctr[assigned.variant]),
+                        "served_probability": calibration[assigned.variant] * ctr[assigned.variant]})
+        if i % check_every == check_every - 1:
+            owner.check(ledger)
+
+
+@pytest.mark.parametrize("calibration, ending", [(3.0, "aborted"), (1.0, "promoted")])
+def test_the_owner_ramps_a_good_canary_and_aborts_a_bad_one(calibration, ending):
+    experiment = config.parse({"name": "c", "kind": "canary", "control": "control", "variants": VARIANTS, "ramp": RAMP})
+    owner, ledger = Owner(experiment, guardrail_tau2=0.01), Ledger()
+    _traffic(experiment, owner, ledger, 9000, {"control": 0.1, "new": 0.1}, {"control": 1.0, "new": calibration}, 1)
+    state, _ = owner.check(ledger)
+    assert state["state"] == ending
+    everyone = {route(experiment, state, f"x{i}", "r").variant for i in range(300)}
+    assert everyone == ({"control"} if ending == "aborted" else {"new"})
+    if ending == "promoted":
+        assert [e["event"] for e in owner._canary.events] == ["advanced", "promoted"]
+
+
+def test_the_owner_ships_a_real_lift_and_routes_everyone_to_it():
+    experiment = config.parse({"name": "ab", "kind": "ab", "control": "control", "variants": VARIANTS,
+                               "weights": {"control": 0.5, "new": 0.5},
+                               "plan": {"base_ctr": 0.05, "relative_lift": 0.3, "min_users": 500}})
+    owner, ledger = Owner(experiment), Ledger()
+    _traffic(experiment, owner, ledger, 20_000, {"control": 0.05, "new": 0.08}, {"control": 1, "new": 1}, 2)
+    state, _ = owner.check(ledger)
+    assert state["decision"]["action"] == "ship" and state["decision"]["variant"] == "new"
+    assert state["test"]["lift_low"] > 0 and sum(state["test"]["users"].values()) < 20_000
+    assert {route(experiment, state, f"x{i}", "r").variant for i in range(300)} == {"new"}
+
+
+def test_the_owners_bandit_favours_the_best_variant():
+    experiment = config.parse({"name": "b", "kind": "bandit", "variants": VARIANTS, "floor": 0.02})
+    owner, ledger = Owner(experiment), Ledger()
+    _traffic(experiment, owner, ledger, 3000, {"control": 0.05, "new": 0.10}, {"control": 1, "new": 1}, 3)
+    state, _ = owner.check(ledger)
+    assert state["probabilities"]["new"] > 0.9 and state["probabilities"]["control"] >= 0.02
+
+
+def test_labels_follow_the_attribution_window_and_the_lateness():
+    labeller = Labeller(window_ms=1000, lateness_ms=500, experiment="ab")
+    base = {"user_id": "u", "experiment": "ab", "variant": "a", "bucket": 1, "served_probability": 0.1}
+    assert labeller.add({**base, "event_type": "impression", "event_id": "i1", "event_time": 0}) == []
+    assert labeller.add({**base, "event_type": "impression", "event_id": "other", "event_time": 0,
+                         "experiment": "another"}) == []  # another experiment's: not ours
+    assert labeller.add({"event_type": "click", "event_id": "c", "impression_id": "i1", "event_time": 1200}) == []
+    assert labeller.add({"event_type": "skip", "event_id": "s", "impression_id": "i1", "event_time": 1400}) == []
+    closed = labeller.add({"event_type": "skip", "event_id": "s2", "impression_id": "x", "event_time": 1500})
+    assert [(r["event_id"], r["clicked"]) for r in closed] == [("i1", False)]  # the click came after the window
+
+
+@pytest.mark.kafka
+def test_the_owner_process_decides_from_the_topic_and_writes_state_and_report(kafka_bootstrap, tmp_path):
+    spec = tmp_path / "ab.json"
+    spec.write_text(json.dumps({"name": "ab", "kind": "ab", "control": "control", "variants": VARIANTS,
+                                "weights": {"control": 0.5, "new": 0.5},
+                                "plan": {"base_ctr": 0.05, "relative_lift": 0.5, "min_users": 300}}))
+    experiment = config.load(str(spec))
+    rng, records, t = np.random.default_rng(4), [], 1_767_225_600_000
+    for i in range(6000):
+        user = f"u{i}"
+        assigned = route(experiment, {}, user, f"r{i}")
+        for j in range(3):
+            t += 100
+            impression = {"event_id": f"i{i}-{j}", "event_type": "impression", "event_time": t, "user_id": user,
+                          "item_id": "item", "item_genres": [], "impression_id": None, "position": 0, "device": None,
+                          "watch_seconds": None, **NOT_SERVED, "model_key": assigned.model_key,
+                          "served_probability": 0.05, "experiment": "ab", "variant": assigned.variant,
+                          "bucket": assigned.bucket, "assignment_probability": 0.5}
+            records.append(impression)
+            if rng.random() < (0.05 if assigned.variant == "control" else 0.1):
+                records.append({**impression, "event_id": f"c{i}-{j}", "event_type": "click", "event_time": t + 50,
+                                "impression_id": impression["event_id"], **NOT_SERVED})
+    topic = f"owner-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_bootstrap, topic, 3)
+    produce(records, kafka_bootstrap, topic, "interaction", "user_id")
+    store = tmp_path / "experiments.sqlite"
+    assert owner_process.main(["--experiment", str(spec), "--bootstrap", kafka_bootstrap, "--topic", topic,
+                               "--store", str(store), "--report", str(tmp_path / "report"), "--attribution_minutes",
+                               "0.5", "--allowed_lateness_s", "1", "--check_s", "0.5", "--duration_s", "15"]) == 0
+    stored = open_experiment_store(str(store)).get("ab")
+    assert stored.state["decision"]["action"] == "ship" and stored.state["decision"]["variant"] == "new"
+    labelled = stored.state["summary"]
+    assert labelled["control"]["impressions"] + labelled["new"]["impressions"] > 0.9 * 18_000
+    assert [e["event"] for _, _, e in open_experiment_store(str(store)).events("ab")] == ["ship"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "**Decision: ship**" in text and "| new | challenger |" in text and "burn-in" in text
+    assert (tmp_path / "report" / "report.png").stat().st_size > 10_000
