@@ -11,7 +11,9 @@
     plan: {base_ctr: 0.05, relative_lift: 0.10}     # ab: the smallest lift worth finding (and power,
                                                     #   alpha, budget, burn_in, min_users)
     ramp: [{weight: 0.01, users: 60000, margin: 0.5}, ...]  # canary (default: experiments.canary's)
-    guardrails: {log_loss: true, p99_latency_ms: 50}        # canary
+    guardrails: {p99_latency_ms: 50, min_users: 100, tau2: 0.005}  # canary: besides log loss, always
+                                                    #   checked: p99 bound, canary users before it speaks,
+                                                    #   mixing variance of the relative difference
     floor: 0.01                     # bandit: each variant's least probability
 
 A variant with a `factory` is a model the learning plane learns online from the labels of what
@@ -63,7 +65,7 @@ class Experiment:
     weights: dict[str, float] | None = None
     plan: dict[str, float] = dataclasses.field(default_factory=lambda: dict(_PLAN))
     ramp: Ramp = Ramp()
-    guardrails: dict = dataclasses.field(default_factory=lambda: {"log_loss": True})
+    guardrails: dict = dataclasses.field(default_factory=dict)
     floor: float = 0.01
 
     def model_keys(self) -> list[str]:
@@ -119,6 +121,10 @@ def parse(spec) -> Experiment:
         errors.append(f"weights: only an ab experiment has fixed weights (a {kind} sets its own)")
     plan = {**_PLAN, **_numbers(spec.get("plan", {}), "plan", _PLAN, errors)}
     ramp = _ramp(spec.get("ramp"), errors)
+    guardrails = spec.get("guardrails") or {}
+    if not (isinstance(guardrails, dict) and set(guardrails) <= {"p99_latency_ms", "min_users", "tau2"}
+            and all(isinstance(v, (int, float)) and v > 0 for v in guardrails.values())):
+        errors.append(f"guardrails: positive numbers for p99_latency_ms, min_users, tau2; got {guardrails!r}")
     floor = spec.get("floor", 0.01)
     if not (isinstance(floor, (int, float)) and 0 <= floor * max(len(variants), 1) < 1):
         errors.append(f"floor: {floor!r} must be in [0, 1 / variants)")
@@ -129,7 +135,7 @@ def parse(spec) -> Experiment:
     if errors:
         raise ConfigError(f"experiment {name}: " + "; ".join(errors))
     return Experiment(name, kind, str(spec.get("salt") or name), variants, control, weights, plan, ramp,
-                      dict(spec.get("guardrails") or {"log_loss": True}), float(floor))
+                      dict(guardrails), float(floor))
 
 
 def _variants(raw, errors) -> dict[str, Variant]:

@@ -73,14 +73,15 @@ class Owner:
     """Checks an experiment and says what its routing state becomes; `check` returns the new
     state (a dict to write) and the events since the last check."""
 
-    def __init__(self, experiment: Experiment, state: dict | None = None, guardrail_tau2: float = 0.005,
-                 latency_p99_ms: float | None = None):
+    def __init__(self, experiment: Experiment, state: dict | None = None):
         self.experiment, self.state = experiment, dict(state or {})
         self._ab: abtest.ABTest | None = None
         self._canary = None
         if experiment.kind == "canary":
-            latency = canary.LatencyGuardrail(latency_p99_ms) if latency_p99_ms else None
-            self._canary = canary.Canary(experiment.ramp, [canary.RatioGuardrail("log_loss", tau2=guardrail_tau2)],
+            g = experiment.guardrails
+            latency = canary.LatencyGuardrail(g["p99_latency_ms"]) if g.get("p99_latency_ms") else None
+            log_loss = canary.RatioGuardrail("log_loss", tau2=g.get("tau2", 0.005), min_users=g.get("min_users", 100))
+            self._canary = canary.Canary(experiment.ramp, [log_loss],
                                          latency, stage=int(self.state.get("stage", 0)),
                                          stage_start=int(self.state.get("stage_start", 0)),
                                          state=self.state.get("state", canary.RAMPING))

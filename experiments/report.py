@@ -48,10 +48,16 @@ def _markdown(experiment: Experiment, history: list[dict], events: list[dict], s
                       f"sample-ratio p = {_num(test['srm_p'])}; users {test['users']} of a budget of {test['max_users']}."]
     burn_in = "left out" if experiment.plan.get("burn_in") else "analysed (no burn-in in this plan)"
     lines += ["", NOTES[experiment.kind].format(burn_in=burn_in), "", "![over time](report.png)", "", "## Events", ""]
-    lines += [f"- {e.get('event')}: {e.get('reason', '')} ({json.dumps({k: v for k, v in e.items() if k not in ('event', 'reason', 'guardrails')})})"
-              for e in events] or ["- none"]
+    lines += [_event(e) for e in events] or ["- none"]
     lines += ["", f"{len(history)} checks."]
     return "\n".join(lines) + "\n"
+
+
+def _event(e: dict) -> str:
+    details = json.dumps({k: v for k, v in e.items() if k not in ("event", "reason", "guardrails")})
+    guardrails = "; ".join(f"{metric} {g['verdict']}, canary / baseline - 1 in [{_num(g['low'])}, {_num(g['high'])}]"
+                           for metric, g in (e.get("guardrails") or {}).items())
+    return f"- {e.get('event')}: {e.get('reason', '')}{f' ({guardrails})' if guardrails else ''} {details}"
 
 
 def _status(experiment: Experiment, state: dict) -> str:

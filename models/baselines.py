@@ -24,3 +24,27 @@ class ItemPopularity(base.Classifier):
 
 def popularity():
     return ItemPopularity()
+
+
+class Constant(base.Classifier):
+    """Predicts the same click probability for everything, and learns nothing: a deliberately
+    bad model, for a canary that must be aborted.
+
+    >>> Constant(0.9).predict_proba_one({"anything": 1.0})
+    {True: 0.9, False: 0.09999999999999998}
+    """
+
+    def __init__(self, probability: float = 0.5):
+        if not 0 <= probability <= 1:
+            raise ValueError(f"a probability is in [0, 1], got {probability}")
+        self.probability = probability
+
+    def learn_one(self, x, y):
+        pass
+
+    def predict_proba_one(self, x):
+        return {True: self.probability, False: 1.0 - self.probability}
+
+
+def constant(probability: float = 0.5):
+    return Constant(probability)

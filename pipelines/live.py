@@ -15,6 +15,10 @@ It starts, each logging to the output folder (`out/live`):
 5. simulated users (`simulator.users`) of the same world, asking for recommendations and
    clicking by their true click probability (the truth goes to `truth.jsonl`, apart).
 
+With `--experiment FILE` (`experiments.config`), the learner learns the experiment's variants,
+the server routes by it, and its owner (`pipelines.experiment`) decides and writes the report
+to `OUTPUT/experiment/report.md`; the status line gives CTR per variant.
+
 With `--arms live,batch`, a second server answers from a batch of top lists first
 (`--batch_first`): `pipelines.batch_serve` recomputes the batch every `--batch_every_s` seconds
 from the newest model and profiles; each user always asks the same arm. `--drift_after_s`
@@ -39,8 +43,9 @@ import time
 import requests
 
 from core import kafka
+from experiments import config
 from pipelines.console import QUIET, UserError, main
-from pipelines.livechildren import Child, start_kafka
+from pipelines.livechildren import Child, owner_command, start_kafka
 from simulator import SimulatorConfig, generate
 from simulator.users import SimulatedUsers
 from simulator.world import DEVICES
@@ -85,11 +90,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_every_s", type=float, default=120.0,
                         help="the batch arm's top lists are recomputed this often (default: %(default)s)")
     parser.add_argument("--drift_after_s", type=float, help="the users' tastes drift after this long (default: never)")
+    parser.add_argument("--experiment", metavar="FILE", help="run this experiment (JSON or YAML): learner, "
+                        "server and its owner (default: none)")
     parser.add_argument("--caught_up", action="store_true",
                         help="the users start (and the first batch is ranked) once the learner has caught up with the "
                              "history: it has learned the labels due until two attribution windows before its end")
     args = parser.parse_args(argv)
     args.arms = list(dict.fromkeys(a.strip() for a in args.arms.split(",") if a.strip()))
+    if args.experiment:
+        try:
+            config.load(args.experiment)
+        except (OSError, config.ConfigError) as e:
+            parser.error(f"--experiment: {e}")
+        args.experiment = os.path.abspath(args.experiment)
     if not args.arms or set(args.arms) - {"live", "batch"}:
         parser.error("--arms: live and/or batch")
     if args.history < 100 or args.users < 1 or args.visits_per_s <= 0 or args.attribution_s < 10:
@@ -134,6 +147,8 @@ def run(argv=None, console=QUIET) -> dict:
             server = Child(_name(arm), _server_command(args, arm, url, registry, online), f"{out}/{_name(arm)}.log", env)
             started.append(server)
             server.wait_for(lambda url=url: requests.get(f"{url}/v2/health/live", timeout=1).ok, 60)
+        if args.experiment:
+            started.append(Child("experiment owner", owner_command(args, out, registry), f"{out}/experiment.log", env))
         if args.caught_up:
             console.say("waiting for the learner to catch up with the history")
             until_ms = history_end_ms - int(2 * args.attribution_s * 1000)
@@ -173,7 +188,8 @@ def _learner_command(args, out: str, registry: str, online: str) -> list:
             "--bootstrap", args.bootstrap, "--topic", args.topic, "--kafka_out", args.kafka_out,
             "--group", f"live-{secrets.token_hex(4)}", "--output", out, "--registry", registry, "--online_store", online,
             "--attribution_minutes", str(args.attribution_s / 60), "--metrics_minutes", "1",
-            "--allowed_lateness_s", str(args.allowed_lateness_s), "--publish_every_s", str(args.publish_every_s)]
+            "--allowed_lateness_s", str(args.allowed_lateness_s), "--publish_every_s", str(args.publish_every_s),
+            *(["--experiment", args.experiment] if args.experiment else [])]
 
 
 def _caught_up(registry: str, until_ms: int) -> bool:
@@ -194,7 +210,7 @@ def _server_command(args, arm: str, url: str, registry: str, online: str) -> lis
     batch = ["--batch_store", _toplists(registry), "--batch_first"] if arm == "batch" else []
     return [sys.executable, "-m", "serving", "--host", args.host, "--port", url.rsplit(":", 1)[1],
             "--registry", registry, "--online_store", online, "--event_log", f"kafka://{args.bootstrap}/{args.topic}",
-            "--model", MODEL, *batch]
+            "--model", MODEL, *batch, *(["--experiment", args.experiment] if args.experiment else [])]
 
 
 def _toplists(registry: str) -> str:
@@ -226,7 +242,7 @@ def _clear(out: str) -> None:
     """Removes the files an earlier run wrote in `out` (its stores start afresh with the topic),
     and only those."""
     ours = ("registry.sqlite", "online.sqlite", "toplists.sqlite", "truth.jsonl", "learner.log", "server.log",
-            "batch-server.log", "batch.log", "kafka.log")
+            "batch-server.log", "batch.log", "kafka.log", "experiment.log")
     for name in os.listdir(out):
         stores = name.startswith(("learner-live-", "features-live-")) and ".sqlite" in name
         if stores or name.startswith(ours[:3]) or name in ours:
@@ -242,6 +258,7 @@ def _visit(users: SimulatedUsers, per_s: float, stop: threading.Event, summary: 
             n += 1
             for truth in users.visit():
                 key = truth["source"] if len(users.arms) == 1 else f"{truth['arm']} arm, {truth['source']}"
+                key = f"{key}, {truth['variant']}" if truth.get("variant") else key
                 counts = summary.setdefault(key, {"impressions": 0, "clicks": 0})
                 counts["impressions"] += 1
                 counts["clicks"] += truth["outcome"] == "click"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import subprocess
 import time
 
@@ -110,3 +111,12 @@ def _signal_group(pid: int, sig) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def owner_command(args, out: str, registry: str) -> list:
+    """The experiment's owner over the loop's topic, its state in the registry's database (where
+    the server reads it), its report in OUTPUT/experiment."""
+    return [sys.executable, "-m", "pipelines.experiment", "--experiment", args.experiment, "--bootstrap",
+            args.bootstrap, "--topic", args.topic, "--store", registry, "--registry", registry,
+            "--report", os.path.join(out, "experiment"), "--attribution_minutes", str(args.attribution_s / 60),
+            "--allowed_lateness_s", str(args.allowed_lateness_s), "--check_s", "5"]

@@ -65,6 +65,7 @@ class SimulatedUsers:
             if outcome is not None:
                 self._send(arm, outcome, item, shown, user_id, device)
             truths.append({"impression_id": item["impression_id"], "arm": arm, "source": shown["source"],
+                           "variant": shown.get("variant"),
                            "model_version": shown["model_version"], "user_id": user_id, "item_id": item["item_id"],
                            "position": item["position"], "propensity": item["propensity"],
                            "probability": item["probability"], "served_at_ms": shown["served_at_ms"],

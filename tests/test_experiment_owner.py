@@ -36,8 +36,9 @@ def _traffic(experiment, owner, ledger, users: int, ctr: dict, calibration: dict
 
 @pytest.mark.parametrize("calibration, ending", [(3.0, "aborted"), (1.0, "promoted")])
 def test_the_owner_ramps_a_good_canary_and_aborts_a_bad_one(calibration, ending):
-    experiment = config.parse({"name": "c", "kind": "canary", "control": "control", "variants": VARIANTS, "ramp": RAMP})
-    owner, ledger = Owner(experiment, guardrail_tau2=0.01), Ledger()
+    experiment = config.parse({"name": "c", "kind": "canary", "control": "control", "variants": VARIANTS, "ramp": RAMP,
+                               "guardrails": {"tau2": 0.01}})
+    owner, ledger = Owner(experiment), Ledger()
     _traffic(experiment, owner, ledger, 9000, {"control": 0.1, "new": 0.1}, {"control": 1.0, "new": calibration}, 1)
     state, _ = owner.check(ledger)
     assert state["state"] == ending
