@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from experiments import abtest, canary, ratio
+from experiments import abtest, canary, ratio, sequential
 from experiments.assignment import BUCKETS
 from experiments.bandit import ThompsonRouter
 from experiments.config import Experiment
@@ -32,6 +32,10 @@ class UserTotals:
     impressions: int = 0
     clicks: int = 0
     log_loss: float = 0.0
+    paired: int = 0  # impressions the shadow scored too
+    paired_difference: float = 0.0  # the shadow's log loss minus control's, summed over them
+    shadow_matches: int = 0  # impressions of the item the shadow would have shown in that slot
+    shadow_clicks_ips: float = 0.0  # their clicks over the propensity the item was shown with
 
 
 class Ledger:
@@ -40,13 +44,20 @@ class Ledger:
     def __init__(self):
         self.variants: dict[str, dict[str, UserTotals]] = {}
 
-    def add(self, labelled: dict) -> None:
+    def add(self, labelled: dict, shadow: dict | None = None) -> None:
+        """A labelled impression, and the shadow's prediction of it if one was logged."""
         users = self.variants.setdefault(labelled["variant"], {})
         totals = users.get(labelled["user_id"]) or users.setdefault(labelled["user_id"], UserTotals(labelled["bucket"]))
-        p = min(max(labelled.get("served_probability") or 0.5, EPS), 1 - EPS)
+        loss = _log_loss(labelled.get("served_probability"), labelled["clicked"])
         totals.impressions += 1
         totals.clicks += bool(labelled["clicked"])
-        totals.log_loss += -math.log(p if labelled["clicked"] else 1 - p)
+        totals.log_loss += loss
+        if shadow is not None and shadow.get("probability") is not None:
+            totals.paired += 1
+            totals.paired_difference += _log_loss(shadow["probability"], labelled["clicked"]) - loss
+        if shadow is not None and shadow.get("shadow_item") == labelled["item_id"] and labelled.get("propensity"):
+            totals.shadow_matches += 1
+            totals.shadow_clicks_ips += bool(labelled["clicked"]) / labelled["propensity"]
 
     def moments(self, variant: str, metric: str = "clicks", buckets: tuple[int, int] | None = None) -> ratio.Moments:
         """The user-level moments of `metric` per impression, of the variant's users (in `buckets`)."""
@@ -67,6 +78,11 @@ class Ledger:
                             "ctr": sum(u.clicks for u in users.values()) / n if n else None,
                             "log_loss": sum(u.log_loss for u in users.values()) / n if n else None}
         return out
+
+
+def _log_loss(probability, clicked) -> float:
+    p = min(max(probability if probability is not None else 0.5, EPS), 1 - EPS)
+    return -math.log(p if clicked else 1 - p)
 
 
 class Owner:
@@ -91,7 +107,7 @@ class Owner:
     def check(self, ledger: Ledger, latencies_ms=()) -> tuple[dict, list[dict]]:
         kind = self.experiment.kind
         events = (self._check_ab(ledger) if kind == "ab" else self._check_canary(ledger, latencies_ms)
-                  if kind == "canary" else self._check_bandit(ledger) if kind == "bandit" else [])
+                  if kind == "canary" else self._check_bandit(ledger) if kind == "bandit" else self._check_shadow(ledger))
         self.state["summary"] = ledger.summary()
         return dict(self.state), events
 
@@ -126,6 +142,24 @@ class Owner:
                           latencies_ms)
         self.state.update(stage=run.stage, stage_start=run.stage_start, state=run.state, weight=run.weight)
         return [event] if event else []
+
+    def _check_shadow(self, ledger: Ledger) -> list[dict]:
+        """The shadow against control on control's impressions, pairwise: the mean difference in
+        log loss with its confidence sequence; and its own ranking's CTR by inverse propensity
+        (the control's exploration showed the shadow's item in its slot now and then)."""
+        users = list(ledger.variants.get(self.experiment.control, {}).values())
+        paired = ratio.Moments.of([u.paired for u in users], [u.paired_difference for u in users])
+        impressions = sum(u.impressions for u in users)
+        base = sum(u.log_loss for u in users) / impressions if impressions else 0.0
+        estimate, variance = float(paired.ratio()) if paired.x else float("nan"), float(paired.variance())
+        tau2 = self.experiment.guardrails.get("tau2", 0.005) * base * base  # relative, as the guardrails'
+        r = float(sequential.radius(variance, tau2, 0.05)) if variance > 0 and tau2 > 0 else float("inf")
+        self.state["shadow"] = {
+            "paired_impressions": int(paired.x), "log_loss_control": base, "log_loss_difference": estimate,
+            "low": estimate - r,
+            "high": estimate + r, "matches": sum(u.shadow_matches for u in users),
+            "ips_ctr": sum(u.shadow_clicks_ips for u in users) / impressions if impressions else None}
+        return []
 
     def _check_bandit(self, ledger: Ledger) -> list[dict]:
         router = ThompsonRouter(list(self.experiment.variants), floor=self.experiment.floor)

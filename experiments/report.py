@@ -46,6 +46,15 @@ def _markdown(experiment: Experiment, history: list[dict], events: list[dict], s
                       f"[{_num(test['low'])}, {_num(test['high'])}]; relative lift {_num(test['lift'])} "
                       f"[{_num(test['lift_low'])}, {_num(test['lift_high'])}]; always-valid p = {_num(test['p_value'])}; "
                       f"sample-ratio p = {_num(test['srm_p'])}; users {test['users']} of a budget of {test['max_users']}."]
+    shadow = state.get("shadow")
+    if shadow:
+        lines += ["", f"Shadow against control on control's {shadow['paired_impressions']} impressions it scored too: "
+                      f"log loss {_num(shadow['log_loss_control'])} for control, shadow minus control "
+                      f"{_num(shadow['log_loss_difference'])} per impression, 95% confidence sequence "
+                      f"[{_num(shadow['low'])}, {_num(shadow['high'])}]. Its own ranking, by inverse propensity "
+                      f"from the {shadow['matches']} impressions where control's exploration showed the shadow's "
+                      f"item in its slot: CTR {_num(shadow['ips_ctr'])} (against control's "
+                      f"{_num(state.get('summary', {}).get(experiment.control, {}).get('ctr'))})."]
     burn_in = "left out" if experiment.plan.get("burn_in") else "analysed (no burn-in in this plan)"
     lines += ["", NOTES[experiment.kind].format(burn_in=burn_in), "", "![over time](report.png)", "", "## Events", ""]
     lines += [_event(e) for e in events] or ["- none"]

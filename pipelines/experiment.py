@@ -22,7 +22,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from core.kafka import KafkaRecord, consumer
+from core.kafka import KafkaRecord, consumer, ensure_topic
 from core.payloads import AvroPayloads
 from experiments import config, report
 from experiments.canary import PROMOTED
@@ -62,29 +62,20 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict:
     stored = store.get(experiment.name)
     version, state = (stored.version, stored.state) if stored else (0, {})
     owner, ledger = Owner(experiment, state), Ledger()
-    payloads, source = AvroPayloads("interaction"), consumer(args.bootstrap, f"experiment-{experiment.name}")
-    partitions = sorted(source.list_topics(args.topic, timeout=10).topics[args.topic].partitions)
-    source.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in partitions])
+    source = consumer(args.bootstrap, f"experiment-{experiment.name}")
+    topics = [args.topic] + ([f"{args.topic}.shadow"] if experiment.kind == "shadow" else [])
+    if experiment.kind == "shadow":
+        ensure_topic(args.bootstrap, topics[1], partitions=1)
+    found = source.list_topics(timeout=10).topics
+    source.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in found[t].partitions])
     labeller = Labeller(int(args.attribution_minutes * 60_000), int(args.allowed_lateness_s * 1000), experiment.name,
-                        partitions)
-    history, events, undecodable, checked = [], [e for _, _, e in store.events(experiment.name)], 0, 0.0
+                        sorted(found[args.topic].partitions))
+    reader = _Reader(args.topic, labeller, ledger)
+    history, events, checked = [], [e for _, _, e in store.events(experiment.name)], 0.0
     deadline = time.monotonic() + args.duration_s if args.duration_s else None
     try:
         while True:
-            messages = source.consume(1000, timeout=0.2)
-            for labelled in labeller.advance() if not messages else ():  # idle partitions let go
-                ledger.add(labelled)
-            for message in messages:
-                if message.error() is not None:
-                    continue
-                try:
-                    row = payloads.row(KafkaRecord(message.topic(), message.partition(), message.offset(),
-                                                   message.key(), message.value(), message.timestamp()[1]))
-                except ValueError:
-                    undecodable += 1  # the learning plane dead-letters it; not ours to judge
-                    continue
-                for labelled in labeller.add(row.fields, message.partition()):
-                    ledger.add(labelled)
+            reader.take(source.consume(1000, timeout=0.2))
             done = stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
             if done or time.monotonic() - checked >= args.check_s:
                 checked = time.monotonic()
@@ -99,10 +90,41 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict:
                                 **{k: state.get(k) for k in ("summary", "test", "weight", "probabilities")}})
                 report.write(args.report, experiment, history, events, state)
             if done:
-                return {"state": state, "events": events, "undecodable": undecodable, "version": version}
+                return {"state": state, "events": events, "undecodable": reader.undecodable, "version": version}
     finally:
         source.close()
         store.close()
+
+
+class _Reader:
+    """Interactions into labels into the ledger, with the shadow's predictions of each."""
+
+    def __init__(self, topic: str, labeller: Labeller, ledger: Ledger):
+        self.topic, self.labeller, self.ledger = topic, labeller, ledger
+        self.interactions = AvroPayloads("interaction")
+        self.predictions = AvroPayloads("shadow_prediction", id_field="impression_id")
+        self.shadow: dict[str, dict] = {}  # impression id -> the shadow's prediction, until labelled
+        self.undecodable = 0
+
+    def take(self, messages) -> None:
+        labelled = [] if messages else self.labeller.advance()  # idle partitions let go
+        for message in messages:
+            if message.error() is not None:
+                continue
+            interaction = message.topic() == self.topic
+            try:
+                row = (self.interactions if interaction else self.predictions).row(KafkaRecord(
+                    message.topic(), message.partition(), message.offset(), message.key(), message.value(),
+                    message.timestamp()[1]))
+            except ValueError:
+                self.undecodable += 1  # the learning plane dead-letters it; not ours to judge
+                continue
+            if interaction:
+                labelled += self.labeller.add(row.fields, message.partition())
+            else:
+                self.shadow[row.fields["impression_id"]] = row.fields
+        for impression in labelled:
+            self.ledger.add(impression, self.shadow.pop(impression["event_id"], None))
 
 
 def _promote(location: str, experiment: config.Experiment) -> None:

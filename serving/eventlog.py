@@ -48,9 +48,16 @@ class EventLog(Protocol):
     def close(self) -> None: ...
 
 
-def open_event_log(location: str, schema_registry: str | None = None) -> EventLog:
+def open_event_log(location: str, schema_registry: str | None = None, schema: str = "interaction") -> EventLog:
+    """The log at `location`, of records of `schemas/<schema>.avsc` (keyed by their user_id)."""
     kind, where = check_location(location)
-    return KafkaEventLog(*where, schema_registry) if kind == "kafka" else AvroFileEventLog(where)
+    return KafkaEventLog(*where, schema_registry, schema) if kind == "kafka" else AvroFileEventLog(where, schema=schema)
+
+
+def shadow_location(location: str) -> str:
+    """Where the shadow predictions of the event log at `location` go: TOPIC.shadow, or
+    NAME.shadow.avro beside the file."""
+    return f"{location}.shadow" if location.startswith("kafka://") else location[:-len(".avro")] + ".shadow.avro"
 
 
 def check_location(location: str) -> tuple[str, object]:
@@ -65,16 +72,16 @@ def check_location(location: str) -> tuple[str, object]:
 class KafkaEventLog:
     """Interaction records to a Kafka topic, sent without waiting for the broker."""
 
-    def __init__(self, bootstrap: str, topic: str, schema_registry: str | None = None):
-        self.topic, self.failed = topic, 0
-        self._encode = value_encoder("interaction", topic, schema_registry)
+    def __init__(self, bootstrap: str, topic: str, schema_registry: str | None = None, schema: str = "interaction"):
+        self.topic, self.schema, self.failed = topic, schema, 0
+        self._encode = value_encoder(schema, topic, schema_registry)
         self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2})
 
     def write(self, record: dict) -> None:
         try:
             value = self._encode(record)
         except (ValueError, TypeError) as e:  # does not fit the schema: counted, the request goes on
-            self._lost(f"a record that does not fit the interaction schema ({e}): {record!r:.300}")
+            self._lost(f"a record that does not fit the {self.schema} schema ({e}): {record!r:.300}")
             return
         for _ in range(50):
             try:
@@ -84,7 +91,7 @@ class KafkaEventLog:
             except BufferError:  # the local queue is full: the broker is away or slow
                 self._producer.poll(0.01)
         else:
-            self._lost(f"the producer's queue stayed full: {record['event_id']}")
+            self._lost(f"the producer's queue stayed full: {record.get('event_id') or record.get('impression_id')}")
         self._producer.poll(0)  # runs the delivery callbacks of earlier records
 
     def flush(self) -> None:
@@ -107,9 +114,9 @@ class KafkaEventLog:
 class AvroFileEventLog:
     """Interaction records appended to an Avro container file, in batches."""
 
-    def __init__(self, path: str, flush_s: float = 0.05):
-        self.path, self.failed = path, 0
-        self._schema = fastavro.parse_schema(schemas.load("interaction"))
+    def __init__(self, path: str, flush_s: float = 0.05, schema: str = "interaction"):
+        self.path, self.schema, self.failed = path, schema, 0
+        self._schema = fastavro.parse_schema(schemas.load(schema))
         self._pending: list[dict] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -132,7 +139,7 @@ class AvroFileEventLog:
                 try:
                     self._append([record])
                 except (ValueError, TypeError) as e:
-                    self._lost(f"a record that does not fit the interaction schema ({e}): {record!r:.300}", 1)
+                    self._lost(f"a record that does not fit the {self.schema} schema ({e}): {record!r:.300}", 1)
                 except OSError as e:
                     self._lost(f"a record not written to {self.path}: {e}", 1)
         except OSError as e:

@@ -68,6 +68,12 @@ class _Live:
                                 value=self.service.log.failed)
         yield GaugeMetricFamily("streamml_rejected_versions", "Model versions that failed their signature check",
                                 value=self.service.live.rejected)
+        if self.service.shadow is not None:
+            shadow = GaugeMetricFamily("streamml_shadow_requests", "Requests handed to the shadow model, by outcome",
+                                       labels=["outcome"])
+            for outcome, n in sorted(self.service.shadow.counts.items()):
+                shadow.add_metric([outcome], n)
+            yield shadow
 
 
 class BodyTooLarge(HTTPException):

@@ -26,13 +26,14 @@ from core.requests import lookup, request_fields
 from models import serde
 from serving import api
 from serving.candidates import PopularItems
-from serving.eventlog import open_event_log
+from serving.eventlog import open_event_log, shadow_location
 from serving.kafka_rpc import KafkaRequests
 from serving.live import LiveModels
 from serving.metrics import Metrics
 from serving.periodic import Periodic
 from serving.exploration import explore
 from serving.experiment import RunningExperiment
+from serving.shadow import ShadowJob, ShadowScorer
 from experiments.routing import Assignment
 from stores.online import open_online_store
 from stores.toplists import open_toplists
@@ -102,6 +103,9 @@ class Service:
         self._refreshes = [Periodic("live-models", settings.poll_s, self._refresh_models),
                            Periodic("popular-items", settings.candidates_refresh_s, self.popular.refresh)]
         self.log = open_event_log(settings.event_log, settings.schema_registry)
+        self.shadow = ShadowScorer(self.live, self.store, open_event_log(
+            shadow_location(settings.event_log), settings.schema_registry, "shadow_prediction")) \
+            if self.experiment is not None and self.experiment.config.kind == "shadow" else None
         self.metrics = metrics or Metrics()
         self.metrics.watch(self)
         self.rng = random.Random(settings.seed)
@@ -116,6 +120,8 @@ class Service:
             job.start()
         if self.kafka is not None:
             self.kafka.start()
+        if self.shadow is not None:
+            self.shadow.start()
         gc.freeze()  # what start-up made lives as long as the server: not scanned by every full collection
         # The background threads (reloads, refreshes, the event log's writer) hand the GIL back to
         # the event loop within SWITCH_S when it asks, not within Python's default of 5 ms, which
@@ -129,6 +135,8 @@ class Service:
             job.stop()
         if self.experiment is not None:
             self.experiment.close()
+        if self.shadow is not None:
+            self.shadow.stop()
         self.log.close()
         self.registry.close()
         self.store.close()
@@ -189,15 +197,20 @@ class Service:
         version = served.version.version if served else None
         key = (user_id, device, tuple(genres), tuple(extra), model_key, version)
         ranked = self.cache.get(key) if self.cache is not None else None
+        popular = self.popular.current
         if ranked is None:
-            popular = self.popular.current
             ranked = score(served.model if served else None, self.store, user_id, device, popular.candidates(extra),
                            now_ms, genres, known=popular.profiles)
             if self.cache is not None:
                 self.cache[key] = ranked
         scored, user_clock = ranked
-        return self._serve(user_id, k, device, "live" if served else "fallback", scored, user_clock, version,
-                           now_ms, now_ms, request_id=request_id, model_key=model_key, assigned=assigned)
+        answer = self._serve(user_id, k, device, "live" if served else "fallback", scored, user_clock, version,
+                             now_ms, now_ms, request_id=request_id, model_key=model_key, assigned=assigned)
+        if assigned is not None and assigned.shadow and self.shadow is not None:
+            self.shadow.submit(ShadowJob(assigned.experiment, assigned.shadow, user_id, device, tuple(genres),
+                                         popular.candidates(extra), popular.profiles, now_ms,
+                                         tuple((i.impression_id, i.item_id, i.position) for i in answer.items)))
+        return answer
 
     def _serve(self, user_id, k, device, source, ranked, user_clock, version, now_ms, features_ms, batch_id=None,
                request_id=None, model_key=None, assigned=None):

@@ -68,6 +68,24 @@ def test_the_owners_bandit_favours_the_best_variant():
     assert state["probabilities"]["new"] > 0.9 and state["probabilities"]["control"] >= 0.02
 
 
+def test_the_owner_compares_a_shadow_pairwise_on_controls_impressions():
+    """Control serves calibrated probabilities, the shadow's are three times too high: on the
+    same impressions, the shadow's log loss is higher with confidence."""
+    experiment = config.parse({"name": "s", "kind": "shadow", "control": "control", "variants": VARIANTS})
+    owner, ledger, rng = Owner(experiment), Ledger(), np.random.default_rng(6)
+    for i in range(3000):
+        clicked = bool(rng.random() < 0.1)
+        impression = {"user_id": f"u{i % 600}", "variant": "control", "bucket": 1, "clicked": clicked,
+                      "served_probability": 0.1, "item_id": f"i{i % 7}", "propensity": 0.5, "event_id": f"e{i}"}
+        ledger.add(impression, {"probability": 0.3, "shadow_item": "i0"})
+    state, _ = owner.check(ledger)
+    shadow = state["shadow"]
+    assert shadow["paired_impressions"] == 3000 and shadow["low"] > 0
+    truth = -(0.1 * np.log(0.3) + 0.9 * np.log(0.7)) + (0.1 * np.log(0.1) + 0.9 * np.log(0.9))
+    assert shadow["low"] < truth < shadow["high"]
+    assert shadow["matches"] == 429 and 0 < shadow["ips_ctr"] < 1  # item i0: every 7th impression
+
+
 def test_labels_follow_the_attribution_window_and_the_lateness():
     labeller = Labeller(window_ms=1000, lateness_ms=500, experiment="ab")
     base = {"user_id": "u", "experiment": "ab", "variant": "a", "bucket": 1, "served_probability": 0.1}

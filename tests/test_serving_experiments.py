@@ -105,3 +105,45 @@ def test_a_bandit_draws_with_the_owners_probabilities_the_same_on_every_replica(
         chosen = [d for d in draws if d.variant == variant]
         assert len(chosen) / len(draws) == pytest.approx(p, abs=0.025)
         assert all(d.probability == p and d.model_key == bandit.variants[variant].model for d in chosen)
+
+
+def _shadow_spec(tmp_path, shadow_model: str):
+    spec = tmp_path / "shadow.json"
+    spec.write_text(json.dumps({"name": "shadow", "kind": "shadow", "control": "champion",
+                                "variants": {"champion": {"model": "recommender"}, "shadow": {"model": shadow_model}}}))
+    return spec
+
+
+def test_a_shadow_scores_what_control_served_off_the_request_path(published, tmp_path):
+    """The shadow (`no_features`, another published model) ranks the same candidates after the
+    answer; each impression served gets its probability there, and the answers are control's."""
+    spec, log = _shadow_spec(tmp_path, "no_features"), tmp_path / "served.avro"
+    with serving(published, "--event_log", str(log), "--experiment", str(spec), "--epsilon", "0",
+                 "--cache_s", "0") as url:
+        answers = [requests.get(f"{url}/recommendations/{u}", params={"k": 3}, timeout=5).json() for u in USERS[:30]]
+        assert {(a["model"], a["variant"]) for a in answers} == {("recommender", "champion")}
+        wait(lambda: "streamml_shadow_requests{outcome=\"scored\"} 30.0" in requests.get(f"{url}/metrics").text)
+    shadow = {r["impression_id"]: r for r in fastavro.reader(open(tmp_path / "served.shadow.avro", "rb"))}
+    served = [i for a in answers for i in a["items"]]
+    assert set(shadow) == {i["impression_id"] for i in served}
+    for item in served:
+        s = shadow[item["impression_id"]]
+        assert (s["item_id"], s["model_key"], s["position"]) == (item["item_id"], "no_features", item["position"])
+        assert 0 < s["probability"] < 1 and s["rank"] is not None and s["shadow_item"] is not None
+    assert any(shadow[i["impression_id"]]["probability"] != i["probability"] for i in served)  # another model
+
+
+def test_a_failing_shadow_never_reaches_a_response(published, tmp_path):
+    from models import serde
+    from stores.registry import open_registry
+    from tests.failing_models import Exploding
+    registry = open_registry(str(published / "registry.sqlite"))
+    registry.publish("exploding", serde.dumps(Exploding(), serde.store_key(registry.path)), step=1, clock_ms=1)
+    spec = _shadow_spec(tmp_path, "exploding")
+    with serving(published, "--event_log", str(tmp_path / "served.avro"), "--experiment", str(spec),
+                 "--epsilon", "0", "--cache_s", "0") as url:
+        answers = [requests.get(f"{url}/recommendations/{u}", params={"k": 3}, timeout=5) for u in USERS[:40]]
+        assert all(a.status_code == 200 and len(a.json()["items"]) == 3 for a in answers)
+        assert {a.json()["model"] for a in answers} == {"recommender"}
+        wait(lambda: "streamml_shadow_requests{outcome=\"failed\"} 40.0" in requests.get(f"{url}/metrics").text)
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
