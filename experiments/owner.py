@@ -36,6 +36,7 @@ class UserTotals:
     paired_difference: float = 0.0  # the shadow's log loss minus control's, summed over them
     shadow_matches: int = 0  # impressions of the item the shadow would have shown in that slot
     shadow_clicks_ips: float = 0.0  # their clicks over the propensity the item was shown with
+    clicks_over_probability: float = 0.0  # clicks over the probability the variant was chosen with
 
 
 class Ledger:
@@ -52,6 +53,8 @@ class Ledger:
         totals.impressions += 1
         totals.clicks += bool(labelled["clicked"])
         totals.log_loss += loss
+        if labelled.get("assignment_probability"):
+            totals.clicks_over_probability += bool(labelled["clicked"]) / labelled["assignment_probability"]
         if shadow is not None and shadow.get("probability") is not None:
             totals.paired += 1
             totals.paired_difference += _log_loss(shadow["probability"], labelled["clicked"]) - loss
@@ -169,5 +172,17 @@ class Owner:
                                    sum(u.impressions for u in users.values()))
         self._bandit = router
         self.state["probabilities"] = router.probabilities()
+        self.state["off_policy"] = off_policy(ledger, list(self.experiment.variants))
         return []
+
+
+def off_policy(ledger: Ledger, variants: list[str]) -> dict:
+    """Inverse-propensity estimates of the CTR that other policies would have had, from the
+    logged choice probabilities: uniform over the variants, and always each one."""
+    n = sum(u.impressions for users in ledger.variants.values() for u in users.values())
+    weighted = {v: sum(u.clicks_over_probability for u in ledger.variants.get(v, {}).values()) for v in variants}
+    if not n:
+        return {}
+    return {"uniform": sum(weighted.values()) / len(variants) / n,
+            **{f"always {v}": weighted[v] / n for v in variants}}
 

@@ -46,6 +46,9 @@ def _markdown(experiment: Experiment, history: list[dict], events: list[dict], s
                       f"[{_num(test['low'])}, {_num(test['high'])}]; relative lift {_num(test['lift'])} "
                       f"[{_num(test['lift_low'])}, {_num(test['lift_high'])}]; always-valid p = {_num(test['p_value'])}; "
                       f"sample-ratio p = {_num(test['srm_p'])}; users {test['users']} of a budget of {test['max_users']}."]
+    if state.get("off_policy"):
+        lines += ["", "Off-policy estimates of other policies' CTR (inverse propensity, from the logged choice "
+                      "probabilities): " + ", ".join(f"{k} {_num(v)}" for k, v in state["off_policy"].items()) + "."]
     shadow = state.get("shadow")
     if shadow:
         lines += ["", f"Shadow against control on control's {shadow['paired_impressions']} impressions it scored too: "

@@ -33,7 +33,7 @@ from serving.metrics import Metrics
 from serving.periodic import Periodic
 from serving.exploration import explore
 from serving.experiment import RunningExperiment
-from serving.shadow import ShadowJob, ShadowScorer
+from serving.shadow import ShadowJob, ShadowScorer, ShadowSettings
 from experiments.routing import Assignment
 from stores.online import open_online_store
 from stores.toplists import open_toplists
@@ -103,8 +103,9 @@ class Service:
         self._refreshes = [Periodic("live-models", settings.poll_s, self._refresh_models),
                            Periodic("popular-items", settings.candidates_refresh_s, self.popular.refresh)]
         self.log = open_event_log(settings.event_log, settings.schema_registry)
-        self.shadow = ShadowScorer(self.live, self.store, open_event_log(
-            shadow_location(settings.event_log), settings.schema_registry, "shadow_prediction")) \
+        self.shadow = ShadowScorer(ShadowSettings(
+            self.experiment.config.variants[self.experiment.config.treatment()].model, settings.registry, settings.key_file, settings.online_store, shadow_location(settings.event_log),
+            settings.schema_registry, settings.poll_s, settings.candidates, settings.candidates_refresh_s)) \
             if self.experiment is not None and self.experiment.config.kind == "shadow" else None
         self.metrics = metrics or Metrics()
         self.metrics.watch(self)
@@ -208,7 +209,7 @@ class Service:
                              now_ms, now_ms, request_id=request_id, model_key=model_key, assigned=assigned)
         if assigned is not None and assigned.shadow and self.shadow is not None:
             self.shadow.submit(ShadowJob(assigned.experiment, assigned.shadow, user_id, device, tuple(genres),
-                                         popular.candidates(extra), popular.profiles, now_ms,
+                                         tuple(extra), now_ms,
                                          tuple((i.impression_id, i.item_id, i.position) for i in answer.items)))
         return answer
 

@@ -1,23 +1,29 @@
-"""A shadow model scores what the control served, off the request path.
+"""A shadow model scores what the control served, off the request path and out of the
+serving process.
 
-The route answers with the control's ranking and hands the request to `ShadowScorer.submit`,
-which only puts it on a bounded queue (a full queue drops it and counts it: the shadow never
-slows an answer down). A thread ranks the same candidates with the shadow's newest version and
-logs, for each impression served, the shadow's probability of that item, its rank there, and
-the item the shadow would have shown in that slot (`schemas/shadow_prediction.avsc`), to a log
-beside the event log. Any failure of the shadow (no version yet, a model that raises) is
-counted and logged, and never reaches a response.
+The route answers with the control's ranking and hands a small job (the user, the request's
+extra candidates, the impressions served) to `ShadowScorer.submit`, which only puts it on a bounded queue
+(a full queue drops it and counts it: the shadow never slows an answer down). A worker
+process, started with the server (on the cores the server is not pinned to, if any), ranks the
+candidates with the shadow's newest verified version (its own registry and online store
+connections, and its own popular items, refreshed as the server's are: at a refresh the two
+may differ for a moment) and logs, for each impression served,
+the shadow's probability of that item, its rank there, and the item the shadow would have shown
+in that slot (`schemas/shadow_prediction.avsc`), to a log beside the event log. A process, not
+a thread: a shadow ranking costs what the control's does, and in the server's interpreter it
+would hold the lock every answer waits for. Any failure of the shadow (no version yet, a model
+that raises) is counted and logged, and never reaches a response.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import os
 import queue
-import threading
-
-from core.ranking import score
 
 LOG = logging.getLogger(__name__)
+OUTCOMES = ("scored", "failed", "no_model", "dropped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,61 +33,113 @@ class ShadowJob:
     user_id: str
     device: str | None
     genres: tuple
-    candidates: object  # the popular items' candidates the control ranked
-    known: object  # their profiles
+    extra: tuple  # the request's extra candidates, besides the popular items
     now_ms: int
     shown: tuple  # (impression id, item id, position) of each impression served
 
 
+@dataclasses.dataclass(frozen=True)
+class ShadowSettings:
+    model_key: str  # the shadow model, loaded at start (a job may name another: it is loaded then)
+    registry: str
+    key_file: str | None
+    online_store: str
+    log: str  # where the shadow's predictions go
+    schema_registry: str | None
+    poll_s: float
+    candidates: int  # the popular items ranked (the server's --candidates)
+    candidates_refresh_s: float
+
+
 class ShadowScorer:
-    def __init__(self, live, store, log, maxsize: int = 1000):
-        self.live, self.store, self.log = live, store, log
-        self.counts = {"scored": 0, "dropped": 0, "failed": 0, "no_model": 0}
-        self._queue: queue.Queue = queue.Queue(maxsize)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
+    def __init__(self, settings: ShadowSettings, maxsize: int = 1000):
+        context = multiprocessing.get_context("spawn")  # not a fork of a server with threads
+        self._queue = context.Queue(maxsize)
+        # Each count has one writer (the worker's, or the server's "dropped"): no lock.
+        self._counts = context.Array("q", len(OUTCOMES), lock=False)
+        self._process = context.Process(target=_work, args=(settings, self._queue, self._counts),
+                                        name="shadow", daemon=True)
+
+    @property
+    def counts(self) -> dict:
+        return dict(zip(OUTCOMES, self._counts[:]))
 
     def start(self) -> None:
-        self._thread.start()
+        self._process.start()
 
     def submit(self, job: ShadowJob) -> None:
         try:
             self._queue.put_nowait(job)
-        except queue.Full:
-            self.counts["dropped"] += 1
+        except (queue.Full, AttributeError):  # full, or stopped
+            self._counts[OUTCOMES.index("dropped")] += 1
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self.log.close()
+        try:
+            self._queue.put(None, timeout=1)
+        except queue.Full:
+            pass
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.terminate()
+        self._queue.close()
+        self._queue.join_thread()
+        self._queue = None  # its semaphores go with it, not at exit (where the tracker warns of them)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                job = self._queue.get(timeout=0.2)
-            except queue.Empty:
+
+def _work(settings: ShadowSettings, jobs, counts) -> None:
+    """The worker process: jobs until None."""
+    from core.ranking import score
+    from models import serde
+    from serving.candidates import PopularItems
+    from serving.eventlog import open_event_log
+    from serving.live import LiveModels
+    from serving.periodic import Periodic
+    from stores.online import open_online_store
+    from stores.registry import open_registry
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if hasattr(os, "sched_setaffinity"):  # a server pinned to cores: its shadow runs on the others
+        others = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
+        if others:
+            os.sched_setaffinity(0, others)
+    keys = serde.KeySource(file=settings.key_file, store=settings.registry).resolve()
+    live = LiveModels(open_registry(settings.registry), keys, [settings.model_key])
+    store = open_online_store(settings.online_store)
+    popular = PopularItems(store, settings.candidates)
+    refreshes = [Periodic("shadow-models", settings.poll_s, live.refresh),
+                 Periodic("shadow-candidates", settings.candidates_refresh_s, popular.refresh)]
+    for refresh in refreshes:
+        refresh.start()
+    log = open_event_log(settings.log, settings.schema_registry, "shadow_prediction")
+    try:
+        while (job := jobs.get()) is not None:
+            if job.model_key not in live.model_keys:  # another shadow since the file changed
+                live.watch([job.model_key])
+                live.refresh()
+            served = live.get(job.model_key)
+            if served is None:
+                counts[OUTCOMES.index("no_model")] += 1
                 continue
             try:
-                self._score(job)
+                current = popular.current
+                ranked, _ = score(served.model, store, job.user_id, job.device, current.candidates(job.extra),
+                                  job.now_ms, job.genres, known=current.profiles)
             except Exception as e:  # noqa: BLE001 (the shadow's failure is counted, never the request's)
-                self.counts["failed"] += 1
-                if self.counts["failed"] <= 10 or self.counts["failed"] % 1000 == 0:
-                    LOG.error("shadow %s failed (%d so far): %r", job.model_key, self.counts["failed"], e)
-
-    def _score(self, job: ShadowJob) -> None:
-        served = self.live.get(job.model_key)
-        if served is None:
-            self.counts["no_model"] += 1
-            return
-        ranked, _ = score(served.model, self.store, job.user_id, job.device, job.candidates, job.now_ms,
-                          job.genres, known=job.known)
-        places = {s.item_id: (rank, s.probability) for rank, s in enumerate(ranked)}
-        for impression_id, item_id, position in job.shown:
-            rank, probability = places.get(item_id, (None, None))
-            self.log.write({"impression_id": impression_id, "event_time": job.now_ms, "user_id": job.user_id,
-                            "item_id": item_id, "experiment": job.experiment, "model_key": job.model_key,
-                            "model_version": served.version.version, "probability": probability, "rank": rank,
-                            "position": position,
-                            "shadow_item": ranked[position].item_id if position < len(ranked) else None})
-        self.counts["scored"] += 1
+                failed = counts[OUTCOMES.index("failed")] = counts[OUTCOMES.index("failed")] + 1
+                if failed <= 10 or failed % 1000 == 0:
+                    LOG.error("shadow %s failed (%d so far): %r", job.model_key, failed, e)
+                continue
+            places = {s.item_id: (rank, s.probability) for rank, s in enumerate(ranked)}
+            for impression_id, item_id, position in job.shown:
+                rank, probability = places.get(item_id, (None, None))
+                log.write({"impression_id": impression_id, "event_time": job.now_ms, "user_id": job.user_id,
+                           "item_id": item_id, "experiment": job.experiment, "model_key": job.model_key,
+                           "model_version": served.version.version, "probability": probability, "rank": rank,
+                           "position": position,
+                           "shadow_item": ranked[position].item_id if position < len(ranked) else None})
+            counts[OUTCOMES.index("scored")] += 1
+    finally:
+        for refresh in refreshes:
+            refresh.stop()
+        log.close()
+        store.close()

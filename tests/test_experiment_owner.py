@@ -28,6 +28,7 @@ def _traffic(experiment, owner, ledger, users: int, ctr: dict, calibration: dict
         assigned = route(experiment, owner.state, user, f"r{i}")
         for _ in range(rng.integers(1, 10)):
             ledger.add({"user_id": user, "variant": assigned.variant, "bucket": assigned.bucket,
+                        "assignment_probability": assigned.probability,
                         "clicked": bool(rng.random() < ctr[assigned.variant]),
                         "served_probability": calibration[assigned.variant] * ctr[assigned.variant]})
         if i % check_every == check_every - 1:
@@ -66,6 +67,8 @@ def test_the_owners_bandit_favours_the_best_variant():
     _traffic(experiment, owner, ledger, 3000, {"control": 0.05, "new": 0.10}, {"control": 1, "new": 1}, 3)
     state, _ = owner.check(ledger)
     assert state["probabilities"]["new"] > 0.9 and state["probabilities"]["control"] >= 0.02
+    estimates = state["off_policy"]  # from the logged probabilities: what each policy would have had
+    assert abs(estimates["always new"] - 0.10) < 0.02 and abs(estimates["uniform"] - 0.075) < 0.02
 
 
 def test_the_owner_compares_a_shadow_pairwise_on_controls_impressions():
@@ -135,3 +138,15 @@ def test_the_owner_process_decides_from_the_topic_and_writes_state_and_report(ka
     text = (tmp_path / "report" / "report.md").read_text()
     assert "**Decision: ship**" in text and "| new | challenger |" in text and "burn-in" in text
     assert (tmp_path / "report" / "report.png").stat().st_size > 10_000
+
+
+def test_a_finished_canary_is_promoted_in_the_registry(tmp_path):
+    from models import serde
+    from river import linear_model
+    from stores.registry import open_registry
+    registry = open_registry(str(tmp_path / "registry.sqlite"))
+    published = registry.publish("challenger", serde.dumps(linear_model.LogisticRegression(),
+                                                           serde.store_key(registry.path)), step=5, clock_ms=9)
+    experiment = config.parse({"name": "c", "kind": "canary", "control": "control", "variants": VARIANTS, "ramp": RAMP})
+    owner_process._promote(str(tmp_path / "registry.sqlite"), experiment)
+    assert registry.get("challenger", published.version).stage == "production"
