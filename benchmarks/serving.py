@@ -20,8 +20,7 @@ endpoint the first rate whose p99 is over the target (/predict 5 ms, /recommenda
 The cold start is from the process's start to its first answered /predict. With `--kafka_rates`
 (a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
 constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms).
-With `--experiment FILE` the server routes by an experiment (a shadow's cost on the served p99
-is the run with a shadow experiment against the run without). With `--learner_rate R` a streaming learner (`pipelines.recommend --source kafka --streaming`,
+With `--learner_rate R` a streaming learner (`pipelines.recommend --source kafka --streaming`,
 local runner, pinned to `--learner_cores`) runs beside the server the whole time, publishing versions (hot
 reloaded) and profiles to the stores the server reads, fed by the simulator at R records/s.
 
@@ -72,10 +71,8 @@ def start_server(out: pathlib.Path, port: int, cores: str, workers: int, kafka: 
     command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(out / "registry.sqlite"),
                "--online_store", str(out / "online.sqlite"), "--event_log", str(out / "served.avro"),
                "--cache_s", "0", "--seed", "1", "--workers", str(workers), "--batch_store", str(out / "toplists.sqlite")]
-    if kafka:
-        command += ["--kafka_requests", kafka]
-    if experiment:
-        command += ["--experiment", os.path.abspath(experiment)]
+    command += (["--kafka_requests", kafka] if kafka else []) + (
+        ["--experiment", os.path.abspath(experiment)] if experiment else [])
     start = time.monotonic()
     server = subprocess.Popen(["taskset", "-c", cores, *command], cwd=ROOT, stderr=subprocess.DEVNULL)
     body = {"user_id": "u00001", "item_id": "i00001", "item_genres": ["drama"], "position": 0}
@@ -207,15 +204,13 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         out = pathlib.Path(tmp)
         publish(args.impressions, out)
-        port = args.port
-        prefix = f"bench-serving-{os.getpid()}"
+        port, prefix = args.port, f"bench-serving-{os.getpid()}"
         kafka = f"kafka://{args.bootstrap}/{prefix}" if args.kafka_rates else None
         server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka, args.experiment)
         learning = start_learner(out, args.bootstrap, args.learner_rate, prefix,
                                  args.learner_cores) if args.learner_rate else []
         results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores, "workers": args.workers,
-                   "experiment": args.experiment,
-                   "load_cores": args.load_cores, "duration_s": args.duration,
+                   "experiment": args.experiment, "load_cores": args.load_cores, "duration_s": args.duration,
                    "learner": (f"running (streaming, local runner, on cores {args.learner_cores or 'any'}), "
                                f"input {args.learner_rate:g} records/s"
                                if args.learner_rate else "not running")}
@@ -291,8 +286,7 @@ def main(argv=None) -> int:
     parser.add_argument("--learner_cores", default="1",
                         help="taskset cores of the learner and its input ('': any; default: %(default)s)")
     parser.add_argument("--port", type=int, default=18123)
-    parser.add_argument("--experiment", metavar="FILE", help="the server routes by this experiment, e.g. "
-                        "docs/experiments/shadow-no-features.json: a shadow scoring every ranking (default: none)")
+    parser.add_argument("--experiment", metavar="FILE", help="the server routes by this experiment (default: none)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = run(args)

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import threading
 
 LOG = logging.getLogger(__name__)
 OUTCOMES = ("scored", "failed", "no_model", "dropped")
@@ -52,9 +53,17 @@ class ShadowSettings:
 
 
 class ShadowScorer:
-    def __init__(self, settings: ShadowSettings, maxsize: int = 1000):
+    """Jobs are kept in a list and sent in batches every `send_s` (one hand-off to the queue's
+    feeder thread per batch, not per request: each hand-off wakes a thread in the server);
+    at most `maxsize` wait."""
+
+    def __init__(self, settings: ShadowSettings, maxsize: int = 1000, send_s: float = 0.05):
         context = multiprocessing.get_context("spawn")  # not a fork of a server with threads
-        self._queue = context.Queue(maxsize)
+        self._queue = context.Queue(maxsize // 10)  # of batches
+        self._pending: list[ShadowJob] = []
+        self._maxsize, self._send_s = maxsize, send_s
+        self._stopping = threading.Event()
+        self._sender = threading.Thread(target=self._send, name="shadow-sender", daemon=True)
         # Each count has one writer (the worker's, or the server's "dropped"): no lock.
         self._counts = context.Array("q", len(OUTCOMES), lock=False)
         self._process = context.Process(target=_work, args=(settings, self._queue, self._counts),
@@ -66,14 +75,26 @@ class ShadowScorer:
 
     def start(self) -> None:
         self._process.start()
+        self._sender.start()
 
     def submit(self, job: ShadowJob) -> None:
-        try:
-            self._queue.put_nowait(job)
-        except (queue.Full, AttributeError):  # full, or stopped
+        if len(self._pending) < self._maxsize:
+            self._pending.append(job)  # atomic; the sender swaps the list out
+        else:
             self._counts[OUTCOMES.index("dropped")] += 1
 
+    def _send(self) -> None:
+        while not self._stopping.wait(self._send_s):
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    self._queue.put_nowait(batch)
+                except queue.Full:  # the worker is behind: these are dropped, and counted
+                    self._counts[OUTCOMES.index("dropped")] += len(batch)
+
     def stop(self) -> None:
+        self._stopping.set()
+        self._sender.join(timeout=5)
         try:
             self._queue.put(None, timeout=1)
         except queue.Full:
@@ -86,9 +107,8 @@ class ShadowScorer:
         self._queue = None  # its semaphores go with it, not at exit (where the tracker warns of them)
 
 
-def _work(settings: ShadowSettings, jobs, counts) -> None:
-    """The worker process: jobs until None."""
-    from core.ranking import score
+def _work(settings: ShadowSettings, batches, counts) -> None:
+    """The worker process: batches of jobs until None."""
     from models import serde
     from serving.candidates import PopularItems
     from serving.eventlog import open_event_log
@@ -112,34 +132,41 @@ def _work(settings: ShadowSettings, jobs, counts) -> None:
         refresh.start()
     log = open_event_log(settings.log, settings.schema_registry, "shadow_prediction")
     try:
-        while (job := jobs.get()) is not None:
-            if job.model_key not in live.model_keys:  # another shadow since the file changed
-                live.watch([job.model_key])
-                live.refresh()
-            served = live.get(job.model_key)
-            if served is None:
-                counts[OUTCOMES.index("no_model")] += 1
-                continue
-            try:
-                current = popular.current
-                ranked, _ = score(served.model, store, job.user_id, job.device, current.candidates(job.extra),
-                                  job.now_ms, job.genres, known=current.profiles)
-            except Exception as e:  # noqa: BLE001 (the shadow's failure is counted, never the request's)
-                failed = counts[OUTCOMES.index("failed")] = counts[OUTCOMES.index("failed")] + 1
-                if failed <= 10 or failed % 1000 == 0:
-                    LOG.error("shadow %s failed (%d so far): %r", job.model_key, failed, e)
-                continue
-            places = {s.item_id: (rank, s.probability) for rank, s in enumerate(ranked)}
-            for impression_id, item_id, position in job.shown:
-                rank, probability = places.get(item_id, (None, None))
-                log.write({"impression_id": impression_id, "event_time": job.now_ms, "user_id": job.user_id,
-                           "item_id": item_id, "experiment": job.experiment, "model_key": job.model_key,
-                           "model_version": served.version.version, "probability": probability, "rank": rank,
-                           "position": position,
-                           "shadow_item": ranked[position].item_id if position < len(ranked) else None})
-            counts[OUTCOMES.index("scored")] += 1
+        while (batch := batches.get()) is not None:
+            for job in batch:
+                try:
+                    outcome = _score(job, live, popular, store, log)
+                except Exception as e:  # noqa: BLE001 (the shadow's failure is counted, never the request's)
+                    outcome = "failed"
+                    if counts[OUTCOMES.index("failed")] < 10 or counts[OUTCOMES.index("failed")] % 1000 == 0:
+                        LOG.error("shadow %s failed (%d before): %r", job.model_key,
+                                  counts[OUTCOMES.index("failed")], e)
+                counts[OUTCOMES.index(outcome)] += 1
     finally:
         for refresh in refreshes:
             refresh.stop()
         log.close()
         store.close()
+
+
+def _score(job: ShadowJob, live, popular, store, log) -> str:
+    """Ranks the job's candidates with the shadow and logs its predictions; the outcome."""
+    from core.ranking import score
+
+    if job.model_key not in live.model_keys:  # another shadow since the file changed
+        live.watch([job.model_key])
+        live.refresh()
+    served = live.get(job.model_key)
+    if served is None:
+        return "no_model"
+    current = popular.current
+    ranked, _ = score(served.model, store, job.user_id, job.device, current.candidates(job.extra), job.now_ms,
+                      job.genres, known=current.profiles)
+    places = {s.item_id: (rank, s.probability) for rank, s in enumerate(ranked)}
+    for impression_id, item_id, position in job.shown:
+        rank, probability = places.get(item_id, (None, None))
+        log.write({"impression_id": impression_id, "event_time": job.now_ms, "user_id": job.user_id,
+                   "item_id": item_id, "experiment": job.experiment, "model_key": job.model_key,
+                   "model_version": served.version.version, "probability": probability, "rank": rank,
+                   "position": position, "shadow_item": ranked[position].item_id if position < len(ranked) else None})
+    return "scored"

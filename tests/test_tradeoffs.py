@@ -11,7 +11,7 @@ LEARNING = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bench" / "
 def test_one_command_reports_batch_against_real_time_serving(kafka_bootstrap, tmp_path):
     out = tmp_path / "report"
     assert tradeoffs.main(["--output", str(out), "--loop_dir", str(tmp_path / "loop"), "--users", "200",
-                           "--duration_s", "60", "--batch_every_s", "20", "--drift_after_s", "30",
+                           "--duration_s", "45", "--batch_every_s", "15", "--drift_after_s", "22",
                            "--visits_per_s", "3", "--port", "8190", "--history", "1000",
                            "--learning_json", str(LEARNING)]) == 0
     results = json.loads((out / "tradeoffs.json").read_text())

@@ -1,0 +1,74 @@
+"""What an experiment costs the served latency: /recommendations from servers without and with
+`--experiment` (e.g. a shadow), alternating `--repeat` times over the same stores, and the
+median rise of p99 per rate (runs on a shared machine differ by milliseconds: one pair says
+little).
+
+    .venv/bin/python -m benchmarks.serving_compare --experiment docs/experiments/shadow-no-features.json \\
+        [--recommend_rates 50,100] [--duration 15] [--repeat 3] [--json out.json]
+
+The server is pinned to `--server_cores`, vegeta to `--load_cores` (`benchmarks.serving`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import tempfile
+import time
+
+from benchmarks.serving import SETTLE_S, attack, publish, start_server, targets, vegeta
+
+
+def compare(args) -> dict:
+    """/recommendations without and with the experiment, alternating servers `--repeat` times
+    over the same stores: the p99 each time, and the median difference (runs on a shared
+    machine differ by milliseconds: one pair says little)."""
+    binary = vegeta()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        out = pathlib.Path(tmp)
+        publish(args.impressions, out)
+        target_file = targets(out, args.port, "recommend")
+        rows = {"without": [], "with": []}
+        for _ in range(args.repeat):
+            for arm, experiment in (("without", None), ("with", args.experiment)):
+                server, _ = start_server(out, args.port, args.server_cores, args.workers, None, experiment)
+                try:
+                    attack(binary, target_file, args.recommend_rates[0], 2, args.load_cores)  # warm-up
+                    for rate in args.recommend_rates:
+                        time.sleep(SETTLE_S)
+                        rows[arm].append(attack(binary, target_file, rate, args.duration, args.load_cores))
+                finally:
+                    server.terminate()
+                    server.wait(30)
+    by_rate = {}
+    for rate in args.recommend_rates:
+        p99 = {arm: [r["p99_ms"] for r in rows[arm] if r["rate"] == rate] for arm in rows}
+        deltas = sorted(w - o for w, o in zip(p99["with"], p99["without"]))
+        by_rate[rate] = {"p99_without_ms": p99["without"], "p99_with_ms": p99["with"],
+                         "median_p99_rise_ms": deltas[len(deltas) // 2]}
+    return {"experiment": args.experiment, "repeat": args.repeat, "server_cores": args.server_cores,
+            "load_cores": args.load_cores, "duration_s": args.duration, "recommend": by_rate}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving_compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", required=True, help="the experiment file the second server routes by")
+    parser.add_argument("--recommend_rates", type=lambda t: [int(r) for r in t.split(",") if r], default=[50, 100])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="pairs of servers (default: %(default)s)")
+    parser.add_argument("--impressions", type=int, default=20_000, help="the main job's size (default: %(default)s)")
+    parser.add_argument("--server_cores", default="0")
+    parser.add_argument("--load_cores", default="1")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--port", type=int, default=18123)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    results = compare(args)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
