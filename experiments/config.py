@@ -32,8 +32,10 @@ experiment t: kind: 'split' is not one of ab, canary, shadow, bandit; variants: 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import re
 
@@ -97,6 +99,21 @@ def load(path: str) -> Experiment:
         return parse(spec)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def argument(path: str) -> Experiment:
+    """argparse's `type=` for an experiment file: the experiment, or the reasons as a usage error."""
+    try:
+        return load(path)
+    except (OSError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def path_argument(path: str) -> str:
+    """argparse's `type=` for an experiment file another process loads: its absolute path, once
+    it loads here."""
+    argument(path)
+    return os.path.abspath(path)
 
 
 def parse(spec) -> Experiment:

@@ -34,7 +34,7 @@ from stores.registry import open_registry
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.experiment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", required=True, help="the experiment file (JSON or YAML, experiments.config)")
+    parser.add_argument("--experiment", required=True, type=config.argument, help="the experiment file (JSON or YAML, experiments.config)")
     parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
     parser.add_argument("--topic", default="interactions", help="the interactions topic the servers log to")
     parser.add_argument("--store", required=True, help="the experiments store the servers read (their "
@@ -47,10 +47,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--check_s", type=float, default=5.0, help="seconds between checks (default: %(default)s)")
     parser.add_argument("--duration_s", type=float, help="stop after this long (default: run until stopped)")
     args = parser.parse_args(argv)
-    try:
-        args.experiment = config.load(args.experiment)
-    except (OSError, config.ConfigError) as e:
-        parser.error(f"--experiment: {e}")
     if args.check_s <= 0 or args.attribution_minutes <= 0 or args.allowed_lateness_s < 0:
         parser.error("--check_s and --attribution_minutes must be > 0, --allowed_lateness_s >= 0")
     return args

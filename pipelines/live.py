@@ -90,19 +90,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_every_s", type=float, default=120.0,
                         help="the batch arm's top lists are recomputed this often (default: %(default)s)")
     parser.add_argument("--drift_after_s", type=float, help="the users' tastes drift after this long (default: never)")
-    parser.add_argument("--experiment", metavar="FILE", help="run this experiment (JSON or YAML): learner, "
+    parser.add_argument("--experiment", metavar="FILE", type=config.path_argument, help="run this experiment (JSON or YAML): learner, "
                         "server and its owner (default: none)")
     parser.add_argument("--caught_up", action="store_true",
                         help="the users start (and the first batch is ranked) once the learner has caught up with the "
                              "history: it has learned the labels due until two attribution windows before its end")
     args = parser.parse_args(argv)
     args.arms = list(dict.fromkeys(a.strip() for a in args.arms.split(",") if a.strip()))
-    if args.experiment:
-        try:
-            config.load(args.experiment)
-        except (OSError, config.ConfigError) as e:
-            parser.error(f"--experiment: {e}")
-        args.experiment = os.path.abspath(args.experiment)
     if not args.arms or set(args.arms) - {"live", "batch"}:
         parser.error("--arms: live and/or batch")
     if args.history < 100 or args.users < 1 or args.visits_per_s <= 0 or args.attribution_s < 10:

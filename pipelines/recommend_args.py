@@ -36,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--hash_size", type=int, default=2 ** 16,
                         help="Hash buckets for ids and other categoricals, for a --model that takes "
                              "hash_size (default: %(default)s).")
-    parser.add_argument("--experiment", metavar="FILE",
+    parser.add_argument("--experiment", metavar="FILE", type=config.argument,
                         help="An experiment (experiments.config): its variants with a factory are learned too, "
                              "and each variant learns only from the impressions it served (a shadow's from "
                              "all); a new variant joins by restarting the job with the new file.")
@@ -116,11 +116,6 @@ def parse_args(argv=None):
             parser.error(f"--model {args.model} must build a binary classifier (click or not)")
     except (ValueError, TypeError) as e:
         parser.error(f"--model: {e}")
-    if args.experiment:
-        try:
-            args.experiment = config.load(args.experiment)
-        except (OSError, config.ConfigError) as e:
-            parser.error(f"--experiment: {e}")
     for flag in ("allowed_lateness_s", "max_clock_skew_s"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag} cannot be negative")

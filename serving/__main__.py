@@ -68,7 +68,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--batch_first", action="store_true",
                         help="answer /recommendations from --batch_store whenever it holds the user's list "
                              "(a lookup instead of a ranking); others are ranked live")
-    parser.add_argument("--experiment", metavar="FILE",
+    parser.add_argument("--experiment", metavar="FILE", type=config.path_argument,
                         help="an experiment (JSON or YAML, experiments.config) whose variants serve the live "
                              "rankings and predictions; reloaded when the file changes (default: none)")
     parser.add_argument("--experiment_store", metavar="LOCATION",
@@ -94,12 +94,6 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
         parser.error("--epsilon must be in [0, 1]")
     if args.cache_s < 0:
         parser.error("--cache_s must be >= 0")
-    if args.experiment:
-        try:
-            config.load(args.experiment)
-        except (OSError, config.ConfigError) as e:
-            parser.error(f"--experiment: {e}")
-        args.experiment = os.path.abspath(args.experiment)
     if args.experiment_store and "://" not in args.experiment_store:
         args.experiment_store = os.path.abspath(args.experiment_store)
     token = os.environ.get("STREAMML_API_TOKEN") or None
