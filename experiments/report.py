@@ -61,7 +61,11 @@ def _markdown(experiment: Experiment, history: list[dict], events: list[dict], s
     burn_in = "left out" if experiment.plan.get("burn_in") else "analysed (no burn-in in this plan)"
     lines += ["", NOTES[experiment.kind].format(burn_in=burn_in), "", "![over time](report.png)", "", "## Events", ""]
     lines += [_event(e) for e in events] or ["- none"]
-    lines += ["", f"{len(history)} checks."]
+    read = state.get("input")
+    lines += ["", f"{len(history)} checks." + (
+        f" Read {read['read']:,} records: {read['undecodable']:,} undecodable, {read['unusable']:,} impressions "
+        "routed by this experiment unusable (a variant the file does not name, or no bucket), skipped."
+        if read else "")]
     return "\n".join(lines) + "\n"
 
 

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict:
     source.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in found[t].partitions])
     labeller = Labeller(int(args.attribution_minutes * 60_000), int(args.allowed_lateness_s * 1000), experiment.name,
                         sorted(found[args.topic].partitions))
-    reader = _Reader(args.topic, labeller, ledger)
+    reader = _Reader(args.topic, labeller, ledger, experiment)
     history, events, checked = [], [e for _, _, e in store.events(experiment.name)], 0.0
     deadline = time.monotonic() + args.duration_s if args.duration_s else None
     try:
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict:
             if done or time.monotonic() - checked >= args.check_s:
                 checked = time.monotonic()
                 state, new_events = owner.check(ledger)
+                state["input"] = dict(reader.counts)
                 version = store.put(experiment.name, state, expected_version=version)
                 for event in new_events:
                     store.add_event(experiment.name, event)
@@ -86,41 +87,52 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict:
                                 **{k: state.get(k) for k in ("summary", "test", "weight", "probabilities")}})
                 report.write(args.report, experiment, history, events, state)
             if done:
-                return {"state": state, "events": events, "undecodable": reader.undecodable, "version": version}
+                return {"state": state, "events": events, "input": dict(reader.counts), "version": version}
     finally:
         source.close()
         store.close()
 
 
 class _Reader:
-    """Interactions into labels into the ledger, with the shadow's predictions of each."""
+    """Interactions into labels into the ledger, with the shadow's predictions of each. Counts
+    what it read, what it could not decode (the learning plane dead-letters those) and the
+    impressions routed by this experiment that it cannot use: a variant the file does not name,
+    or no bucket (a foreign or broken writer). Those are skipped, counted, and in the report."""
 
-    def __init__(self, topic: str, labeller: Labeller, ledger: Ledger):
-        self.topic, self.labeller, self.ledger = topic, labeller, ledger
+    def __init__(self, topic: str, labeller: Labeller, ledger: Ledger, experiment: config.Experiment):
+        self.topic, self.labeller, self.ledger, self.experiment = topic, labeller, ledger, experiment
         self.interactions = AvroPayloads("interaction")
         self.predictions = AvroPayloads("shadow_prediction", id_field="impression_id")
         self.shadow: dict[str, dict] = {}  # impression id -> the shadow's prediction, until labelled
-        self.undecodable = 0
+        self.counts = {"read": 0, "undecodable": 0, "unusable": 0}
 
     def take(self, messages) -> None:
         labelled = [] if messages else self.labeller.advance()  # idle partitions let go
         for message in messages:
             if message.error() is not None:
                 continue
+            self.counts["read"] += 1
             interaction = message.topic() == self.topic
             try:
                 row = (self.interactions if interaction else self.predictions).row(KafkaRecord(
                     message.topic(), message.partition(), message.offset(), message.key(), message.value(),
                     message.timestamp()[1]))
             except ValueError:
-                self.undecodable += 1  # the learning plane dead-letters it; not ours to judge
+                self.counts["undecodable"] += 1
                 continue
-            if interaction:
+            if interaction and self._unusable(row.fields):
+                self.counts["unusable"] += 1
+            elif interaction:
                 labelled += self.labeller.add(row.fields, message.partition())
             else:
                 self.shadow[row.fields["impression_id"]] = row.fields
         for impression in labelled:
             self.ledger.add(impression, self.shadow.pop(impression["event_id"], None))
+
+
+    def _unusable(self, fields: dict) -> bool:
+        return (fields["event_type"] == "impression" and fields.get("experiment") == self.experiment.name
+                and (fields.get("variant") not in self.experiment.variants or fields.get("bucket") is None))
 
 
 def _promote(location: str, experiment: config.Experiment) -> None:
@@ -146,7 +158,13 @@ def main(argv=None) -> int:
     except Conflict as e:
         print(f"error: {e}: is another owner running?", file=sys.stderr)
         return 1
-    print(f"stopped: {len(result['events'])} events, state version {result['version']}", file=sys.stderr)
+    counts = result["input"]
+    print(f"stopped: {len(result['events'])} events, state version {result['version']}; read {counts['read']:,} "
+          f"records ({counts['undecodable']:,} undecodable, {counts['unusable']:,} routed impressions unusable: "
+          "an unknown variant or no bucket)", file=sys.stderr)
+    if not counts["read"]:
+        print(f"error: read nothing from topic {args.topic!r} at {args.bootstrap}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,6 +5,7 @@ import uuid
 
 import numpy as np
 import pytest
+from confluent_kafka import Producer
 
 from core.kafka import ensure_topic, produce
 from experiments import config
@@ -123,9 +124,14 @@ def test_the_owner_process_decides_from_the_topic_and_writes_state_and_report(ka
             if rng.random() < (0.05 if assigned.variant == "control" else 0.1):
                 records.append({**impression, "event_id": f"c{i}-{j}", "event_type": "click", "event_time": t + 50,
                                 "impression_id": impression["event_id"], **NOT_SERVED})
+    # A foreign or broken writer: a variant the file does not name, an impression without a bucket.
+    records += [{**records[0], "event_id": "bad-1", "variant": "nobody"}, {**records[0], "event_id": "bad-2", "bucket": None}]
     topic = f"owner-{uuid.uuid4().hex[:8]}"
     ensure_topic(kafka_bootstrap, topic, 3)
     produce(records, kafka_bootstrap, topic, "interaction", "user_id")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, key=b"u1", value=b"\x02not avro", timestamp=t)
+    assert producer.flush(10) == 0
     store = tmp_path / "experiments.sqlite"
     assert owner_process.main(["--experiment", str(spec), "--bootstrap", kafka_bootstrap, "--topic", topic,
                                "--store", str(store), "--report", str(tmp_path / "report"), "--attribution_minutes",
@@ -138,6 +144,21 @@ def test_the_owner_process_decides_from_the_topic_and_writes_state_and_report(ka
     text = (tmp_path / "report" / "report.md").read_text()
     assert "**Decision: ship**" in text and "| new | challenger |" in text and "burn-in" in text
     assert (tmp_path / "report" / "report.png").stat().st_size > 10_000
+    assert stored.state["input"] == {"read": len(records) + 1, "undecodable": 1, "unusable": 2}
+    assert "1 undecodable, 2 impressions routed by this experiment unusable" in text
+
+
+@pytest.mark.kafka
+def test_an_owner_that_read_nothing_says_so_and_exits_1(kafka_bootstrap, tmp_path, capsys):
+    spec = tmp_path / "ab.json"
+    spec.write_text(json.dumps({"name": "ab", "kind": "ab", "control": "control", "variants": VARIANTS,
+                                "weights": {"control": 0.5, "new": 0.5}}))
+    topic = f"empty-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_bootstrap, topic, 1)
+    assert owner_process.main(["--experiment", str(spec), "--bootstrap", kafka_bootstrap, "--topic", topic,
+                               "--store", str(tmp_path / "s.sqlite"), "--report", str(tmp_path / "report"),
+                               "--duration_s", "2", "--check_s", "1"]) == 1
+    assert f"read nothing from topic {topic!r}" in capsys.readouterr().err
 
 
 def test_a_finished_canary_is_promoted_in_the_registry(tmp_path):
