@@ -64,10 +64,6 @@ class Labeller:
             return []  # a partition that has said nothing yet, and is not idle yet
         return self._close(min(recent) - self.lateness_ms)
 
-    def flush(self) -> list[dict]:
-        """Every impression still open, labelled as of now (the end of a finite stream)."""
-        return self._close(float("inf"))
-
     def _close(self, clock) -> list[dict]:
         done = []
         while self._closing and self._closing[0][0] <= clock:

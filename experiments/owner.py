@@ -104,8 +104,6 @@ class Owner:
                                          latency, stage=int(self.state.get("stage", 0)),
                                          stage_start=int(self.state.get("stage_start", 0)),
                                          state=self.state.get("state", canary.RAMPING))
-        self._bandit = ThompsonRouter(list(experiment.variants), floor=experiment.floor) \
-            if experiment.kind == "bandit" else None
 
     def check(self, ledger: Ledger, latencies_ms=()) -> tuple[dict, list[dict]]:
         kind = self.experiment.kind
@@ -170,7 +168,6 @@ class Owner:
             if variant in router.posteriors:
                 router.update_many(variant, sum(u.clicks for u in users.values()),
                                    sum(u.impressions for u in users.values()))
-        self._bandit = router
         self.state["probabilities"] = router.probabilities()
         self.state["off_policy"] = off_policy(ledger, list(self.experiment.variants))
         return []

@@ -57,11 +57,6 @@ class Moments:
         return Moments(self.n + other.n, self.x + other.x, self.y + other.y,
                        self.xx + other.xx, self.yy + other.yy, self.xy + other.xy)
 
-    def at(self, index) -> Moments:
-        """The moments at the given peeks (running moments only)."""
-        return Moments(*(np.asarray(f)[index] for f in
-                         (self.n, self.x, self.y, self.xx, self.yy, self.xy)))
-
     def ratio(self):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.divide(self.y, self.x)

@@ -23,6 +23,7 @@ Assignment(experiment='ab', variant='a', model_key='recommender', bucket=5584, p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 
 from experiments.assignment import Split, bucket
@@ -57,8 +58,14 @@ def route(experiment: Experiment, state: dict, user_id: str, request_id: str) ->
                 return _assigned(experiment, variant, b, probabilities[variant])
         return _assigned(experiment, variant, b, probabilities.get(variant, 0.0))
     weights = experiment.weights if experiment.kind == "ab" else _canary_weights(experiment, state)
-    variant = Split(weights, experiment.control).variant(b)
+    variant = _split(tuple(weights.items()), experiment.control).variant(b)
     return _assigned(experiment, variant, b, weights[variant])
+
+
+@functools.lru_cache(maxsize=64)
+def _split(weights: tuple, control: str) -> Split:
+    """The split of these weights, made once (it is checked and laid out on buckets), not per request."""
+    return Split(dict(weights), control)
 
 
 def canary_weight(experiment: Experiment, state: dict) -> float:
