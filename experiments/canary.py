@@ -6,10 +6,12 @@ Each guardrail compares the canary's users with a baseline: control users of the
 (Spinnaker's Kayenta compares a canary with a baseline of its own size, not with the whole
 fleet, for the same reason: like against like, and the baseline's data is cheap to keep). A
 guardrail is a user-level ratio metric where lower is better (log loss per impression, errors
-per request) checked with an always-valid confidence sequence on the relative difference, or a
-latency bound (p99 over the canary's recent requests):
+per request) checked with an always-valid confidence sequence on the relative difference; or
+a bound on the canary's own error rate (requests its model failed, and the control answered),
+with confidence; or a latency bound (p99 over the canary's recent requests):
 
-- *breach* (abort now): the canary is worse with confidence, or its p99 latency is over bound;
+- *breach* (abort now): the canary is worse with confidence, its error rate is over bound with
+  confidence, or its p99 latency is over bound;
 - *pass* (may advance at the stage's end): worse by less than the stage's margin with
   confidence;
 - otherwise the stage is extended; a stage still inconclusive after its extensions aborts,
@@ -80,6 +82,30 @@ class RatioGuardrail:
 
 
 @dataclass(frozen=True)
+class ErrorGuardrail:
+    """The canary's error rate (per request, user-level) may not exceed `max_rate` with
+    confidence: an always-valid lower bound over it breaches. Not relative to the baseline,
+    whose rate is 0 in a healthy fleet.
+
+    >>> ErrorGuardrail(0.01).verdict(ratio.Moments.of([5] * 30, [5] * 30))[0]  # every request failed
+    'breach'
+    >>> ErrorGuardrail(0.01).verdict(ratio.Moments.of([5] * 30, [0] * 30))[0]
+    'pass'
+    """
+    max_rate: float = 0.01
+    alpha: float = 0.05
+    min_users: int = 20
+
+    def verdict(self, requests: ratio.Moments) -> tuple[str, float]:
+        """(breach or pass) and the error rate."""
+        if requests.n < self.min_users or not requests.x:
+            return UNSURE, float("nan")
+        rate, variance = float(requests.ratio()), float(requests.variance())
+        r = float(sequential.radius(variance, self.max_rate ** 2, self.alpha)) if variance > 0 else 0.0
+        return (BREACH if rate - r > self.max_rate else PASS), rate
+
+
+@dataclass(frozen=True)
 class LatencyGuardrail:
     """The canary's p99 over its last `window` requests may not exceed `p99_ms`."""
     p99_ms: float
@@ -100,6 +126,7 @@ class Canary:
     ramp: Ramp
     guardrails: list[RatioGuardrail]
     latency: LatencyGuardrail | None = None
+    errors: ErrorGuardrail | None = None
     stage: int = 0
     stage_start: int = 0
     state: str = RAMPING
@@ -110,7 +137,8 @@ class Canary:
         return {RAMPING: self.ramp.stages[self.stage].weight, ABORTED: 0.0, PROMOTED: 1.0}[self.state]
 
     def check(self, users: int, data: dict[str, tuple[ratio.Moments, ratio.Moments]],
-              latencies_ms=()) -> dict | None:
+              latencies_ms=(), requests: ratio.Moments | None = None) -> dict | None:
+        """`requests`: the canary's users' requests and errors (for the error guardrail)."""
         if self.state != RAMPING:
             return None
         stage = self.ramp.stages[self.stage]
@@ -120,6 +148,10 @@ class Canary:
             verdict, p99 = self.latency.verdict(latencies_ms)
             if verdict == BREACH:
                 breached.append(f"p99 latency {p99:.1f} ms > {self.latency.p99_ms} ms")
+        if self.errors is not None and requests is not None:
+            verdict, rate = self.errors.verdict(requests)
+            if verdict == BREACH:
+                breached.append(f"error rate {rate:.1%} > {self.errors.max_rate:.1%}")
         if breached:
             return self._end(ABORTED, users, f"guardrail breached: {', '.join(breached)}", verdicts)
         elapsed = users - self.stage_start

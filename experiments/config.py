@@ -11,9 +11,10 @@
     plan: {base_ctr: 0.05, relative_lift: 0.10}     # ab: the smallest lift worth finding (and power,
                                                     #   alpha, budget, burn_in, min_users)
     ramp: [{weight: 0.01, users: 60000, margin: 0.5}, ...]  # canary (default: experiments.canary's)
-    guardrails: {p99_latency_ms: 50, min_users: 100, tau2: 0.005}  # canary: besides log loss, always
-                                                    #   checked: p99 bound, canary users before it speaks,
-                                                    #   mixing variance of the relative difference
+    guardrails: {p99_latency_ms: 50, max_error_rate: 0.01, min_users: 100, tau2: 0.005}
+                                    # canary: besides log loss, always checked: p99 bound of its answers,
+                                    #   bound of its error rate (default 1%), canary users before the
+                                    #   log loss speaks, mixing variance of its relative difference
     floor: 0.01                     # bandit: each variant's least probability
 
 A variant with a `factory` is a model the learning plane learns online from the labels of what
@@ -43,6 +44,7 @@ from experiments.canary import DEFAULT_STAGES, Ramp, Stage
 
 KINDS = ("ab", "canary", "shadow", "bandit")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+GUARDRAILS = ("p99_latency_ms", "max_error_rate", "min_users", "tau2")
 _PLAN = {"base_ctr": 0.05, "relative_lift": 0.10, "power": 0.8, "alpha": 0.05, "budget": 2.0, "burn_in": 0.0,
          "min_users": 1000}
 
@@ -139,9 +141,11 @@ def parse(spec) -> Experiment:
     plan = {**_PLAN, **_numbers(spec.get("plan", {}), "plan", _PLAN, errors)}
     ramp = _ramp(spec.get("ramp"), errors)
     guardrails = spec.get("guardrails") or {}
-    if not (isinstance(guardrails, dict) and set(guardrails) <= {"p99_latency_ms", "min_users", "tau2"}
-            and all(isinstance(v, (int, float)) and v > 0 for v in guardrails.values())):
-        errors.append(f"guardrails: positive numbers for p99_latency_ms, min_users, tau2; got {guardrails!r}")
+    if not (isinstance(guardrails, dict) and set(guardrails) <= set(GUARDRAILS)
+            and all(isinstance(v, (int, float)) and v > 0 for v in guardrails.values())
+            and guardrails.get("max_error_rate", 0) < 1):
+        errors.append(f"guardrails: positive numbers for {', '.join(GUARDRAILS)} (max_error_rate below 1); "
+                      f"got {guardrails!r}")
     floor = spec.get("floor", 0.01)
     if not (isinstance(floor, (int, float)) and 0 <= floor * max(len(variants), 1) < 1):
         errors.append(f"floor: {floor!r} must be in [0, 1 / variants)")

@@ -7,15 +7,20 @@ experiments store.
   routes everyone to the variant chosen. The plan's user variance is estimated once, from the
   first `min_users` users, and then fixed: the test's mixing variance must not follow the data.
 - canary: `canary.Canary` on log loss of the served probability against the label, canary users
-  against a baseline of control users of the same share (buckets from 5,000 up); a finished
-  ramp is promoted, and `on_promote` (the registry's `promote`) is called.
+  against a baseline of control users of the same share (buckets from 5,000 up), and on the
+  canary's error rate and p99 latency as served (read off each request's first impression as
+  it arrives, without waiting for labels: a breach there aborts within a check); a finished
+  ramp is promoted.
 - bandit: Thompson sampling's posteriors from the labels; the probabilities of each choice.
 - shadow: no routing to decide; the ledger compares the variants.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+
+import numpy as np
 
 from experiments import abtest, canary, ratio, sequential
 from experiments.assignment import BUCKETS
@@ -24,6 +29,7 @@ from experiments.config import Experiment
 from experiments.routing import canary_weight
 
 EPS = 1e-6
+LATENCY_WINDOW = 1000  # a variant's latest answers its p99 is of
 
 
 @dataclasses.dataclass
@@ -44,9 +50,31 @@ class Ledger:
 
     def __init__(self):
         self.variants: dict[str, dict[str, UserTotals]] = {}
+        self.requests: dict[str, dict[str, list[int]]] = {}  # variant -> user -> [requests, errors]
+        self.latencies: dict[str, collections.deque] = {}  # variant -> its latest answers' serve_ms
+
+    def served(self, impression: dict) -> None:
+        """A routed impression as read, before its label: the first of each request (the one
+        with `serve_ms`) counts the request, its error and its time to answer."""
+        if impression.get("serve_ms") is None:
+            return
+        variant = impression["variant"]
+        counts = self.requests.setdefault(variant, {}).setdefault(impression["user_id"], [0, 0])
+        counts[0] += 1
+        counts[1] += impression.get("error") is not None
+        self.latencies.setdefault(variant, collections.deque(maxlen=LATENCY_WINDOW)).append(impression["serve_ms"])
+
+    def request_moments(self, variant: str) -> ratio.Moments:
+        """User-level moments of errors per request."""
+        users = list(self.requests.get(variant, {}).values())
+        return ratio.Moments.of([u[0] for u in users], [u[1] for u in users])
 
     def add(self, labelled: dict, shadow: dict | None = None) -> None:
-        """A labelled impression, and the shadow's prediction of it if one was logged."""
+        """A labelled impression, and the shadow's prediction of it if one was logged. One the
+        variant failed to answer (the control's model answered) is no evidence of the variant's
+        predictions: its errors are counted by `served`."""
+        if labelled.get("error") is not None:
+            return
         users = self.variants.setdefault(labelled["variant"], {})
         totals = users.get(labelled["user_id"]) or users.setdefault(labelled["user_id"], UserTotals(labelled["bucket"]))
         loss = _log_loss(labelled.get("served_probability"), labelled["clicked"])
@@ -80,6 +108,11 @@ class Ledger:
             out[variant] = {"users": len(users), "impressions": n, "clicks": sum(u.clicks for u in users.values()),
                             "ctr": sum(u.clicks for u in users.values()) / n if n else None,
                             "log_loss": sum(u.log_loss for u in users.values()) / n if n else None}
+        for variant, users in sorted(self.requests.items()):
+            requests, errors = sum(u[0] for u in users.values()), sum(u[1] for u in users.values())
+            out.setdefault(variant, {}).update(
+                requests=requests, errors=errors, error_rate=errors / requests if requests else None,
+                p99_ms=float(np.percentile(self.latencies[variant], 99)) if self.latencies.get(variant) else None)
         return out
 
 
@@ -100,14 +133,15 @@ class Owner:
             g = experiment.guardrails
             latency = canary.LatencyGuardrail(g["p99_latency_ms"]) if g.get("p99_latency_ms") else None
             log_loss = canary.RatioGuardrail("log_loss", tau2=g.get("tau2", 0.005), min_users=g.get("min_users", 100))
+            errors = canary.ErrorGuardrail(g.get("max_error_rate", 0.01))
             self._canary = canary.Canary(experiment.ramp, [log_loss],
-                                         latency, stage=int(self.state.get("stage", 0)),
+                                         latency, errors, stage=int(self.state.get("stage", 0)),
                                          stage_start=int(self.state.get("stage_start", 0)),
                                          state=self.state.get("state", canary.RAMPING))
 
-    def check(self, ledger: Ledger, latencies_ms=()) -> tuple[dict, list[dict]]:
+    def check(self, ledger: Ledger) -> tuple[dict, list[dict]]:
         kind = self.experiment.kind
-        events = (self._check_ab(ledger) if kind == "ab" else self._check_canary(ledger, latencies_ms)
+        events = (self._check_ab(ledger) if kind == "ab" else self._check_canary(ledger)
                   if kind == "canary" else self._check_bandit(ledger) if kind == "bandit" else self._check_shadow(ledger))
         self.state["summary"] = ledger.summary()
         return dict(self.state), events
@@ -135,12 +169,12 @@ class Owner:
         return [{"event": decision.action, "variant": chosen, "reason": decision.reason, "lift": decision.lift,
                  "lift_low": decision.lift_low, "lift_high": decision.lift_high}]
 
-    def _check_canary(self, ledger: Ledger, latencies_ms) -> list[dict]:
+    def _check_canary(self, ledger: Ledger) -> list[dict]:
         e, run = self.experiment, self._canary
-        w = canary_weight(e, self.state)
+        w, treatment = canary_weight(e, self.state), e.treatment()
         baseline = ledger.moments(e.control, "log_loss", (BUCKETS // 2, BUCKETS // 2 + round(w * BUCKETS)))
-        event = run.check(ledger.users(), {"log_loss": (baseline, ledger.moments(e.treatment(), "log_loss"))},
-                          latencies_ms)
+        event = run.check(ledger.users(), {"log_loss": (baseline, ledger.moments(treatment, "log_loss"))},
+                          ledger.latencies.get(treatment, ()), ledger.request_moments(treatment))
         self.state.update(stage=run.stage, stage_start=run.stage_start, state=run.state, weight=run.weight)
         return [event] if event else []
 

@@ -15,7 +15,10 @@ NOTES = {
           "decays) would otherwise be shipped as a lasting lift.",
     "canary": "Each stage advances only when the canary's log loss is worse than the baseline's (control "
               "users of the same share) by less than the stage's margin with 95% confidence; it aborts "
-              "when worse with confidence; a stage still inconclusive after its extensions aborts.",
+              "when worse with confidence, when its error rate is over its bound with confidence, or when "
+              "the p99 of its latest answers is over its bound (both as served, before labels); a stage "
+              "still inconclusive after its extensions aborts. Log loss leaves out the requests the canary "
+              "failed (the control answered them): they count as errors.",
     "bandit": "Thompson sampling on Beta posteriors of each variant's CTR from the delayed labels; every "
               "impression logs the probability of its variant, for off-policy estimates.",
     "shadow": "The shadow scores the requests the control serves, off the request path; only the control's "
@@ -35,11 +38,13 @@ def write(out: str, experiment: Experiment, history: list[dict], events: list[di
 
 def _markdown(experiment: Experiment, history: list[dict], events: list[dict], state: dict) -> str:
     lines = [f"# Experiment {experiment.name} ({experiment.kind})", "", _status(experiment, state), "",
-             "| variant | model | users | impressions | clicks | CTR | log loss |", "|---|---|---|---|---|---|---|"]
+             "| variant | model | users | impressions | clicks | CTR | log loss | requests | errors | p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, variant in experiment.variants.items():
         s = state.get("summary", {}).get(name, {})
         lines.append(f"| {name} | {variant.model} | {s.get('users', 0)} | {s.get('impressions', 0)} | "
-                     f"{s.get('clicks', 0)} | {_num(s.get('ctr'))} | {_num(s.get('log_loss'))} |")
+                     f"{s.get('clicks', 0)} | {_num(s.get('ctr'))} | {_num(s.get('log_loss'))} | "
+                     f"{s.get('requests', 0)} | {s.get('errors', 0)} | {_num(s.get('p99_ms'))} |")
     test = state.get("test")
     if test:
         lines += ["", f"Effect (treatment - control CTR): {_num(test['estimate'])}, 95% confidence sequence "

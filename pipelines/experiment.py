@@ -4,10 +4,11 @@
         --store out/recommend/registry.sqlite --report out/experiment
 
 It reads the interactions topic the serving replicas log to (from its start: the ledger is
-rebuilt on every start), labels each routed impression once its attribution window has closed
-in event time (`experiments.labels`), and every `--check_s` checks the experiment
-(`experiments.owner`), writes the new routing state and its events to the experiments store
-(which the replicas read), and rewrites the report (`--report`: report.md, report.png,
+rebuilt on every start), counts each routed request's error and time to answer as it arrives,
+labels each routed impression once its attribution window has closed in event time
+(`experiments.labels`), and every `--check_s` checks the experiment (`experiments.owner`),
+writes the new routing state and its events to the experiments store (which the replicas
+read), and rewrites the report (`--report`: report.md, report.png,
 history.jsonl). A second owner of the same experiment is refused by the store. A finished
 canary is promoted in the registry (`--registry`). Ctrl-C or SIGTERM checks a last time and
 writes the report.
@@ -123,12 +124,13 @@ class _Reader:
             if interaction and self._unusable(row.fields):
                 self.counts["unusable"] += 1
             elif interaction:
+                if row.fields["event_type"] == "impression" and row.fields.get("experiment") == self.experiment.name:
+                    self.ledger.served(row.fields)
                 labelled += self.labeller.add(row.fields, message.partition())
             else:
                 self.shadow[row.fields["impression_id"]] = row.fields
         for impression in labelled:
             self.ledger.add(impression, self.shadow.pop(impression["event_id"], None))
-
 
     def _unusable(self, fields: dict) -> bool:
         return (fields["event_type"] == "impression" and fields.get("experiment") == self.experiment.name

@@ -29,6 +29,8 @@ class Metrics:
                               ["source"], registry=self.registry)
         self.events = Counter("streamml_events", "Outcomes received by POST /events", ["event_type"],
                               registry=self.registry)
+        self.variant_errors = Counter("streamml_variant_errors", "Requests an experiment's variant failed and "
+                                      "the control answered", ["experiment", "variant"], registry=self.registry)
         self.kafka_requests = Counter("streamml_kafka_requests", "Requests answered from Kafka, by outcome",
                                       ["outcome"], registry=self.registry)
 

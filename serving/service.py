@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import itertools
+import logging
 import random
-import secrets
 import sys
 import time
 
@@ -27,6 +26,7 @@ from models import serde
 from serving import api
 from serving.candidates import PopularItems
 from serving.eventlog import open_event_log, shadow_location
+from serving.ids import UniqueIds
 from serving.kafka_rpc import KafkaRequests
 from serving.live import LiveModels
 from serving.metrics import Metrics
@@ -40,6 +40,7 @@ from stores.toplists import open_toplists
 from stores.registry import Version, open_registry
 
 
+LOG = logging.getLogger(__name__)
 SWITCH_S = 0.0005
 NOT_ROUTED = {"experiment": None, "variant": None, "bucket": None, "assignment_probability": None}
 
@@ -115,6 +116,7 @@ class Service:
         self.batches = open_toplists(settings.batch_store) if settings.batch_store else None
         self.kafka = KafkaRequests(settings.kafka_requests, self.answer, self.metrics) \
             if settings.kafka_requests else None
+        self.variant_errors = 0
 
     def start(self):
         for job in self._refreshes:
@@ -147,21 +149,25 @@ class Service:
     def predict(self, rows: list[dict]) -> Prediction:
         """P(click) of each impression in `rows` (/predict's fields), each logged as served under
         a new request id (row i > 0: `<request id>-<i>`)."""
-        now_ms, request_id = _now_ms(), self.new_id()
+        started, now_ms, request_id = time.perf_counter(), _now_ms(), self.new_id()
         assigned = self._assign(rows[0]["user_id"], request_id) if rows else None
         served = self.live.get(assigned.model_key if assigned else self.settings.model)
         if served is None:
             raise NoModel(self.no_model())
-        probabilities, clocks = [], []
-        for i, row in enumerate(rows):
-            profiles = lookup(self.store, row)
-            fields = request_fields(row, now_ms, profiles)
-            probabilities.append(served.model.predict_proba_one(impression_features(fields)).get(True, 0.0))
-            clocks.append({kind: found[1] if found else None for kind, found in profiles.items()})
-            self._log_impression(request_id if i == 0 else f"{request_id}-{i}", fields, served.version.version,
-                                 None, probabilities[-1], served.version.model_key, assigned)
+        found = [lookup(self.store, row) for row in rows]
+        fields = [request_fields(row, now_ms, profiles) for row, profiles in zip(rows, found)]
+        probabilities, served, error = self._guarded(assigned, served, lambda model: [
+            model.predict_proba_one(impression_features(f)).get(True, 0.0) for f in fields])
+        serve_ms = (time.perf_counter() - started) * 1000
+        for i, (f, probability) in enumerate(zip(fields, probabilities)):
+            self._log_impression(request_id if i == 0 else f"{request_id}-{i}", f, served.version.version,
+                                 None, probability, served.version.model_key, assigned,
+                                 serve_ms if i == 0 else None, error)
         self.metrics.served.labels("predict").inc(len(rows))
-        return Prediction(request_id, probabilities, served.version, now_ms, clocks)
+        if assigned is not None and assigned.shadow and self.shadow is not None:
+            self.shadow.submit(ShadowJob.of_rows(assigned, request_id, rows, now_ms))
+        return Prediction(request_id, probabilities, served.version, now_ms,
+                          [{kind: f[1] if f else None for kind, f in profiles.items()} for profiles in found])
 
     def answer(self, body: api.PredictRequest) -> dict:
         """/predict's answer to `body` as a dict, or {"error", "status": 503} without a model."""
@@ -183,49 +189,47 @@ class Service:
         if source == "batch" and self.batches is None:
             raise NoBatches("no batch store: start the server with --batch_store (python -m pipelines.batch_serve "
                             "writes one)")
-        batch_wanted = source == "batch" or (source == "auto" and self.settings.batch_first)
+        started, batch_wanted = time.perf_counter(), source == "batch" or (source == "auto" and self.settings.batch_first)
         if self.batches is not None and batch_wanted and not genres and not extra:
             top = self.batches.get(user_id, device or "")
             if top is not None:
                 ranked = [Scored(i["item_id"], tuple(i["genres"]), i["probability"], 0.0, None) for i in top.items]
                 return self._serve(user_id, k, device, "batch", ranked, top.user_clock_ms, top.batch.model_version,
-                                   _now_ms(), top.batch.features_ms, top.batch.batch_id)
+                                   _now_ms(), top.batch.features_ms, started, top.batch.batch_id)
         request_id = self.new_id()
         assigned = self._assign(user_id, request_id)
-        model_key = assigned.model_key if assigned else self.settings.model
-        served = self.live.get(model_key)
-        now_ms = _now_ms()
-        version = served.version.version if served else None
-        key = (user_id, device, tuple(genres), tuple(extra), model_key, version)
+        served = self.live.get(assigned.model_key if assigned else self.settings.model)
+        now_ms, error = _now_ms(), None
+        key = (user_id, device, tuple(genres), tuple(extra), served and (served.version.model_key, served.version.version))
         ranked = self.cache.get(key) if self.cache is not None else None
         popular = self.popular.current
         if ranked is None:
-            ranked = score(served.model if served else None, self.store, user_id, device, popular.candidates(extra),
-                           now_ms, genres, known=popular.profiles)
-            if self.cache is not None:
+            ranked, served, error = self._guarded(assigned, served, lambda model: score(
+                model, self.store, user_id, device, popular.candidates(extra), now_ms, genres, known=popular.profiles))
+            if self.cache is not None and error is None:
                 self.cache[key] = ranked
         scored, user_clock = ranked
-        answer = self._serve(user_id, k, device, "live" if served else "fallback", scored, user_clock, version,
-                             now_ms, now_ms, request_id=request_id, model_key=model_key, assigned=assigned)
+        model_key = served.version.model_key if served else assigned.model_key if assigned else self.settings.model
+        answer = self._serve(user_id, k, device, "live" if served else "fallback", scored, user_clock,
+                             served and served.version.version, now_ms, now_ms, started, request_id=request_id,
+                             model_key=model_key, assigned=assigned, error=error)
         if assigned is not None and assigned.shadow and self.shadow is not None:
-            self.shadow.submit(ShadowJob(assigned.experiment, assigned.shadow, user_id, device, tuple(genres),
-                                         tuple(extra), now_ms,
-                                         tuple((i.impression_id, i.item_id, i.position) for i in answer.items)))
+            self.shadow.submit(ShadowJob.of_ranking(assigned, user_id, device, genres, extra, now_ms, answer.items))
         return answer
 
-    def _serve(self, user_id, k, device, source, ranked, user_clock, version, now_ms, features_ms, batch_id=None,
-               request_id=None, model_key=None, assigned=None):
+    def _serve(self, user_id, k, device, source, ranked, user_clock, version, now_ms, features_ms, started,
+               batch_id=None, request_id=None, model_key=None, assigned=None, error=None):
         """The slots filled from `ranked` (exploration), each impression logged as served at `now_ms`."""
         request_id = request_id or self.new_id()
         model_key = model_key or self.settings.model
-        items = []
+        items, serve_ms = [], (time.perf_counter() - started) * 1000
         for shown in explore(ranked, k, self.settings.epsilon, self.rng):
             impression_id = f"{request_id}-{shown.position}"
             item = shown.item
             self._log_impression(impression_id, {
                 "user_id": user_id, "item_id": item.item_id, "item_genres": list(item.genres),
                 "position": shown.position, "device": device, "event_time": now_ms, "features": item.features},
-                version, shown.propensity, item.probability, model_key, assigned)
+                version, shown.propensity, item.probability, model_key, assigned, serve_ms if not items else None, error)
             # Built from our own values, so not validated again (construct): a tenth of a batch lookup.
             items.append(api.RecommendedItem.model_construct(
                 item_id=item.item_id, position=shown.position, impression_id=impression_id,
@@ -250,6 +254,25 @@ class Service:
         return (f"no verified version of model {self.settings.model!r} in {self.settings.registry} yet "
                 "(the learning plane publishes it: python -m pipelines.recommend)")
 
+    def _guarded(self, assigned: Assignment | None, served, work):
+        """`work(model)` with the served model, and the model; if a variant's raises, with the
+        control's (a bandit's: the server's) instead, and the error's class. A failing variant costs
+        its users no answer; its errors are logged with its impressions and counted."""
+        try:
+            return work(served.model if served else None), served, None
+        except Exception as e:
+            config = self.experiment.config if assigned else None
+            fallback = self.live.get(config.variants[config.control].model if config.control else self.settings.model) \
+                if config else None
+            if fallback is None or fallback is served:
+                raise
+            self.variant_errors += 1
+            self.metrics.variant_errors.labels(assigned.experiment, assigned.variant).inc()
+            if self.variant_errors <= 10 or self.variant_errors % 1000 == 0:
+                LOG.error("variant %s of %s failed (%d so far), the control answered: %r", assigned.variant,
+                          assigned.experiment, self.variant_errors, e)
+            return work(fallback.model), fallback, type(e).__name__
+
     def _assign(self, user_id: str, request_id: str) -> Assignment | None:
         return self.experiment.assign(user_id, request_id) if self.experiment is not None else None
 
@@ -260,7 +283,8 @@ class Service:
         return self.live.refresh()
 
     def _log_impression(self, impression_id: str, fields: dict, version: int | None, propensity: float | None,
-                        probability: float | None, model_key: str, assigned: Assignment | None):
+                        probability: float | None, model_key: str, assigned: Assignment | None,
+                        serve_ms: float | None = None, error: str | None = None):
         routed = {"experiment": assigned.experiment, "variant": assigned.variant, "bucket": assigned.bucket,
                   "assignment_probability": assigned.probability} if assigned else NOT_ROUTED
         self.log.write({**routed,
@@ -268,24 +292,8 @@ class Service:
             "user_id": fields["user_id"], "item_id": fields["item_id"], "item_genres": fields["item_genres"],
             "position": fields["position"], "device": fields.get("device"),
             "model_key": model_key if version is not None else None, "model_version": version,
-            "propensity": propensity, "served_features": fields["features"], "served_probability": probability})
-
-
-class UniqueIds:
-    """Ids for requests and events: a random prefix per process and a counter, unique as uuid4s
-    are, without a system call each (a uuid4 was a tenth of a batch lookup).
-
-    >>> ids = UniqueIds()
-    >>> a, b = ids(), ids()
-    >>> a != b and len(a) == len(b) == 28 and a[:16] == b[:16]
-    True
-    """
-
-    def __init__(self):
-        self.prefix, self._count = secrets.token_hex(8), itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self.prefix}{next(self._count):012x}"
+            "propensity": propensity, "served_features": fields["features"], "served_probability": probability,
+            "serve_ms": serve_ms, "error": error})
 
 
 def _now_ms() -> int:

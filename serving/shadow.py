@@ -1,15 +1,17 @@
 """A shadow model scores what the control served, off the request path and out of the
 serving process.
 
-The route answers with the control's ranking and hands a small job (the user, the request's
-extra candidates, the impressions served) to `ShadowScorer.submit`, which only puts it on a bounded queue
+The route answers with the control's ranking (or prediction) and hands a small job (the user,
+the request's extra candidates, the impressions served; or /predict's rows) to `ShadowScorer.submit`, which only puts it on a bounded queue
 (a full queue drops it and counts it: the shadow never slows an answer down). A worker
 process, started with the server (on the cores the server is not pinned to, if any), ranks the
 candidates with the shadow's newest verified version (its own registry and online store
 connections, and its own popular items, refreshed as the server's are: at a refresh the two
 may differ for a moment) and logs, for each impression served,
 the shadow's probability of that item, its rank there, and the item the shadow would have shown
-in that slot (`schemas/shadow_prediction.avsc`), to a log beside the event log. A process, not
+in that slot (`schemas/shadow_prediction.avsc`; for /predict, the probability only), to a log
+beside the event log. The worker runs at a lower priority (nice 10) than the server and the
+clients it may share a core with. A process, not
 a thread: a shadow ranking costs what the control's does, and in the server's interpreter it
 would hold the lock every answer waits for. Any failure of the shadow (no version yet, a model
 that raises) is counted and logged, and never reaches a response.
@@ -37,6 +39,19 @@ class ShadowJob:
     extra: tuple  # the request's extra candidates, besides the popular items
     now_ms: int
     shown: tuple  # (impression id, item id, position) of each impression served
+    rows: tuple = ()  # /predict's: (impression id, the request's fields) of each row, and no ranking
+
+    @classmethod
+    def of_ranking(cls, assigned, user_id, device, genres, extra, now_ms, items) -> ShadowJob:
+        """The job of a ranking served (/recommendations' `items`)."""
+        return cls(assigned.experiment, assigned.shadow, user_id, device, tuple(genres), tuple(extra), now_ms,
+                   tuple((i.impression_id, i.item_id, i.position) for i in items))
+
+    @classmethod
+    def of_rows(cls, assigned, request_id, rows, now_ms) -> ShadowJob:
+        """The job of /predict's rows, logged as `request_id`, `request_id`-1, ..."""
+        return cls(assigned.experiment, assigned.shadow, rows[0]["user_id"], None, (), (), now_ms, (),
+                   tuple((request_id if i == 0 else f"{request_id}-{i}", row) for i, row in enumerate(rows)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +133,7 @@ def _work(settings: ShadowSettings, batches, counts) -> None:
     from stores.registry import open_registry
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.nice(10)  # answers first: the shadow takes what CPU the server and its clients leave
     if hasattr(os, "sched_setaffinity"):  # a server pinned to cores: its shadow runs on the others
         others = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
         if others:
@@ -159,6 +175,8 @@ def _score(job: ShadowJob, live, popular, store, log) -> str:
     served = live.get(job.model_key)
     if served is None:
         return "no_model"
+    if job.rows:
+        return _predict(job, served, store, log)
     current = popular.current
     ranked, _ = score(served.model, store, job.user_id, job.device, current.candidates(job.extra), job.now_ms,
                       job.genres, known=current.profiles)
@@ -169,4 +187,20 @@ def _score(job: ShadowJob, live, popular, store, log) -> str:
                    "item_id": item_id, "experiment": job.experiment, "model_key": job.model_key,
                    "model_version": served.version.version, "probability": probability, "rank": rank,
                    "position": position, "shadow_item": ranked[position].item_id if position < len(ranked) else None})
+    return "scored"
+
+
+def _predict(job: ShadowJob, served, store, log) -> str:
+    """/predict's rows, each with the features the server computed for it (the same profiles
+    and time), and the shadow's probability logged."""
+    from core.interactions import impression_features
+    from core.requests import lookup, request_fields
+
+    for impression_id, row in job.rows:
+        fields = request_fields(row, job.now_ms, lookup(store, row))
+        probability = served.model.predict_proba_one(impression_features(fields)).get(True, 0.0)
+        log.write({"impression_id": impression_id, "event_time": job.now_ms, "user_id": job.user_id,
+                   "item_id": row["item_id"], "experiment": job.experiment, "model_key": job.model_key,
+                   "model_version": served.version.version, "probability": probability, "rank": None,
+                   "position": row.get("position"), "shadow_item": None})
     return "scored"

@@ -13,7 +13,7 @@ POSITIONS = 10
 # simulated world's impressions were not served by one.
 NOT_SERVED = {"model_key": None, "model_version": None, "propensity": None, "served_features": None,
               "served_probability": None, "experiment": None, "variant": None, "bucket": None,
-              "assignment_probability": None}
+              "assignment_probability": None, "serve_ms": None, "error": None}
 
 
 class World:

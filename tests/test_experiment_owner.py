@@ -50,6 +50,25 @@ def test_the_owner_ramps_a_good_canary_and_aborts_a_bad_one(calibration, ending)
         assert [e["event"] for e in owner._canary.events] == ["advanced", "promoted"]
 
 
+def test_the_owner_aborts_a_slow_canary_on_its_answers_as_served_before_any_label():
+    experiment = config.parse({"name": "c", "kind": "canary", "control": "control", "variants": VARIANTS, "ramp": RAMP,
+                               "guardrails": {"p99_latency_ms": 50}})
+    owner, ledger, rng = Owner(experiment), Ledger(), np.random.default_rng(7)
+    for i in range(300):
+        variant = "new" if i % 10 == 0 else "control"
+        for position in range(3):  # the first impression of a request carries its time to answer
+            ledger.served({"user_id": f"u{i}", "variant": variant, "position": position, "error": None,
+                           "serve_ms": float(rng.normal(80 if variant == "new" else 5, 5)) if position == 0 else None})
+    state, _ = owner.check(ledger)
+    assert state["state"] == "ramping"  # 30 canary requests: too few to judge
+    for i in range(300, 1300):
+        ledger.served({"user_id": f"u{i}", "variant": "new", "error": None, "serve_ms": float(rng.normal(80, 5))})
+    state, events = owner.check(ledger)
+    assert state["state"] == "aborted" and "p99 latency" in events[0]["reason"]
+    assert state["summary"]["new"]["requests"] == 1030 and 70 < state["summary"]["new"]["p99_ms"] < 100
+    assert state["summary"]["control"]["requests"] == 270 and state["summary"]["control"]["p99_ms"] < 30
+
+
 def test_the_owner_ships_a_real_lift_and_routes_everyone_to_it():
     experiment = config.parse({"name": "ab", "kind": "ab", "control": "control", "variants": VARIANTS,
                                "weights": {"control": 0.5, "new": 0.5},

@@ -56,18 +56,21 @@ def _moments(loss_per_impression: float, users: int, rng) -> ratio.Moments:
     return ratio.Moments.of(x, rng.gamma(4, loss_per_impression / 4, users) * x)
 
 
-def _ramp_with(loss_factor: float, latency_ms: float = 5.0, seed: int = 0):
+def _ramp_with(loss_factor: float, latency_ms: float = 5.0, error_rate: float = 0.0, seed: int = 0):
     rng = np.random.default_rng(seed)
     ramp = canary.Ramp((canary.Stage(0.1, 2_000, 0.5), canary.Stage(0.5, 2_000, 0.1)), max_extensions=1)
     run = canary.Canary(ramp, [canary.RatioGuardrail("log_loss", tau2=0.01)],
-                        latency=canary.LatencyGuardrail(p99_ms=20.0, window=500))
+                        latency=canary.LatencyGuardrail(p99_ms=20.0, window=500), errors=canary.ErrorGuardrail(0.02))
     baseline, treated = ratio.Moments.of([], []), ratio.Moments.of([], [])
+    requests = ratio.Moments.of([], [])
     weights = []
     for users in range(500, 20_001, 500):
         share = int(500 * run.weight)
         baseline += _moments(0.2, share, rng)
         treated += _moments(0.2 * loss_factor, share, rng)
-        run.check(users, {"log_loss": (baseline, treated)}, rng.normal(latency_ms, 1, 1000))
+        sent = rng.integers(1, 10, share)
+        requests += ratio.Moments.of(sent, rng.binomial(sent, error_rate))
+        run.check(users, {"log_loss": (baseline, treated)}, rng.normal(latency_ms, 1, 1000), requests)
         weights.append(run.weight)
         if run.state != canary.RAMPING:
             break
@@ -94,6 +97,14 @@ def test_a_slow_canary_is_aborted_on_its_p99_latency():
     run, _ = _ramp_with(1.0, latency_ms=40.0)
     assert run.state == canary.ABORTED and "p99 latency" in run.events[-1]["reason"]
     assert run.events[-1]["users"] == 500  # at the first check
+
+
+def test_a_failing_canary_is_aborted_on_its_error_rate_and_a_rare_error_is_no_breach():
+    run, _ = _ramp_with(1.0, error_rate=0.10)
+    assert run.state == canary.ABORTED and run.events[-1]["users"] == 500
+    assert "error rate" in run.events[-1]["reason"] and "> 2.0%" in run.events[-1]["reason"]
+    run, _ = _ramp_with(1.0, error_rate=0.01)  # under the 2% bound
+    assert run.state == canary.PROMOTED
 
 
 def test_an_inconclusive_canary_is_never_promoted():

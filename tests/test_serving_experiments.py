@@ -122,9 +122,17 @@ def test_a_shadow_scores_what_control_served_off_the_request_path(published, tmp
                  "--cache_s", "0") as url:
         answers = [requests.get(f"{url}/recommendations/{u}", params={"k": 3}, timeout=5).json() for u in USERS[:30]]
         assert {(a["model"], a["variant"]) for a in answers} == {("recommender", "champion")}
-        wait(lambda: "streamml_shadow_requests{outcome=\"scored\"} 30.0" in requests.get(f"{url}/metrics").text)
+        predicted = [requests.post(f"{url}/predict", json={"user_id": u, "item_id": answers[0]["items"][0]["item_id"],
+                                                           "item_genres": ["drama"], "position": 2}, timeout=5).json()
+                     for u in USERS[:5]]
+        assert {p["model"] for p in predicted} == {"recommender"}
+        wait(lambda: "streamml_shadow_requests{outcome=\"scored\"} 35.0" in requests.get(f"{url}/metrics").text)
     shadow = {r["impression_id"]: r for r in fastavro.reader(open(tmp_path / "served.shadow.avro", "rb"))}
     served = [i for a in answers for i in a["items"]]
+    for p in predicted:  # /predict's rows: the shadow's probability on the same features, no ranking
+        s = shadow.pop(p["request_id"])
+        assert s["model_key"] == "no_features" and 0 < s["probability"] < 1 and s["rank"] is None
+        assert s["position"] == 2 and s["probability"] != p["probability"]
     assert set(shadow) == {i["impression_id"] for i in served}
     for item in served:
         s = shadow[item["impression_id"]]
@@ -147,3 +155,61 @@ def test_a_failing_shadow_never_reaches_a_response(published, tmp_path):
         assert {a.json()["model"] for a in answers} == {"recommender"}
         wait(lambda: "streamml_shadow_requests{outcome=\"failed\"} 40.0" in requests.get(f"{url}/metrics").text)
         assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.kafka
+def test_a_failing_canary_costs_no_answer_and_its_owner_aborts_it_within_seconds(published, kafka_bootstrap, tmp_path):
+    """A canary whose model raises on every request: its users get the control's answers, the
+    errors are logged with the impressions (and each request's time to answer), and the owner,
+    reading them off the topic before any label, aborts the canary on its error rate; the
+    replica routes nobody to it any more."""
+    import threading
+    import uuid
+
+    from core.kafka import ensure_topic
+    from models import serde
+    from pipelines import experiment as owner_process
+    from stores.registry import open_registry
+    from tests.failing_models import Exploding
+    registry = open_registry(str(published / "registry.sqlite"))
+    registry.publish("exploding", serde.dumps(Exploding(), serde.store_key(registry.path)), step=1, clock_ms=1)
+    spec, store = tmp_path / "canary.json", tmp_path / "experiments.sqlite"
+    spec.write_text(json.dumps({**CANARY, "variants": {"champion": {"model": "recommender"},
+                                                        "canary": {"model": "exploding"}},
+                                "ramp": [{"weight": 0.5, "users": 100_000, "margin": 0.5}],
+                                "guardrails": {"max_error_rate": 0.05}}))
+    topic = f"canary-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_bootstrap, topic, 1)
+    with serving(published, "--event_log", f"kafka://{kafka_bootstrap}/{topic}", "--experiment", str(spec),
+                 "--experiment_store", str(store), "--cache_s", "0") as url:
+        answers = [requests.get(f"{url}/recommendations/{u}", params={"k": 3}, timeout=5) for u in USERS]
+        assert all(a.status_code == 200 and len(a.json()["items"]) == 3 for a in answers)
+        canaried = [a.json() for a in answers if a.json()["variant"] == "canary"]
+        assert 50 < len(canaried) < 110 and {a["model"] for a in canaried} == {"recommender"}
+        predicted = requests.post(f"{url}/predict", json={"user_id": canaried[0]["user_id"], "item_id": "i1",
+                                                          "item_genres": [], "position": 0}, timeout=5)
+        assert predicted.status_code == 200 and predicted.json()["model"] == "recommender"
+        errors = len(canaried) + 1
+        assert (f'streamml_variant_errors_total{{experiment="ranker-canary",variant="canary"}} {errors}.0'
+                in requests.get(f"{url}/metrics", timeout=5).text)
+        stop = threading.Event()
+        owner = threading.Thread(target=owner_process.run, args=(owner_process.parse_args([
+            "--experiment", str(spec), "--bootstrap", kafka_bootstrap, "--topic", topic, "--store", str(store),
+            "--report", str(tmp_path / "report"), "--check_s", "0.5"]), stop))
+        owner.start()
+        try:
+            experiments = open_experiment_store(str(store))
+            wait(lambda: getattr(experiments.get("ranker-canary"), "state", {}).get("state") == "aborted", timeout_s=30)
+            wait(lambda: set(_routes(url).values()) == {"champion"}, timeout_s=10)
+        finally:
+            stop.set()
+            owner.join(30)
+    state = experiments.get("ranker-canary").state
+    (_, _, event), = experiments.events("ranker-canary")
+    assert event["event"] == "aborted" and "error rate 100.0% > 5.0%" in event["reason"]
+    served = state["summary"]
+    assert served["canary"]["requests"] == errors == served["canary"]["errors"]
+    assert served["champion"]["requests"] >= len(USERS) - len(canaried) and served["champion"]["errors"] == 0
+    assert 0 < served["champion"]["p99_ms"] < 1000 and 0 < served["canary"]["p99_ms"] < 1000
+    # No label yet (the attribution window is 30 minutes): the abort came from the errors as served.
+    assert f"| canary | exploding | 0 | 0 | 0 | - | - | {errors} | {errors} |" in (tmp_path / "report" / "report.md").read_text()
