@@ -29,7 +29,7 @@ def compare(args) -> dict:
         publish(args.impressions, out)
         rates = {"recommend": args.recommend_rates, "predict": args.predict_rates}
         files = {endpoint: targets(out, args.port, endpoint) for endpoint, r in rates.items() if r}
-        rows = {"without": [], "with": []}
+        rows, shadow = {"without": [], "with": []}, []
         for _ in range(args.repeat):
             for arm, experiment in (("without", None), ("with", args.experiment)):
                 server, _ = start_server(out, args.port, args.server_cores, args.workers, None, experiment)
@@ -40,11 +40,13 @@ def compare(args) -> dict:
                             time.sleep(SETTLE_S)
                             rows[arm].append({**attack(binary, target_file, rate, args.duration, args.load_cores),
                                               "endpoint": endpoint})
+                    if experiment:
+                        shadow.append(_shadow_counts(args.port))
                 finally:
                     server.terminate()
                     server.wait(30)
     results = {"experiment": args.experiment, "repeat": args.repeat, "server_cores": args.server_cores,
-               "load_cores": args.load_cores, "duration_s": args.duration}
+               "load_cores": args.load_cores, "duration_s": args.duration, "shadow_requests": shadow}
     for endpoint in files:
         results[endpoint] = {}
         for rate in rates[endpoint]:
@@ -53,6 +55,15 @@ def compare(args) -> dict:
             results[endpoint][rate] = {"p99_without_ms": p99["without"], "p99_with_ms": p99["with"],
                                        "median_p99_rise_ms": deltas[len(deltas) // 2]}
     return results
+
+
+def _shadow_counts(port: int) -> dict:
+    """The server's shadow jobs by outcome (scored, failed, no_model, dropped), if it has a shadow."""
+    import requests
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("streamml_shadow_requests{")}
 
 
 def _rates(text: str) -> list[int]:

@@ -10,12 +10,17 @@ labels each routed impression once its attribution window has closed in event ti
 writes the new routing state and its events to the experiments store (which the replicas
 read), and rewrites the report (`--report`: report.md, report.png,
 history.jsonl). A second owner of the same experiment is refused by the store. A finished
-canary is promoted in the registry (`--registry`). Ctrl-C or SIGTERM checks a last time and
-writes the report.
+canary is promoted in the registry (`--registry`). The file is reloaded when it changes, as
+the servers reload it: new weights, plan, ramp or guardrails apply from the next check. A
+change of kind, control or variants is a new experiment (give it a new name): it is refused,
+logged, and the file before it goes on. Ctrl-C or SIGTERM checks a last time and writes the
+report.
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import threading
@@ -32,10 +37,12 @@ from experiments.owner import Ledger, Owner
 from stores.experiments import Conflict, open_experiment_store
 from stores.registry import open_registry
 
+LOG = logging.getLogger(__name__)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.experiment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", required=True, type=config.argument, help="the experiment file (JSON or YAML, experiments.config)")
+    parser.add_argument("--experiment", required=True, type=config.path_argument, help="the experiment file (JSON or YAML, experiments.config)")
     parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
     parser.add_argument("--topic", default="interactions", help="the interactions topic the servers log to")
     parser.add_argument("--store", required=True, help="the experiments store the servers read (their "
@@ -54,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, stop: threading.Event) -> dict:
-    experiment = args.experiment
+    experiment = config.load(args.experiment)
     store = open_experiment_store(args.store)
     stored = store.get(experiment.name)
     version, state = (stored.version, stored.state) if stored else (0, {})
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict:
                         sorted(found[args.topic].partitions))
     reader = _Reader(args.topic, labeller, ledger, experiment)
     history, events, checked = [], [e for _, _, e in store.events(experiment.name)], 0.0
+    watched = _Watched(args.experiment)
     deadline = time.monotonic() + args.duration_s if args.duration_s else None
     try:
         while True:
@@ -76,6 +84,10 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict:
             done = stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
             if done or time.monotonic() - checked >= args.check_s:
                 checked = time.monotonic()
+                changed = watched.changed(experiment)
+                if changed is not None:
+                    experiment, owner = changed, _reloaded(owner, changed)
+                    reader.experiment = experiment
                 state, new_events = owner.check(ledger)
                 state["input"] = dict(reader.counts)
                 version = store.put(experiment.name, state, expected_version=version)
@@ -137,6 +149,40 @@ class _Reader:
                 and (fields.get("variant") not in self.experiment.variants or fields.get("bucket") is None))
 
 
+class _Watched:
+    """The experiment file: a changed one that loads, or None (unchanged, or refused and logged)."""
+
+    def __init__(self, path: str):
+        self.path, self._mtime = path, os.stat(path).st_mtime_ns
+
+    def changed(self, current: config.Experiment) -> config.Experiment | None:
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+            if mtime == self._mtime:
+                return None
+            self._mtime = mtime
+            new = config.load(self.path)
+        except (OSError, config.ConfigError) as e:
+            LOG.error("the experiment file changed and is refused; the one before goes on: %s", e)
+            return None
+        same = ("name", "kind", "control", "variants")
+        if any(getattr(new, k) != getattr(current, k) for k in same):
+            LOG.error("the experiment file changed its %s: that is a new experiment (give it a new name); "
+                      "refused, the one before goes on", ", ".join(same))
+            return None
+        LOG.info("experiment %s reloaded from %s", new.name, self.path)
+        return new
+
+
+def _reloaded(owner: Owner, experiment: config.Experiment) -> Owner:
+    """An owner of the changed experiment from the routing state so far. An A/B test keeps its
+    plan unless the plan changed: its mixing variance must not follow the data."""
+    new = Owner(experiment, owner.state)
+    if experiment.plan == owner.experiment.plan and experiment.weights == owner.experiment.weights:
+        new._ab = owner._ab
+    return new
+
+
 def _promote(location: str, experiment: config.Experiment) -> None:
     """The canary's newest version becomes production in the registry."""
     registry = open_registry(location)
@@ -153,7 +199,8 @@ def main(argv=None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"owning experiment {args.experiment.name} ({args.experiment.kind}) from topic {args.topic}; "
+    experiment = config.load(args.experiment)
+    print(f"owning experiment {experiment.name} ({experiment.kind}) from topic {args.topic}; "
           f"state in {args.store}, report in {args.report}/report.md", file=sys.stderr, flush=True)
     try:
         result = run(args, stop)

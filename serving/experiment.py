@@ -3,7 +3,8 @@ config file, reloaded when the file changes, and its routing state, read from th
 store that the experiment's one owner writes (`stores.experiments`).
 
 A config that fails to load on a change is refused, logged and counted, and the one before it
-goes on routing: a typo never takes the routes down. Config and state change together, in one
+goes on routing: a typo never takes the routes down. So is a change into a shadow experiment:
+a shadow's scorer is a process the server starts with (restart it with the file). Config and state change together, in one
 swap, so a request sees one or the other whole.
 """
 from __future__ import annotations
@@ -44,7 +45,11 @@ class RunningExperiment:
             mtime = os.stat(self.path).st_mtime_ns
             if mtime != self._mtime:
                 self._mtime = mtime
-                experiment = config.load(self.path)
+                new = config.load(self.path)
+                if new.kind == "shadow" and experiment.kind != "shadow":
+                    raise config.ConfigError(f"{new.name} became a shadow experiment: a shadow needs a server "
+                                             "started with one (restart it with this file)")
+                experiment = new
                 LOG.info("experiment %s reloaded from %s", experiment.name, self.path)
         except (OSError, config.ConfigError) as e:
             self.reload_errors += 1

@@ -70,6 +70,10 @@ class _Live:
                                 value=self.service.log.failed)
         yield GaugeMetricFamily("streamml_rejected_versions", "Model versions that failed their signature check",
                                 value=self.service.live.rejected)
+        if self.service.experiment is not None:
+            yield GaugeMetricFamily("streamml_experiment_reload_errors",
+                                    "Changes of the experiment file refused (the one before routes on)",
+                                    value=self.service.experiment.reload_errors)
         if self.service.shadow is not None:
             shadow = GaugeMetricFamily("streamml_shadow_requests", "Requests handed to the shadow model, by outcome",
                                        labels=["outcome"])

@@ -10,8 +10,8 @@ connections, and its own popular items, refreshed as the server's are: at a refr
 may differ for a moment) and logs, for each impression served,
 the shadow's probability of that item, its rank there, and the item the shadow would have shown
 in that slot (`schemas/shadow_prediction.avsc`; for /predict, the probability only), to a log
-beside the event log. The worker runs at a lower priority (nice 10) than the server and the
-clients it may share a core with. A process, not
+beside the event log. The worker runs at the idle priority (SCHED_IDLE): it never delays the
+server, or the clients it may share a core with. A process, not
 a thread: a shadow ranking costs what the control's does, and in the server's interpreter it
 would hold the lock every answer waits for. Any failure of the shadow (no version yet, a model
 that raises) is counted and logged, and never reaches a response.
@@ -133,7 +133,12 @@ def _work(settings: ShadowSettings, batches, counts) -> None:
     from stores.registry import open_registry
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.nice(10)  # answers first: the shadow takes what CPU the server and its clients leave
+    # Answers first: the shadow takes only the CPU that nothing else wants. SCHED_IDLE, not just a
+    # nice level: under CFS a niced task still holds a core for a slice before a woken one runs.
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
     if hasattr(os, "sched_setaffinity"):  # a server pinned to cores: its shadow runs on the others
         others = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
         if others:

@@ -190,3 +190,27 @@ def test_a_finished_canary_is_promoted_in_the_registry(tmp_path):
     experiment = config.parse({"name": "c", "kind": "canary", "control": "control", "variants": VARIANTS, "ramp": RAMP})
     owner_process._promote(str(tmp_path / "registry.sqlite"), experiment)
     assert registry.get("challenger", published.version).stage == "production"
+
+
+def test_the_owner_reloads_a_changed_file_and_refuses_a_new_experiment_in_it(tmp_path):
+    import os
+    spec, stamp = tmp_path / "c.json", [1_800_000_000_000_000_000]
+
+    def write(**changes):
+        spec.write_text(json.dumps({"name": "c", "kind": "canary", "control": "control", "variants": VARIANTS,
+                                    "ramp": RAMP, **changes}))
+        stamp[0] += 10**9
+        os.utime(spec, ns=(stamp[0], stamp[0]))  # a new mtime, whatever the file system's granularity
+
+    write()
+    watched, current = owner_process._Watched(str(spec)), config.load(str(spec))
+    assert watched.changed(current) is None  # unchanged
+    write(guardrails={"max_error_rate": 0.2})
+    changed = watched.changed(current)
+    owner = owner_process._reloaded(Owner(current, {"stage": 1, "stage_start": 1500, "weight": 0.3}), changed)
+    assert owner._canary.errors.max_rate == 0.2 and owner._canary.stage == 1 and owner._canary.weight == 0.3
+    write(variants={**VARIANTS, "new": {"model": "another"}})  # a new experiment under the old name
+    assert watched.changed(changed) is None
+    spec.write_text("{not json")
+    os.utime(spec, ns=(stamp[0] + 10**9,) * 2)
+    assert watched.changed(changed) is None

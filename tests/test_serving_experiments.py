@@ -76,12 +76,15 @@ def test_a_changed_file_is_applied_and_a_broken_one_refused(published, tmp_path)
             return {requests.get(f"{url}/recommendations/{u}", timeout=5).json()["variant"] for u in USERS[:40]}
         assert variants() == {"champion", "canary"}
         spec.write_text("{not json")
-        time.sleep(0.5)
+        wait(lambda: "streamml_experiment_reload_errors 1.0" in requests.get(f"{url}/metrics", timeout=5).text)
         assert variants() == {"champion", "canary"}  # the one before routes on
         time.sleep(0.01)  # a new modification time
         spec.write_text(json.dumps(CANARY | {"name": "ab", "kind": "ab", "weights": {"champion": 0.999, "canary": 0.001},
                                              "salt": "another"}))
         wait(lambda: variants() == {"champion"})
+        time.sleep(0.01)
+        spec.write_text(json.dumps(CANARY | {"name": "ab", "kind": "shadow"}))  # needs a server started with one
+        wait(lambda: "streamml_experiment_reload_errors 2.0" in requests.get(f"{url}/metrics", timeout=5).text)
 
 
 def test_the_server_refuses_an_experiment_file_it_cannot_run(published, tmp_path):
