@@ -52,7 +52,7 @@ TEST_REQUIRES = [
 
 # Top-level packages and all their subpackages (transforms.io, transforms.features, ...);
 # not tests, not benchmarks.
-PACKAGES = ["core", "models", "stores", "transforms", "pipelines", "simulator", "serving", "schemas", "experiments"]
+PACKAGES = ["core", "models", "stores", "transforms", "pipelines", "simulator", "serving", "schemas", "experiments", "monitoring"]
 
 setuptools.setup(
     name="streamml",

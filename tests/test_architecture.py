@@ -10,7 +10,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("benchmarks", "pipelines", "transforms", "serving", "simulator", "experiments", "core", "stores", "models",
+PACKAGES = ("benchmarks", "pipelines", "transforms", "serving", "simulator", "experiments", "monitoring", "core", "stores", "models",
             "schemas")
 MAX_LINES = 300
 LINT_IMPORTS = pathlib.Path(sys.executable).with_name("lint-imports")
