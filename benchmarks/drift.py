@@ -33,12 +33,13 @@ import numpy as np
 from monitoring.drift import FEATURE, TUNED, Monitor, Spec
 
 CHANGE_AT, AFTER = 20_000, 60_000
+INCIDENT = 5_000  # alarms this close to the one before are the same incident (one click burst moves two signals)
 TUNING_SEED = 1000
 DEFAULTS = {"log_loss": Spec("PageHinkley", {"mode": "up"}), "residual": Spec("PageHinkley"),
             "feature:activity": Spec("ADWIN")}
-GRID = {"log_loss": [Spec("PageHinkley", {"mode": "up", "alpha": 1.0, "min_instances": 5000, "delta": d,
+GRID = {"log_loss": [Spec("PageHinkley", {"mode": "up", "alpha": 1.0, "min_instances": 1000, "delta": d,
                                           "threshold": h}) for d in (0.01, 0.015) for h in (80, 100, 130, 170, 220, 280)],
-        "residual": [Spec("PageHinkley", {"mode": "both", "alpha": 1.0, "min_instances": 5000, "delta": d,
+        "residual": [Spec("PageHinkley", {"mode": "both", "alpha": 1.0, "min_instances": 1000, "delta": d,
                                           "threshold": h}) for d in (0.004, 0.005) for h in (30, 40, 50, 65, 80, 100)]}
 
 
@@ -55,16 +56,20 @@ def stream(seed: int, n: int, change_at: int | None = None, factor: float = 1.2)
 
 
 def false_alarms(signals: dict[str, Spec], seeds, n: int) -> dict:
-    """Alarms per signal over `n` stationary events of each seed, and per million events."""
-    counts = {s: 0 for s in signals}
+    """Alarms per signal over `n` stationary events of each seed, per million events, and the
+incidents they make (alarms within INCIDENT events of the one before are one)."""
+    counts, incidents = {s: 0 for s in signals}, 0
     for seed in seeds:
         monitor = Monitor(signals)
         for y, p, x in stream(seed, n):
             monitor.update(y, p, x)
         for alarm in monitor.alarms:
             counts[alarm.signal] += 1
+        at = [a.at for a in monitor.alarms]
+        incidents += sum(1 for i, t in enumerate(at) if i == 0 or t - at[i - 1] > INCIDENT)
     total = n * len(seeds)
-    return {"events": total, "alarms": counts, "per_million": sum(counts.values()) / total * 1e6}
+    return {"events": total, "alarms": counts, "per_million": sum(counts.values()) / total * 1e6,
+            "incidents": incidents, "incidents_per_million": incidents / total * 1e6}
 
 
 def shift_delays(signals: dict[str, Spec], seeds) -> dict:
