@@ -43,8 +43,9 @@ GRID = {"log_loss": [Spec("PageHinkley", {"mode": "up", "alpha": 1.0, "min_insta
                                           "threshold": h}) for d in (0.004, 0.005) for h in (30, 40, 50, 65, 80, 100)]}
 
 
-def stream(seed: int, n: int, change_at: int | None = None, factor: float = 1.2):
-    """(y, p, x) of `n` labelled predictions; labels' probabilities times `factor` from `change_at`."""
+def stream(seed: int, n: int, change_at: int | None = None, factor: float = 1.2, activity_shift: float = 0.0):
+    """(y, p, x) of `n` labelled predictions; from `change_at` on, labels' probabilities times
+    `factor` and the key feature plus `activity_shift`."""
     rng = np.random.default_rng(seed)
     p = rng.beta(2, 38, n)
     truth = p.copy()
@@ -52,6 +53,8 @@ def stream(seed: int, n: int, change_at: int | None = None, factor: float = 1.2)
         truth[change_at:] *= factor
     y = rng.random(n) < truth
     activity = rng.lognormal(1.0, 0.5, n)
+    if change_at is not None:
+        activity[change_at:] += activity_shift
     return zip(y.tolist(), p.tolist(), ({"activity": a} for a in activity.tolist()))
 
 

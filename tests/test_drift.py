@@ -8,14 +8,7 @@ from monitoring.drift import Monitor
 
 
 def _stream(n, seed, factor=1.0, change_at=None, activity_shift=0.0):
-    rng = np.random.default_rng(seed)
-    p = rng.beta(2, 38, n)
-    truth = p.copy()
-    if change_at is not None:
-        truth[change_at:] *= factor
-    y = rng.random(n) < truth
-    activity = rng.lognormal(1.0, 0.5, n) + (np.arange(n) >= (change_at or n)) * activity_shift
-    return list(zip(y.tolist(), p.tolist(), ({"activity": a} for a in activity.tolist())))
+    return bench.stream(seed, n, change_at, factor, activity_shift)
 
 
 def test_the_tuned_monitor_is_all_but_quiet_on_200_000_stationary_events_where_rivers_defaults_are_not():
