@@ -103,6 +103,22 @@ def load(path: str) -> Experiment:
         raise ConfigError(f"{path}: {e}") from None
 
 
+class Watched:
+    """An experiment file watched for changes (its modification time): `changed()` is the
+    experiment when the file changed since the last call, else None; a changed file that does
+    not load raises ConfigError (or OSError), and is not read again until it changes again."""
+
+    def __init__(self, path: str):
+        self.path, self._mtime = path, os.stat(path).st_mtime_ns
+
+    def changed(self) -> Experiment | None:
+        mtime = os.stat(self.path).st_mtime_ns
+        if mtime == self._mtime:
+            return None
+        self._mtime = mtime
+        return load(self.path)
+
+
 def argument(path: str) -> Experiment:
     """argparse's `type=` for an experiment file: the experiment, or the reasons as a usage error."""
     try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -149,21 +148,17 @@ class _Reader:
                 and (fields.get("variant") not in self.experiment.variants or fields.get("bucket") is None))
 
 
-class _Watched:
-    """The experiment file: a changed one that loads, or None (unchanged, or refused and logged)."""
-
-    def __init__(self, path: str):
-        self.path, self._mtime = path, os.stat(path).st_mtime_ns
+class _Watched(config.Watched):
+    """The experiment file: a changed one that loads and is the same experiment, or None
+    (unchanged, or refused and logged)."""
 
     def changed(self, current: config.Experiment) -> config.Experiment | None:
         try:
-            mtime = os.stat(self.path).st_mtime_ns
-            if mtime == self._mtime:
-                return None
-            self._mtime = mtime
-            new = config.load(self.path)
+            new = super().changed()
         except (OSError, config.ConfigError) as e:
             LOG.error("the experiment file changed and is refused; the one before goes on: %s", e)
+            return None
+        if new is None:
             return None
         same = ("name", "kind", "control", "variants")
         if any(getattr(new, k) != getattr(current, k) for k in same):

@@ -10,7 +10,6 @@ swap, so a request sees one or the other whole.
 from __future__ import annotations
 
 import logging
-import os
 
 from experiments import config, routing
 from stores.experiments import open_experiment_store
@@ -22,7 +21,7 @@ class RunningExperiment:
     def __init__(self, path: str, store: str):
         self.path = path
         self.store = open_experiment_store(store)
-        self._mtime = os.stat(path).st_mtime_ns
+        self._file = config.Watched(path)
         self._current = (config.load(path), {}, 0)  # config, state, state version
         self.reload_errors = 0
         self.refresh()
@@ -42,10 +41,8 @@ class RunningExperiment:
     def refresh(self) -> None:
         experiment = self._current[0]
         try:
-            mtime = os.stat(self.path).st_mtime_ns
-            if mtime != self._mtime:
-                self._mtime = mtime
-                new = config.load(self.path)
+            new = self._file.changed()
+            if new is not None:
                 if new.kind == "shadow" and experiment.kind != "shadow":
                     raise config.ConfigError(f"{new.name} became a shadow experiment: a shadow needs a server "
                                              "started with one (restart it with this file)")
