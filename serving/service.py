@@ -165,7 +165,7 @@ class Service:
                                  serve_ms if i == 0 else None, error)
         self.metrics.served.labels("predict").inc(len(rows))
         if assigned is not None and assigned.shadow and self.shadow is not None:
-            self.shadow.submit(ShadowJob.of_rows(assigned, request_id, fields, now_ms))
+            self.shadow.submit(ShadowJob.of_rows(assigned, request_id, rows, now_ms))
         return Prediction(request_id, probabilities, served.version, now_ms,
                           [{kind: f[1] if f else None for kind, f in profiles.items()} for profiles in found])
 

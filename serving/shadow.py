@@ -39,7 +39,7 @@ class ShadowJob:
     extra: tuple  # the request's extra candidates, besides the popular items
     now_ms: int
     shown: tuple  # (impression id, item id, position) of each impression served
-    rows: tuple = ()  # /predict's: (impression id, the fields the server scored) of each row; no ranking
+    rows: tuple = ()  # /predict's: (impression id, the request's fields) of each row, and no ranking
 
     @classmethod
     def of_ranking(cls, assigned, user_id, device, genres, extra, now_ms, items) -> ShadowJob:
@@ -48,11 +48,10 @@ class ShadowJob:
                    tuple((i.impression_id, i.item_id, i.position) for i in items))
 
     @classmethod
-    def of_rows(cls, assigned, request_id, fields, now_ms) -> ShadowJob:
-        """The job of /predict's rows, with the `fields` (features included) the control scored,
-        logged as `request_id`, `request_id`-1, ..."""
-        return cls(assigned.experiment, assigned.shadow, fields[0]["user_id"], None, (), (), now_ms, (),
-                   tuple((request_id if i == 0 else f"{request_id}-{i}", f) for i, f in enumerate(fields)))
+    def of_rows(cls, assigned, request_id, rows, now_ms) -> ShadowJob:
+        """The job of /predict's rows, logged as `request_id`, `request_id`-1, ..."""
+        return cls(assigned.experiment, assigned.shadow, rows[0]["user_id"], None, (), (), now_ms, (),
+                   tuple((request_id if i == 0 else f"{request_id}-{i}", row) for i, row in enumerate(rows)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +181,7 @@ def _score(job: ShadowJob, live, popular, store, log) -> str:
     if served is None:
         return "no_model"
     if job.rows:
-        return _predict(job, served, log)
+        return _predict(job, served, store, log)
     current = popular.current
     ranked, _ = score(served.model, store, job.user_id, job.device, current.candidates(job.extra), job.now_ms,
                       job.genres, known=current.profiles)
@@ -196,15 +195,17 @@ def _score(job: ShadowJob, live, popular, store, log) -> str:
     return "scored"
 
 
-def _predict(job: ShadowJob, served, log) -> str:
-    """/predict's rows, each scored on the very features the control scored, and the shadow's
-    probability logged."""
+def _predict(job: ShadowJob, served, store, log) -> str:
+    """/predict's rows, each with the features the server computed for it (the same profiles
+    and time), and the shadow's probability logged."""
     from core.interactions import impression_features
+    from core.requests import lookup, request_fields
 
-    for impression_id, fields in job.rows:
+    for impression_id, row in job.rows:
+        fields = request_fields(row, job.now_ms, lookup(store, row))
         probability = served.model.predict_proba_one(impression_features(fields)).get(True, 0.0)
         log.write({"impression_id": impression_id, "event_time": job.now_ms, "user_id": job.user_id,
-                   "item_id": fields["item_id"], "experiment": job.experiment, "model_key": job.model_key,
+                   "item_id": row["item_id"], "experiment": job.experiment, "model_key": job.model_key,
                    "model_version": served.version.version, "probability": probability, "rank": None,
-                   "position": fields["position"], "shadow_item": None})
+                   "position": row.get("position"), "shadow_item": None})
     return "scored"
