@@ -103,6 +103,18 @@ def schema_text(schema: str) -> str:
     return (pathlib.Path(schemas.__file__).parent / f"{schema}.avsc").read_text()
 
 
+REGISTER_ATTEMPTS = 5
+
+
+def _lost_registration_race(error) -> bool:
+    """Whether a registration failed only because another writer registered the same schema at
+    the same moment (a job's parallel workers on a new subject): Apicurio answers 409 "already
+    exists", or 500 when two inserts of the same content collide in its database (SQL state
+    23505). Registering again then finds the schema."""
+    return error.http_status_code == 409 or (
+        error.http_status_code == 500 and "23505" in str(error.error_message))
+
+
 def value_encoder(schema: str, topic: str, registry: str | None = None) -> Callable[[dict], bytes]:
     """record -> value bytes for `topic`: schemaless Avro of `schema`, or with a schema
     `registry` URL the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro),
@@ -124,15 +136,13 @@ def value_encoder(schema: str, topic: str, registry: str | None = None) -> Calla
     context = SerializationContext(topic, MessageField.VALUE)
 
     def to_value(record: dict) -> bytes:
-        try:
-            return serializer(record, context)
-        except SchemaRegistryError as e:
-            # Writers registering a new subject at once (a job's parallel workers): Apicurio
-            # answers all but the first with 409 "already exists". Registering the same schema
-            # again then finds it.
-            if e.http_status_code != 409:
-                raise
-            return serializer(record, context)
+        for attempt in range(REGISTER_ATTEMPTS):
+            try:
+                return serializer(record, context)
+            except SchemaRegistryError as e:
+                if not _lost_registration_race(e) or attempt == REGISTER_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     return to_value
 
