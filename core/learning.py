@@ -18,13 +18,19 @@ own `predict_one`; models that override `predict_one` still get it called) and o
 `learn_one`; a learner that publishes also scores each label before learning it
 (`core.progressive`: one more prediction per delayed label), and publishes those scores with
 each version. `mini_batch=N` is an opt-in, non-exact mode: see `transforms.learning.LearnOnline`.
+
+A learner given a guard (`monitoring.guard.Guard`, per key) asks it about each label before
+learning it: a label it refuses leaves as a dead letter with the reason, and what it did (known-good
+versions, rollbacks) reaches the registry through `core.lifecycle`, as do an operator's rollbacks
+(adopted before a block is applied).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
-from core import progressive
+from core import lifecycle, progressive
 from core.records import LEARN, PREDICT, DeadLetter, Example, Prediction
 from core.publishing import Publisher
 from models import factory, serde
@@ -44,8 +50,13 @@ class Learner:
     """
 
     def __init__(self, model_spec: str | dict, keys: serde.KeySource | serde.Keyring, store: str | None = None,
-                 replay_horizon_ms: int = 0, mini_batch: int = 0, publisher: Publisher | None = None):
+                 replay_horizon_ms: int = 0, mini_batch: int = 0, publisher: Publisher | None = None,
+                 guard=None):
+        if guard and mini_batch:
+            raise ValueError("a guard screens each label before it is learned: it needs mini_batch=0")
         self.model_spec = model_spec
+        # A guard (`monitoring.guard.Guard`) for every key, or a dict of them by key ("*": any other).
+        self.guards = guard if isinstance(guard, dict) else {} if guard is None else {"*": guard}
         self.keys = keys
         self.store, self.replay_horizon_ms = store, replay_horizon_ms
         self.mini_batch = mini_batch
@@ -75,8 +86,13 @@ class Learner:
     def publish(self, key: str, model, step: int, clock, watermark_ms: int | None = None, final: bool = False):
         """Offers the key's model (`clock`: the order of its last event) to the publisher, if any."""
         if self.publisher is not None and clock is not None:
-            self.publisher.offer(key, model, step, clock_ms=clock[0], watermark_ms=watermark_ms,
-                                 metrics=progressive.summary(model), final=final)
+            guard = self._per_key(self.guards, key)
+            metrics = progressive.summary(model)
+            if guard is not None:
+                metrics["guard"] = guard.summary(model)
+            with guard.detached(model) if guard is not None else contextlib.nullcontext():
+                self.publisher.offer(key, model, step, clock_ms=clock[0], watermark_ms=watermark_ms,
+                                     metrics=metrics, final=final)
 
     @property
     def keyring(self) -> serde.Keyring:
@@ -104,6 +120,8 @@ class Learner:
         """Applies `ready` (any order) to `model` in event order; returns (out, made, learned,
         last applied order, step): see the module's docstring."""
         ready.sort(key=Example.order)
+        if self.publisher is not None:
+            lifecycle.adopt_manual_rollback(self.publisher, key, model, self._per_key(self.guards, key))
         seen = [e for e in ready if clock is not None and e.order() <= tuple(clock)]
         out = list(self.replay_or_late(key, seen, clock and tuple(clock)))
         todo, last = [], None
@@ -117,14 +135,18 @@ class Learner:
         if self.mini_batch:
             made, learned, step = self._apply_mini_batches(key, todo, model, step)
         else:
-            made, learned, step = self._apply_each(key, todo, model, step)
+            made, learned, step = self._apply_each(key, todo, model, step, out)
+        guard = self._per_key(self.guards, key)
+        if guard is not None:
+            lifecycle.record(self.publisher, key, model, guard)
         return out, made, learned, last, step
 
-    def _apply_each(self, key, todo, model, step):
+    def _apply_each(self, key, todo, model, step, out):
         is_classifier = self._per_key(self._is_classifier, key)
         argmax = self._per_key(self._argmax_ok, key)
         made, learned = [], []
         append, learn_one, progress = made.append, model.learn_one, self.progress
+        guard = self._per_key(self.guards, key)
         scores = progressive.of(model, self._per_key(self._task, key)) if self.publisher is not None else None
 
         def predict(x):
@@ -146,8 +168,16 @@ class Learner:
                     if mode == LEARN:  # a delayed label: what the model says of it now
                         proba, y_pred = predict(x)
                     scores.update(y, y_pred, proba)
+                if guard is not None:
+                    known = proba if scores is not None or mode != LEARN else None
+                    refused = guard.screen(model, x, y, example.event_time, known)
+                    if refused is not None:  # not learned, and kept for review
+                        out.append((DEAD_LETTER, dead_letter(example, refused)))
+                        continue
                 learn_one(x, y)
                 step += 1
+                if guard is not None:
+                    guard.learned(model, x, y, example.event_time)
                 if mode == LEARN:
                     learned.append(example)
         if progress is not None and len(todo) % TICK:

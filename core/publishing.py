@@ -23,6 +23,7 @@ job may publish a little more often than the cadence, never less.
 """
 from __future__ import annotations
 
+import math
 import time
 
 from models import serde
@@ -45,6 +46,9 @@ class Publisher:
         self._keys = serde.as_keyring(self.keys)
         self._registry = open_registry(self.location)
         self._last: dict[str, tuple[int, float]] = {}  # key -> (step, monotonic time) of its last version
+        self._opened_ms = int(time.time() * 1000)
+        self._looked: dict[str, float] = {}  # key -> monotonic time it last looked for a manual rollback
+        self._adopted: dict[str, int] = {}  # key -> the manual rollback it last adopted
 
     def close(self):
         self._registry.close()
@@ -65,6 +69,34 @@ class Publisher:
         self._last[key] = (step, now)
         return self._registry.publish(key, serde.dumps(model, self._keys), step=step, clock_ms=clock_ms,
                                       watermark_ms=watermark_ms, metrics=metrics)
+
+
+    def publish(self, key: str, model, step: int, clock_ms: int, metrics: dict | None = None) -> Version:
+        """Publishes `model` now, whatever the cadence (a guard's known-good candidate, a rollback)."""
+        self._last[key] = (step, time.monotonic())
+        return self._registry.publish(key, serde.dumps(model, self._keys), step=step, clock_ms=clock_ms,
+                                      metrics=metrics)
+
+    def manual_rollback(self, key: str):
+        """(version, model) of a manual rollback of `key` (`pipelines.rollback`) published since this
+        publisher opened and not adopted yet, its signature checked; else None. Looks at most once
+        per `every_s` seconds (1 without one)."""
+        now = time.monotonic()
+        if now - self._looked.get(key, -math.inf) < (self.every_s if self.every_s is not None else 1.0):
+            return None
+        self._looked[key] = now
+        latest = self._registry.latest(key)
+        if (latest is None or not str(latest.metrics.get("rollback_reason", "")).startswith("manual")
+                or latest.published_ms < self._opened_ms or latest.version <= self._adopted.get(key, 0)):
+            return None
+        self._adopted[key] = latest.version
+        return latest, load_version(self._registry, latest, self._keys)
+
+    def pin(self, key: str, version: int, reason: str) -> Version:
+        return self._registry.pin(key, version, reason)
+
+    def unpin(self, key: str, version: int) -> Version:
+        return self._registry.unpin(key, version)
 
 
 def load_version(registry: Registry, version: Version, keys):

@@ -59,7 +59,8 @@ def run(argv=None, console=QUIET) -> dict:
     if args.source == "file" and events is None:
         events = f"{out}/events.avro"
         config = simulator.SimulatorConfig(seed=args.seed, impressions=args.impressions, users=args.users,
-                                           attribution_window_ms=int(args.attribution_minutes * 60_000))
+                                           attribution_window_ms=int(args.attribution_minutes * 60_000),
+                                           **args.attack)
         written = simulator.write_avro(simulator.generate(config), events)
         console.say(f"simulated {written:,} interactions ({args.impressions:,} impressions of {args.users:,} "
                     f"users, seed {args.seed}) into {events}")
@@ -108,6 +109,7 @@ def run(argv=None, console=QUIET) -> dict:
                    | "ForEachModel" >> beam.FlatMap(_for_models, sorted(models), own_traffic)
                    | "LearnOnline" >> LearnOnline(models, store=args.learner_store, registry=args.registry,
                                                   publish_every_s=args.publish_every_s,
+                                                  guard=args.guard and {MAIN: args.guard},
                                                   progress=f"{run_id}:learning"))
         scored = (learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels(
             args.attribution_minutes * 60)
@@ -147,6 +149,10 @@ def run(argv=None, console=QUIET) -> dict:
             dead_letters | "TagDead" >> beam.Map(lambda d: f"dead_letters.{d.stage}"),
             scored.unpaired | "TagUnpaired" >> beam.FlatMap(
                 lambda r: [f"unpaired.{unpaired_kind(r)}"] if r.model_key == MAIN else []),
+            learned.dead_letters | "TagGuarded" >> beam.FlatMap(_guard_tag),
+            (learned.dead_letters | "Quarantines" >> beam.FlatMap(lambda d: [d.reason] if _guard_tag(d) == [
+                "guard.quarantined_labels"] else []) | "BySource" >> beam.Distinct()
+             | "TagSources" >> beam.Map(lambda _: "guard.quarantined_sources")),
         ) | "Count" >> CountTags()
         hashing = (served
                    | "IdTokens" >> beam.FlatMap(lambda e: [("user_id", e.x["user_id"]), ("item_id", e.x["item_id"])])
@@ -262,6 +268,14 @@ def _for_models(example: Example, keys, own_traffic=frozenset()):
                                       x={k: v for k, v in example.x.items() if not is_entity_feature(k)})
         else:
             yield dataclasses.replace(example, model_key=key)
+
+
+def _guard_tag(dead_letter) -> list:
+    """The main model's guard's refusals, by kind."""
+    if dead_letter.stage != "LearnOnline" or dead_letter.model_key != MAIN:
+        return []
+    kind = dead_letter.reason.split(":", 1)[0]
+    return {"quarantined": ["guard.quarantined_labels"], "over budget": ["guard.over_budget_labels"]}.get(kind, [])
 
 
 def _write_summary(scores: dict, path: str, counts: dict, hashing: dict):

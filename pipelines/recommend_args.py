@@ -9,8 +9,10 @@ from core import warmstart
 from core.decoding import event_time_arg
 from experiments import config
 from models import factory, serde
+from monitoring.guard import Guard
 from pipelines.console import ArgumentParser, add_verbose_flag
 from pipelines.options import has_flag
+from simulator.stream import ATTACK_KINDS, SimulatorConfig
 from stores.online import open_online_store
 from stores.registry import STAGES, open_registry
 
@@ -66,6 +68,7 @@ def parse_args(argv=None):
                         help="While streaming, publish each model at least this often (seconds) as it "
                              "learns, and whenever it has caught up; a batch run publishes the final "
                              "models (default: %(default)s).")
+    _add_guard_flags(parser)
     kafka = parser.add_argument_group("Kafka (a broker: bash scripts/kafka.sh start)")
     kafka.add_argument("--source", choices=("file", "kafka"), default="file",
                        help="Read interactions from --events / the simulator, or from Kafka.")
@@ -156,9 +159,62 @@ def parse_args(argv=None):
             parser.error(f"--warm_start {args.warm_start}: {e}")
     elif args.warm_from:
         parser.error("--warm_from is for --warm_start")
+    try:
+        args.guard = _guard(args)
+        args.attack = _attack(args)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.attack and (args.events or args.source != "file"):
+        parser.error("--attack_users is for the simulated stream (no --events, --source file)")
     if args.source == "file" and args.feature_store and "--streaming" not in beam_args:
         parser.error("--feature_store is read by the streaming feature stage: add --streaming")
     return args, beam_args
+
+
+def _add_guard_flags(parser) -> None:
+    defaults = Guard()
+    guard = parser.add_argument_group("Guard of the main model (monitoring.guard): budgets, quarantine, rollback")
+    guard.add_argument("--guard", action="store_true",
+                       help="Guard the main model: pin known-good versions, quarantine users whose labels "
+                            "are far from its predictions (their labels go to the dead letters, not "
+                            "learned) and roll back to the last known-good version when one had reached it.")
+    guard.add_argument("--learning_budget", type=float, metavar="PER_HOUR",
+                       help="With --guard: each user's labels learned per hour of event time, at most "
+                            "(default: no budget).")
+    guard.add_argument("--guard_pin_every", type=int, default=defaults.pin_every, metavar="LABELS",
+                       help="With --guard: labels between two known-good candidates, and a candidate's "
+                            "probation (default: %(default)s).")
+    guard.add_argument("--guard_threshold", type=float, default=defaults.threshold,
+                       help="With --guard: a user's suspicion score (a CUSUM) that quarantines it "
+                            "(default: %(default)s).")
+    attack = parser.add_argument_group("A simulated poisoning attack (simulator.SimulatorConfig)")
+    attack.add_argument("--attack_users", type=float, default=0.0, metavar="FRACTION",
+                        help="Users that attack (default: none).")
+    attack.add_argument("--attack_at", type=float, default=0.5, metavar="FRACTION",
+                        help="Share of the impressions before the attack starts (default: %(default)s).")
+    attack.add_argument("--attack_kind", choices=ATTACK_KINDS, default="flip")
+    attack.add_argument("--attack_rate", type=float, default=1.0, metavar="FRACTION",
+                        help="Share of an attacker's impressions answered falsely (default: %(default)s).")
+
+
+def _guard(args) -> Guard | None:
+    if not args.guard:
+        for flag in ("learning_budget",):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} is for --guard")
+        return None
+    return Guard(pin_every=args.guard_pin_every, probation=args.guard_pin_every, threshold=args.guard_threshold,
+                 budget_per_hour=args.learning_budget)
+
+
+def _attack(args) -> dict:
+    """The simulator's attack settings, {} for none (checked by SimulatorConfig)."""
+    if not args.attack_users:
+        return {}
+    attack = {"attack_users": args.attack_users, "attack_at": args.attack_at, "attack_kind": args.attack_kind,
+              "attack_rate": args.attack_rate}
+    SimulatorConfig(**attack)
+    return attack
 
 
 def _warm_start(args) -> str:

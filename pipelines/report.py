@@ -124,6 +124,7 @@ def published_lines(registry: str | None, model_keys: list[str], online: str | N
             reg.close()
         said.append("published models: " + ", ".join(f"{k} v{v.version}" if v else f"{k} (none)"
                                                      for k, v in latest.items()) + f" to {_shown(registry)}")
+        said += [guard_line(k, v.metrics["guard"]) for k, v in latest.items() if v and "guard" in v.metrics]
     if online:
         store = open_online_store(online)
         try:
@@ -132,6 +133,18 @@ def published_lines(registry: str | None, model_keys: list[str], online: str | N
             store.close()
         said.append(f"published profiles: {counts['user']:,} users, {counts['item']:,} items to {_shown(online)}")
     return said
+
+
+def guard_line(key: str, guard: dict) -> str:
+    """What a model's guard did (`monitoring.guard.Guard.summary`), in a line."""
+    known = guard.get("known_good")
+    line = (f"guard of {key}: {guard['quarantined']} users quarantined (their labels in the dead letters), "
+            f"{guard['rollbacks']} rollbacks")
+    if guard.get("recent_rollbacks"):
+        last = guard["recent_rollbacks"][-1]
+        line += f" (the last at label {last['at_step']:,} to label {last['to_step']:,}: {last['reason']})"
+    return line + (f"; known-good: v{known['version']} (label {known['step']:,})" if known and known["version"]
+                   else "; no known-good version yet")
 
 
 def _shown(path: str) -> str:

@@ -8,8 +8,8 @@ import datetime
 
 from core.decoding import event_time_arg
 from simulator import stream
-from simulator.stream import (EVENT_TYPES, START_MS, SimulatorConfig,  # noqa: F401  (START_MS: doctest)
-                              generate_with_truth, write_avro)
+from simulator.stream import (ATTACK_KINDS, EVENT_TYPES, START_MS,  # noqa: F401  (START_MS: doctest)
+                              SimulatorConfig, generate_with_truth, write_avro)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,6 +56,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mean-gap-ms", type=float, default=defaults.mean_gap_ms,
                         help=f"mean time between impressions in ms "
                              f"(default {defaults.mean_gap_ms:g})")
+    parser.add_argument("--attack-users", type=float, default=0.0, metavar="FRACTION",
+                        help="users that poison the stream from --attack-at on (default: none)")
+    parser.add_argument("--attack-at", type=float, default=defaults.attack_at, metavar="FRACTION",
+                        help=f"share of the impressions before the attack (default {defaults.attack_at})")
+    parser.add_argument("--attack-kind", choices=ATTACK_KINDS, default=defaults.attack_kind,
+                        help="flip: click what they would not and ignore what they would; fake_clicks: "
+                             "click (default flip)")
+    parser.add_argument("--attack-rate", type=float, default=defaults.attack_rate, metavar="FRACTION",
+                        help=f"share of an attacker's impressions answered falsely (default {defaults.attack_rate})")
     parser.add_argument("--codec", choices=("deflate", "null"), default="deflate",
                         help="Avro block codec (default deflate)")
     args = parser.parse_args(argv)
@@ -67,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.config = SimulatorConfig(
             seed=args.seed, stream_seed=args.stream_seed, start_ms=args.start, users=args.users, items=args.items, impressions=args.impressions,
             late_fraction=args.late_fraction, malformed_fraction=args.malformed_fraction,
-            drift_at=args.drift_at, mean_gap_ms=args.mean_gap_ms)
+            drift_at=args.drift_at, mean_gap_ms=args.mean_gap_ms, attack_users=args.attack_users,
+            attack_at=args.attack_at, attack_kind=args.attack_kind, attack_rate=args.attack_rate)
     except ValueError as e:
         parser.error(str(e))
     return args
@@ -98,7 +108,7 @@ class _Stats:
 
     def __init__(self):
         self.by_type = collections.Counter()
-        self.malformed = self.late = 0
+        self.malformed = self.late = self.poisoned = 0
         self.first = self.last = None
 
     def observe(self, labelled):
@@ -106,6 +116,7 @@ class _Stats:
             self.by_type[record["event_type"]] += 1
             self.malformed += truth.malformed is not None
             self.late += truth.late
+            self.poisoned += truth.poisoned
             if truth.malformed is None:
                 t = record["event_time"]
                 self.first = t if self.first is None else min(self.first, t)
@@ -121,7 +132,7 @@ class _Stats:
             hours = (self.last - self.first) / 3_600_000
             span = f"{_iso(self.first)} .. {_iso(self.last)} ({hours:.2f} h)"
         return (f"{types} (click rate {ctr:.3f}); malformed={self.malformed} "
-                f"late={self.late}; event time {span}")
+                f"late={self.late}{f' poisoned={self.poisoned}' if self.poisoned else ''}; event time {span}")
 
 
 def _iso(ms: int) -> str:

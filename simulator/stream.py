@@ -54,6 +54,8 @@ import fastavro
 import schemas
 from simulator.world import POSITIONS, World, malform
 
+ATTACK_KINDS = ("flip", "fake_clicks")
+HONEST, ATTACKER, DROPPED, FAKE = "honest", "attacker", "dropped", "fake"  # who made a record, and how
 EVENT_TYPES = ("impression", "click", "watch", "skip")
 MALFORMED_KINDS = ("empty_user_id", "empty_item_id", "negative_event_time", "bad_position",
                    "missing_impression_id", "negative_watch_seconds")
@@ -88,6 +90,14 @@ class SimulatorConfig:
     late_fraction: float = 0.01
     malformed_fraction: float = 0.005
     attribution_window_ms: int = 30 * 60 * 1000
+    # A poisoning attack: from `attack_at` of the impressions on, `attack_users` (a fraction of
+    # the users, drawn apart from everything else) answer a share `attack_rate` of their
+    # impressions falsely: 'flip' clicks what they would not click and ignores what they would,
+    # 'fake_clicks' clicks. The rest of the stream is the clean twin's, record for record.
+    attack_users: float = 0.0
+    attack_at: float = 0.5
+    attack_kind: str = "flip"
+    attack_rate: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "genres", tuple(self.genres))
@@ -108,7 +118,8 @@ class SimulatorConfig:
                f"mean_gap_ms must be a number > 0, got {self.mean_gap_ms!r}")
         _check(self.attribution_window_ms >= 10_000,
                f"attribution_window_ms must be >= 10000, got {self.attribution_window_ms}")
-        for name in ("drift_at", "late_fraction", "malformed_fraction"):
+        _check(self.attack_kind in ATTACK_KINDS, f"attack_kind must be one of {ATTACK_KINDS}, got {self.attack_kind!r}")
+        for name in ("drift_at", "late_fraction", "malformed_fraction", "attack_users", "attack_at", "attack_rate"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
                    f"{name} must be in [0, 1], got {value!r}")
@@ -120,6 +131,7 @@ class Truth:
 
     late: bool = False
     malformed: Optional[str] = None  # one of MALFORMED_KINDS
+    poisoned: bool = False  # an attacker's impression, or an outcome it made up
 
 
 def generate(config: Optional[SimulatorConfig] = None) -> Iterator[dict]:
@@ -158,36 +170,78 @@ def generate_with_truth(config: Optional[SimulatorConfig] = None
     bad_rng = random.Random(f"{events}:malformed")
     window = config.attribution_window_ms
     drift_index = round(config.drift_at * config.impressions)
-    pending: list = []  # heap of (arrival_ms, sequence, record, late)
+    attack = Attack(config, world)
+    pending: list = []  # heap of (arrival_ms, sequence, record, late, kind)
     sequence = itertools.count()
     outcome_ids = itertools.count()
 
-    def emit(record, late):
+    def emit(record, late, kind=HONEST):
         malformed = None
-        if bad_rng.random() < config.malformed_fraction:
+        if kind != FAKE and bad_rng.random() < config.malformed_fraction:
             malformed = malform(record, bad_rng)
-        return record, Truth(late=late, malformed=malformed)
+        return record, Truth(late=late, malformed=malformed, poisoned=kind != HONEST)
+
+    def arrive(outcome, kind):
+        late_draws = attack.rng if kind == FAKE else late_rng
+        late = late_draws.random() < config.late_fraction
+        arrival = outcome["event_time"] + (window + int(late_draws.uniform(0, window)) if late else 0)
+        heapq.heappush(pending, (arrival, next(sequence), outcome, late, kind))
+
+    def arrived(until):
+        while pending and (until is None or pending[0][0] <= until):
+            _, _, record, late, kind = heapq.heappop(pending)
+            emitted = emit(record, late, kind)
+            if kind != DROPPED:  # an outcome an attacker withheld: its draws are the twin's all the same
+                yield emitted
 
     t = float(config.start_ms)
     for index in range(config.impressions):
         if index:
             t += rng.expovariate(1.0 / config.mean_gap_ms)
         now = int(t)
-        while pending and pending[0][0] <= now:
-            _, _, record, late = heapq.heappop(pending)
-            yield emit(record, late)
+        yield from arrived(now)
         impression, user, item = world.impression(index, now, rng)
         drifted = index >= drift_index
-        for outcome in world.outcomes(impression, user, item, drifted, outcome_ids, rng):
-            late = late_rng.random() < config.late_fraction
-            arrival = outcome["event_time"]
-            if late:
-                arrival += window + int(late_rng.uniform(0, window))
-            heapq.heappush(pending, (arrival, next(sequence), outcome, late))
-        yield emit(impression, False)
-    while pending:
-        _, _, record, late = heapq.heappop(pending)
-        yield emit(record, late)
+        outcomes = world.outcomes(impression, user, item, drifted, outcome_ids, rng)
+        poisoned = attack.applies(index, user)
+        fakes = attack.instead(impression, outcomes) if poisoned else None
+        for outcome in outcomes:
+            arrive(outcome, HONEST if fakes is None else (ATTACKER if outcome in fakes else DROPPED))
+        for fake in (fakes or ()):
+            if fake not in outcomes:
+                arrive(fake, FAKE)
+        yield emit(impression, False, ATTACKER if poisoned else HONEST)
+    yield from arrived(None)
+
+
+class Attack:
+    """Who attacks from when, and what they do instead of what they would (its own random stream,
+    so that the attacked stream is its clean twin's but for the attackers' outcomes)."""
+
+    def __init__(self, config: SimulatorConfig, world: World):
+        self.config, self.rng = config, random.Random(f"{config.seed}:attack")
+        count = round(config.attack_users * config.users)
+        self.users = set(self.rng.sample(range(config.users), count))
+        self.user_ids = sorted(world.user_ids[u] for u in self.users)
+        self.from_index = round(config.attack_at * config.impressions)
+        self.fakes = itertools.count()
+
+    def applies(self, index: int, user: int) -> bool:
+        return (index >= self.from_index and user in self.users
+                and self.rng.random() < self.config.attack_rate)
+
+    def instead(self, impression: dict, outcomes: list) -> list:
+        """The attacker's outcomes of `impression` instead of the honest `outcomes` (those it
+        keeps, and made-up ones)."""
+        clicked = any(o["event_type"] == "click" for o in outcomes)
+        if clicked and self.config.attack_kind == "flip":
+            return []  # ignores what it would have clicked
+        if clicked:
+            return outcomes
+        click = World._outcome(impression, "click", impression["event_time"] + 1_000 + self.rng.randrange(20_000),
+                               None, self.fakes)
+        click["event_id"] = f"atk-{click['event_id'][4:]}"
+        return [click]
 
 
 def malformed_kind(record: dict) -> Optional[str]:

@@ -50,6 +50,35 @@ def test_fractions_leave_the_rest_of_the_stream_alone():
     assert sorted(r["event_id"] for r in plain) == sorted(r["event_id"] for r in late)
 
 
+@pytest.mark.parametrize("kind", ["flip", "fake_clicks"])
+def test_an_attack_is_its_clean_twin_but_for_the_attackers_outcomes(kind):
+    """The poisoning benchmark compares a model with its twin that never saw the attack: both
+    streams must be equal record for record (malformed and late ones included) but for what the
+    attackers answered."""
+    config = SimulatorConfig(seed=3, users=200, impressions=6000, late_fraction=0.05, malformed_fraction=0.02)
+    twin = list(generate_with_truth(config))
+    attacked = list(generate_with_truth(dataclasses.replace(config, attack_users=0.05, attack_at=0.4,
+                                                            attack_kind=kind, attack_rate=0.8)))
+    poisoned = [(r, t) for r, t in attacked if t.poisoned]
+    attackers = {r["impression_id"] or r["event_id"] for r, _ in poisoned}
+    honest = [(r, t) for r, t in attacked if not t.poisoned]
+    by_id = {r["event_id"]: (r, t) for r, t in twin}
+    assert poisoned and all(by_id[r["event_id"]] == (r, t) for r, t in honest)
+    left_out = [r for r, _ in twin if r["event_id"] not in {a["event_id"] for a, _ in attacked}]
+    assert all(r["impression_id"] in attackers for r in left_out)  # outcomes an attacker withheld
+    users = {r["user_id"] for r, _ in poisoned if r["event_type"] == "impression" and r["user_id"]}
+    assert len(users) == 10  # 5% of 200
+    shown = [r for r, _ in poisoned if r["event_type"] == "impression"]
+    clicks = {r["impression_id"] for r, _ in poisoned if r["event_type"] == "click"}
+    if kind == "fake_clicks":
+        assert clicks == {r["event_id"] for r in shown}
+    else:  # a flip: clicked exactly what the twin's user did not click
+        twin_clicks = {r["impression_id"] for r, _ in twin if r["event_type"] == "click"}
+        assert clicks == {r["event_id"] for r in shown} - twin_clicks
+    assert 0.7 < len(shown) / sum(1 for r, _ in twin if r["event_type"] == "impression" and r["user_id"] in users
+                                  and r["event_id"] >= f"imp-{2400:09d}") <= 1.0
+
+
 def test_records_match_the_schema_and_round_trip(tmp_path):
     schema = schemas.load("interaction")
     config = SimulatorConfig(users=60, items=80, impressions=2000, late_fraction=0.05,

@@ -102,12 +102,16 @@ class LearnOnline(beam.PTransform):
             or None. They are signed with `key_file`'s keys, else $STREAMML_STATE_KEY, else the key
             file beside the registry (`<registry>.key`).
         publish_every_s, publish_every_events: the publishing cadence (`core.publishing`).
+        guard: a `monitoring.guard.Guard` for every key's binary classifier, or a dict of them
+            by key ("*": any other key): learning budgets, quarantine of suspicious sources,
+            known-good versions (pinned in the registry) and rollback. A label it refuses leaves
+            through the dead letters with the reason.
     """
 
     def __init__(self, model_spec: str | dict, key_file: str | None = None, store: str | None = None,
                  replay_horizon_s: float = 24 * 3600, mini_batch: int = 0, progress: str | None = None,
                  signing_key=None, tick_ms: int = TICK_MS, registry: str | None = None,
-                 publish_every_s: float | None = 1.0, publish_every_events: int | None = None):
+                 publish_every_s: float | None = 1.0, publish_every_events: int | None = None, guard=None):
         super().__init__()
         if signing_key is not None:
             raise TypeError("LearnOnline takes no signing_key (it would be pickled into the pipeline): "
@@ -116,13 +120,19 @@ class LearnOnline(beam.PTransform):
             raise ValueError(f"tick_ms must be >= 1, not {tick_ms}")
         if mini_batch < 0:
             raise ValueError(f"mini_batch must be >= 0, not {mini_batch}")
-        for spec in (model_spec.values() if isinstance(model_spec, dict) else [model_spec]):
+        guards = guard if isinstance(guard, dict) else {} if guard is None else {"*": guard}
+        if guards and mini_batch:
+            raise ValueError("a guard screens each label before it is learned: it needs mini_batch=0")
+        specs = model_spec if isinstance(model_spec, dict) else {"*": model_spec}
+        for key, spec in specs.items():
             model = factory.build(spec)  # fail at construction, not on a worker
             if mini_batch:
                 check_mini_batch(model, spec)
+            if guards.get(key, guards.get("*")) is not None and factory.task_of(model) != "binary":
+                raise ValueError(f"a guard tests labels against a click probability: {spec} is not a binary classifier")
         self.model_spec, self.store, self.replay_horizon_ms = model_spec, store, int(replay_horizon_s * 1000)
         self.mini_batch, self.progress, self.key_file, self.tick_ms = mini_batch, progress, key_file, tick_ms
-        self.registry, self.publish_every = registry, (publish_every_s, publish_every_events)
+        self.registry, self.publish_every, self.guard = registry, (publish_every_s, publish_every_events), guard
         if registry:
             Publisher(registry, every_s=publish_every_s, every_events=publish_every_events)  # a bad cadence fails here
 
@@ -136,7 +146,8 @@ class LearnOnline(beam.PTransform):
             registry = self.registry if "://" in self.registry else os.path.abspath(self.registry)
             publisher = Publisher(registry, serde.KeySource(file=keys.file, store=registry), *self.publish_every)
             publisher.keys.resolve()
-        learner = Learner(self.model_spec, keys, self.store, self.replay_horizon_ms, self.mini_batch, publisher)
+        learner = Learner(self.model_spec, keys, self.store, self.replay_horizon_ms, self.mini_batch, publisher,
+                          self.guard)
         if is_streaming(examples):
             results = (examples
                        | "KeyByModel" >> beam.Map(lambda e: (e.model_key, e)).with_output_types(
