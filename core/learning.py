@@ -9,7 +9,8 @@ and returns, in order:
 - `out`: what leaves before the new predictions, as (kind, record) pairs: an event at or before
   the model's clock gets its stored prediction again (`PREDICTION`) or is said learned again
   (`LEARNED`) when the store has it, else it is a `late` dead letter (`DEAD_LETTER`); a second
-  copy of an event is a `duplicate` dead letter;
+  copy of an event is a `duplicate` dead letter; a label a guard refused is a dead letter, and
+  what the guard raised is an alert (`ALERT`: `core.records.Alert`);
 - `made`: the predictions made, each *before* the model learned its event;
 - `learned`: the `learn`-mode examples learned (a served prediction's delayed label).
 
@@ -36,7 +37,7 @@ from core.publishing import Publisher
 from models import factory, serde
 from stores import snapshots
 
-PREDICTION, LEARNED, DEAD_LETTER = "prediction", "learned", "dead_letter"
+PREDICTION, LEARNED, DEAD_LETTER, ALERT = "prediction", "learned", "dead_letter", "alert"
 TICK = 1024  # events between two progress reports
 
 
@@ -138,7 +139,7 @@ class Learner:
             made, learned, step = self._apply_each(key, todo, model, step, out)
         guard = self._per_key(self.guards, key)
         if guard is not None:
-            lifecycle.record(self.publisher, key, model, guard)
+            out += [(ALERT, alert) for alert in lifecycle.record(self.publisher, key, model, guard)]
         return out, made, learned, last, step
 
     def _apply_each(self, key, todo, model, step, out):

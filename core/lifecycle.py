@@ -11,6 +11,7 @@ import copy
 import logging
 
 from core import progressive
+from core.records import Alert
 
 # Registry pins of a guarded model's versions: its known-good one, and the candidate on probation.
 KNOWN_GOOD, CANDIDATE = "known-good", "known-good candidate"
@@ -18,31 +19,54 @@ CARRIED_PREFIX = "_streamml_"  # what a model carries along (core.progressive, m
 log = logging.getLogger(__name__)
 
 
-def record(publisher, key: str, model, guard) -> None:
+def record(publisher, key: str, model, guard) -> list[Alert]:
     """What `guard` did while a block was applied, in the registry and the log: a candidate
     published (and pinned: retention would drop it before its probation ends), a known-good
-    version pinned (the one before unpinned), a rollback published."""
+    version pinned (the one before unpinned), a rollback published. Returns the alerts, one per
+    incident (a quarantine and the rollback it made are one), and a retrain signal for each
+    incident of decaying quality."""
+    alerts = []
     for action in guard.state(model).drain():
-        if action.kind == "quarantine":
-            log.warning("model %r: %s quarantined at label %d", key, action.detail, action.step)
+        if action.kind in ("quarantine", "drift"):
+            log.warning("model %r: %s %s at label %d", key, action.kind, action.detail, action.step)
+            alerts.append(Alert("alert", action.kind, key, action.event_time, action.detail))
+            if action.kind == "drift":
+                alerts.append(Alert("retrain", "drift", key, action.event_time, f"drift: {action.detail}"))
             continue
         if action.kind == "rollback":
             log.warning("model %r rolled back to its known-good copy of label %d (%s)",
                         key, action.to_step, action.detail)
-        if publisher is None or action.snapshot is None:
-            continue
-        snapshot, previous = action.snapshot, action.previous
-        if action.kind == "candidate":
-            snapshot.version = publisher.publish(key, snapshot.model, snapshot.step, clock_ms=action.event_time,
-                                                 metrics=progressive.summary(snapshot.model)).version
-            publisher.pin(key, snapshot.version, CANDIDATE)
-        elif action.kind == "known_good" and snapshot.version is not None:
-            publisher.pin(key, snapshot.version, KNOWN_GOOD)
-        elif action.kind == "rollback":  # the known-good version, and what was learned again
-            publisher.publish(key, snapshot.model, action.step, clock_ms=action.event_time, metrics={
-                **progressive.summary(model), "rollback_to": action.to_version, "rollback_reason": action.detail})
-        if previous is not None and previous.version is not None:
-            _unpin(publisher, key, previous.version)
+        version = _registered(publisher, key, model, action) if publisher is not None else None
+        if action.kind == "rollback":
+            poisoned = bool(alerts) and alerts[-1].kind == "quarantine" and alerts[-1].event_time == action.event_time
+            reason = (f"{alerts.pop().reason}; " if poisoned else "") + (
+                f"rolled back to the known-good version of label {action.to_step} ({action.detail})")
+            alerts.append(Alert("alert", "poisoning" if poisoned else "quality", key, action.event_time, reason,
+                                version))
+            if not poisoned:
+                alerts.append(Alert("retrain", "quality", key, action.event_time, action.detail))
+    return alerts
+
+
+def _registered(publisher, key: str, model, action) -> int | None:
+    """The registry's side of a guard's action; the version it published, if any."""
+    snapshot, previous, version = action.snapshot, action.previous, None
+    if snapshot is None:
+        return None
+    if action.kind == "candidate":
+        version = snapshot.version = publisher.publish(
+            key, snapshot.model, snapshot.step, clock_ms=action.event_time,
+            metrics=progressive.summary(snapshot.model)).version
+        publisher.pin(key, snapshot.version, CANDIDATE)
+    elif action.kind == "known_good" and snapshot.version is not None:
+        publisher.pin(key, snapshot.version, KNOWN_GOOD)
+    elif action.kind == "rollback":  # the known-good version, and what was learned again
+        version = publisher.publish(key, snapshot.model, action.step, clock_ms=action.event_time, metrics={
+            **progressive.summary(model), "rollback_to": action.to_version,
+            "rollback_reason": action.detail}).version
+    if previous is not None and previous.version is not None:
+        _unpin(publisher, key, previous.version)
+    return version
 
 
 def adopt_manual_rollback(publisher, key: str, model, guard=None) -> None:

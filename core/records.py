@@ -105,6 +105,23 @@ class DeadLetter:
         return _fields(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """An incident a learner's guard raised (`monitoring.guard`), one record per incident; or, with
+    `signal` 'retrain', a request to retrain (quality decayed)."""
+
+    signal: str  # "alert" or "retrain"
+    kind: str  # poisoning, quarantine, quality or drift
+    model_key: str
+    event_time: Optional[int]
+    reason: str
+    version: Optional[int] = None
+    origin: tuple = ()
+
+    def to_avro(self) -> dict:
+        return _fields(self)
+
+
 def _fields(record) -> dict:
     """The record's schema fields: all but `origin`."""
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "origin"}

@@ -8,9 +8,11 @@ it. Per source (the feature that names who sent the event, `user_id` by default)
   bucket, its burst one hour's worth), so no one user moves the model much. A label over budget
   is not learned.
 - **Suspicion**: a one-sided Bernoulli CUSUM of the source's labels against the known-good
-  model's predictions, for clicks `odds` times likelier than predicted. An honest source drifts
-  down (its labels are what the model expects), a source that flips labels or sends fake clicks
-  climbs. At `threshold` it is quarantined: its labels are never learned again.
+  model's predictions, for clicks `odds` times likelier than predicted. The predictions are
+  raised as far as all sources' recent labels run above them, so that a surge of clicks from
+  everyone (a genuine drift) raises no one's score. An honest source drifts down (its labels are
+  what the model expects), a source that flips labels or sends fake clicks climbs. At
+  `threshold` it is quarantined: its labels are never learned again.
 - **Known-good versions**: every `pin_every` labels learned the model is copied (a candidate);
   a candidate that has passed `probation` more labels without an alarm becomes known-good (and
   the learner pins it in the registry). The known-good model scores each label beside the live
@@ -18,6 +20,10 @@ it. Per source (the feature that names who sent the event, `user_id` by default)
 - **Quality guardrail**: a Page-Hinkley test on how much worse the live model's log loss is than
   the known-good one's on the same labels. It fires when the live model has been damaged, not on
   a genuine drift: there the live model adapts and beats the frozen one.
+- **Drift** (`drift=True`): `monitoring.drift.Monitor` on the live model's own predictions of the
+  labels (log loss, residual). A genuine drift is not rolled back: it is reported (one `drift`
+  action per incident, alarms further than `INCIDENT` labels apart) and, as quality decays, the
+  learner sends a retrain signal.
 
 **Rollback**: a quarantined source whose labels the live model had learned since the known-good
 copy, or a quality alarm, replaces the live model's state by a copy of the known-good one, in
@@ -32,87 +38,37 @@ resumed and replayed with it, so batch and streaming decide alike. It is left ou
 versions.
 
 >>> from river import compose, linear_model
->>> guard = Guard(pin_every=10, probation=10, threshold=3.0)
+>>> guard = Guard(pin_every=100, probation=100, threshold=3.0)
 >>> model = compose.Select("x") | linear_model.LogisticRegression()
->>> for t in range(20):  # honest: a click now and then
-...     x = {"user_id": "u1", "x": 1.0}
-...     _ = guard.screen(model, x, t % 4 == 0, t)
-...     model.learn_one(x, t % 4 == 0); guard.learned(model, x, t % 4 == 0)
+>>> def label(user, y, t):  # screened, then learned unless refused
+...     x = {"user_id": user, "x": 1.0}
+...     if guard.screen(model, x, y, t) is None:
+...         model.learn_one(x, y); guard.learned(model, x, y)
+>>> for t in range(200):  # honest users: a click now and then
+...     label(f"u{t % 10}", t % 10 == t // 10 % 10, t)
 >>> state(model).known_good is not None
 True
->>> for t in range(8):  # a bot: always a click, learned until it is caught
-...     x = {"user_id": "bot", "x": 1.0}
-...     if guard.screen(model, x, True, 20 + t) is None:
-...         model.learn_one(x, True); guard.learned(model, x, True)
+>>> for t in range(200, 260):  # a bot among them: always a click, learned until it is caught
+...     label("bot" if t % 4 == 0 else f"u{t % 10}", t % 4 == 0 or t % 10 == t // 10 % 10, t)
 >>> [(a.kind, a.step, a.to_step) for a in state(model).drain()]
-[('candidate', 10, None), ('known_good', 10, None), ('candidate', 20, None), ('quarantine', 26, None), ('rollback', 26, 10)]
->>> guard.screen(model, {"user_id": "bot", "x": 1.0}, True, 30)
+[('candidate', 100, None), ('known_good', 100, None), ('candidate', 200, None), ('quarantine', 216, None), ('rollback', 216, 100)]
+>>> guard.screen(model, {"user_id": "bot", "x": 1.0}, True, 300)
 'quarantined: source bot'
 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
 
 from core.lifecycle import replace_state
-from monitoring.drift import EPS, Spec
+from monitoring.guard_state import Action, Snapshot, State, detached, state
+from monitoring.drift import EPS, Monitor, Spec
 
-ATTRIBUTE = "_streamml_guard"  # where a model keeps its guard's state
 HOUR_MS = 3_600_000
-
-
-@dataclasses.dataclass(frozen=True)
-class Action:
-    """What the guard did, for the learner to act on and report: `candidate` (a copy taken),
-    `known_good` (a candidate passed probation, or a manual rollback adopted), `quarantine` (a
-    source), `rollback`, `dropped` (a candidate given up)."""
-    kind: str
-    step: int  # labels learned by the live model when it happened
-    event_time: int | None = None
-    detail: str = ""
-    to_step: int | None = None  # a rollback's known-good version, by its step
-    to_version: int | None = None  # and in the registry
-    # The copy it is about (a candidate, a known-good version, the one rolled back to), and the
-    # one it replaces (the known-good version before; the candidate a rollback drops): for the
-    # learner to publish, pin and unpin.
-    snapshot: "Snapshot | None" = dataclasses.field(default=None, repr=False, compare=False)
-    previous: "Snapshot | None" = dataclasses.field(default=None, repr=False, compare=False)
-
-
-@dataclasses.dataclass
-class Snapshot:
-    model: object
-    step: int
-    version: int | None = None  # its version in the registry, once the learner published it
-
-
-@dataclasses.dataclass
-class State:
-    """What a guarded model carries."""
-    step: int = 0  # labels learned
-    cusum: dict = dataclasses.field(default_factory=dict)  # source -> score
-    tokens: dict = dataclasses.field(default_factory=dict)  # source -> (tokens, at event time)
-    quarantined: dict = dataclasses.field(default_factory=dict)  # source -> Action
-    candidate: Snapshot | None = None
-    known_good: Snapshot | None = None
-    quality: object = None  # the quality test's detector
-    # (step, x, y) of each label learned since the known-good copy (since the start before one):
-    # what a rollback learns again, but the quarantined sources' labels.
-    learned: list = dataclasses.field(default_factory=list)
-    actions: list = dataclasses.field(default_factory=list)  # not yet drained
-    history: list = dataclasses.field(default_factory=list)  # every action but candidates
-
-    def act(self, action: Action) -> None:
-        self.actions.append(action)
-        if action.kind not in ("candidate", "dropped"):
-            self.history.append(action)
-
-    def drain(self) -> list:
-        out, self.actions = self.actions, []
-        return out
+CALIBRATION = 0.5 ** (1 / 500)  # per label: the population's recent labels weigh with a half-life of 500
+INCIDENT = 5_000  # drift alarms closer than this many labels to the one before are the same incident
 
 
 QUALITY = Spec("PageHinkley", {"mode": "up", "delta": 0.01, "threshold": 50.0, "alpha": 1.0,
@@ -129,6 +85,7 @@ class Guard:
     threshold: float = 12.0
     budget_per_hour: float | None = None
     quality: Spec | None = QUALITY
+    drift: bool = True
 
     def __post_init__(self):
         if self.pin_every < 1 or self.probation < 0:
@@ -147,37 +104,61 @@ class Guard:
             return f"quarantined: source {source}"
         if self.budget_per_hour is not None and source is not None and not self._spend(s, source, event_time):
             return f"over budget: source {source} learned {self.budget_per_hour:g} labels in the last hour"
-        if s.known_good is None:
-            return None  # armed once a known-good version exists
-        p_ref = _p_true(s.known_good.model.predict_proba_one(x))
-        if p_ref is None:
-            return None
-        if source is not None:
-            score = max(0.0, s.cusum.get(source, 0.0) + _llr(bool(y), p_ref, self.odds))
-            s.cusum[source] = score
-            if score >= self.threshold:
-                s.quarantined[source] = Action("quarantine", s.step, event_time,
-                                               f"source {source}: CUSUM {score:.1f} >= {self.threshold:g}")
-                s.act(s.quarantined[source])
-                s.cusum.pop(source)
-                # Only if what it sent reached the live model (learned after the known-good copy).
-                if any(x.get(self.source) == source for _, x, _ in s.learned):
-                    self._roll_back(model, s, event_time, f"source {source} quarantined", replay=True)
+        p_live = None
+        if s.known_good is not None:  # armed once a known-good version exists
+            p_ref = _p_true(s.known_good.model.predict_proba_one(x))
+            if p_ref is not None and source is not None and self._suspect(model, s, source, y, p_ref, event_time):
                 return f"quarantined: source {source}"
-        if self.quality is not None:
-            p_live = _p_true(proba if proba is not None else model.predict_proba_one(x))
+            if p_ref is not None and self.quality is not None:
+                p_live = _p_true(proba if proba is not None else model.predict_proba_one(x))
+                if p_live is not None:
+                    self._check_quality(model, s, y, p_live, p_ref, event_time)
+        if self.drift and s.known_good is not None:  # not while the model first learns
+            if p_live is None:
+                p_live = _p_true(proba if proba is not None else model.predict_proba_one(x))
             if p_live is not None:
-                if s.quality is None:
-                    s.quality = self.quality.make()
-                s.quality.update(_log_loss(bool(y), p_live) - _log_loss(bool(y), p_ref))
-                if s.quality.drift_detected:
-                    s.quality = None
-                    # Whatever did the damage, it is among the labels learned since the copy: none
-                    # is learned again.
-                    self._roll_back(model, s, event_time, "quality: the live model's log loss exceeds "
-                                                          f"known-good version {s.known_good.version}'s",
-                                    replay=False)
+                self._watch_drift(s, y, p_live, event_time)
         return None
+
+    def _suspect(self, model, s: State, source, y, p_ref: float, event_time: int) -> bool:
+        """The source's CUSUM, one label on; at the threshold it is quarantined (and the model rolled
+        back if the source's labels had reached it since the known-good copy). Whether it was."""
+        # Against the known-good prediction, raised when the whole population's recent labels run
+        # above it: a surge of clicks from everyone (a genuine drift) is not anyone's fault.
+        s.labels, s.expected = s.labels * CALIBRATION + bool(y), s.expected * CALIBRATION + p_ref
+        scaled = min(p_ref * max(1.0, (s.labels + 1.0) / (s.expected + 1.0)), 1 - EPS)
+        score = max(0.0, s.cusum.get(source, 0.0) + _llr(bool(y), scaled, self.odds))
+        s.cusum[source] = score
+        if score < self.threshold:
+            return False
+        s.quarantined[source] = Action("quarantine", s.step, event_time,
+                                       f"source {source}: CUSUM {score:.1f} >= {self.threshold:g}")
+        s.act(s.quarantined[source])
+        s.cusum.pop(source)
+        if any(x.get(self.source) == source for _, x, _ in s.learned):
+            self._roll_back(model, s, event_time, f"source {source} quarantined", replay=True)
+        return True
+
+    def _check_quality(self, model, s: State, y, p_live: float, p_ref: float, event_time: int) -> None:
+        if s.quality is None:
+            s.quality = self.quality.make()
+        s.quality.update(_log_loss(bool(y), p_live) - _log_loss(bool(y), p_ref))
+        if s.quality.drift_detected:
+            s.quality = None
+            # Whatever did the damage, it is among the labels learned since the copy: none is
+            # learned again.
+            self._roll_back(model, s, event_time, "quality: the live model's log loss exceeds its known-good "
+                                                  f"copy of label {s.known_good.step}'s", replay=False)
+
+    def _watch_drift(self, s: State, y, p_live: float, event_time: int) -> None:
+        """The live model's own predictions under `monitoring.drift`'s tuned detectors: an alarm
+        further than `INCIDENT` labels from the one before is a new incident."""
+        if s.monitor is None:
+            s.monitor = Monitor()
+        for alarm in s.monitor.update(bool(y), p_live):
+            if s.drift_at is None or s.step - s.drift_at > INCIDENT:
+                s.act(Action("drift", s.step, event_time, f"{alarm.signal}: {alarm.detector}"))
+            s.drift_at = s.step
 
     def learned(self, model, x: dict, y, event_time: int | None = None) -> None:
         """After the model learned label `y` of `x`: candidates and known-good versions, at the cadence."""
@@ -249,25 +230,6 @@ class Guard:
         s.act(Action("rollback", s.step, event_time, f"{why}; {len(s.learned)} labels learned again",
                      to_step=s.known_good.step, to_version=s.known_good.version, snapshot=restored,
                      previous=dropped))
-
-
-def state(model) -> State:
-    """The guard state `model` carries, new if none yet."""
-    s = model.__dict__.get(ATTRIBUTE)
-    if s is None:
-        s = model.__dict__[ATTRIBUTE] = State()
-    return s
-
-
-@contextlib.contextmanager
-def detached(model):
-    """`model` without its guard state for a while (a copy, a published version)."""
-    s = model.__dict__.pop(ATTRIBUTE, None)
-    try:
-        yield model
-    finally:
-        if s is not None:
-            model.__dict__[ATTRIBUTE] = s
 
 
 def _p_true(proba: dict | None) -> float | None:

@@ -132,6 +132,9 @@ def run(argv=None, console=QUIET) -> dict:
             ) | "Delivered" >> beam.Flatten()
             windowed | "MetricsToKafka" >> WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope,
                                                           registry=registry)
+            if args.guard:  # incidents and retrain signals (pipelines.retrain --on reads them)
+                learned.alerts | "AlertsToKafka" >> WriteToKafka(servers, f"{prefix}.alerts", "alert",
+                                                                 key=_model_key, registry=registry)
             if args.source == "kafka":
                 delivered | "CommitOffsets" >> CommitOffsets(servers, args.group, lanes=sorted(models))
         if not bounded:
@@ -139,6 +142,8 @@ def run(argv=None, console=QUIET) -> dict:
         predictions | "WritePredictions" >> WriteRecords(f"{out}/predictions", "prediction", args.output_format)
         windowed | "WriteWindowedMetrics" >> WriteRecords(f"{out}/windowed_metrics", "metric", args.output_format)
         dead_letters | "WriteDeadLetters" >> WriteRecords(f"{out}/dead_letters", "dead_letter", args.output_format)
+        if args.guard:
+            learned.alerts | "WriteAlerts" >> WriteRecords(f"{out}/alerts", "alert", args.output_format)
 
         counts = (
             source.rows | "TagRows" >> beam.Map(lambda _: "rows_read"),
@@ -150,6 +155,7 @@ def run(argv=None, console=QUIET) -> dict:
             scored.unpaired | "TagUnpaired" >> beam.FlatMap(
                 lambda r: [f"unpaired.{unpaired_kind(r)}"] if r.model_key == MAIN else []),
             learned.dead_letters | "TagGuarded" >> beam.FlatMap(_guard_tag),
+            learned.alerts | "TagAlerts" >> beam.Map(lambda a: f"guard.{a.signal}.{a.kind}"),
             (learned.dead_letters | "Quarantines" >> beam.FlatMap(lambda d: [d.reason] if _guard_tag(d) == [
                 "guard.quarantined_labels"] else []) | "BySource" >> beam.Distinct()
              | "TagSources" >> beam.Map(lambda _: "guard.quarantined_sources")),

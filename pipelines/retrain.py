@@ -9,9 +9,9 @@ the newest `--holdout_hours` of impressions, evaluates on those, and registers a
 `candidate` that promotion or an experiment then judges (`--promote_if_better` promotes it at
 once when it beats production on the held-out range).
 
-With `--on`, a run starts for each JSON record `{"signal": "retrain", "reason": ...}` on the
-topic (the monitoring raises them when quality decays); records that are not such a signal are
-logged and skipped. Signals that arrive during a run, or together, make one run after it. The
+With `--on`, a run starts for each record `{"signal": "retrain", "reason": ...}` on the topic, in
+JSON or as an Avro `alert` (a guarded `pipelines.recommend --kafka_out PREFIX` writes them to
+`PREFIX.alerts` when quality decays); other records (alerts of other kinds) are skipped. Signals that arrive during a run, or together, make one run after it. The
 consumer group (`--group`) commits the signals once their run has registered its candidate, so
 that a restarted retrainer acts on each signal once. A run that fails (e.g. no impression in
 the window yet) is logged, and the retrainer waits for the next turn.
@@ -129,8 +129,8 @@ def _on_signals(args, once) -> None:
                     LOG.warning("signals: %s", message.error())
                     continue
                 reason = _signal(message.value())
-                if reason is None:
-                    LOG.warning("not a retrain signal, skipped: %r", (message.value() or b"")[:200])
+                if reason is None:  # an alert, or not for us
+                    LOG.info("not a retrain signal, skipped: %r", (message.value() or b"")[:200])
                 else:
                     reasons.append(reason)
             if reasons:
@@ -142,14 +142,31 @@ def _on_signals(args, once) -> None:
 
 
 def _signal(value: bytes | None) -> str | None:
-    """The reason of a retrain signal, or None for any other record."""
+    """The reason of a retrain signal, or None for any other record. A signal is JSON, or an
+    `alert` record in schemaless Avro (what a guarded `pipelines.recommend` writes to
+    `PREFIX.alerts`)."""
     try:
         record = json.loads(value or b"")
     except ValueError:
-        return None
+        record = _alert(value)
     if not isinstance(record, dict) or record.get("signal") != "retrain":
         return None
     return str(record.get("reason") or "a retrain signal")
+
+
+def _alert(value: bytes | None) -> dict | None:
+    import io
+
+    import fastavro
+
+    import schemas
+
+    try:
+        buffer = io.BytesIO(value or b"")
+        record = fastavro.schemaless_reader(buffer, schemas.load("alert"), None)
+        return record if buffer.tell() == len(value) else None  # all of it, nothing left over
+    except Exception:  # noqa: BLE001  (not an alert: any decoding error says so)
+        return None
 
 
 if __name__ == "__main__":

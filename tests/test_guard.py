@@ -1,12 +1,13 @@
 """The learner's guard (`monitoring.guard`): quarantine, budgets, known-good versions, rollback;
 on the simulator's attacks, through the real learner and a real registry."""
+import dataclasses
 import json
 import random
 
 import pytest
 
 from core.interactions import impression_features
-from core.learning import DEAD_LETTER, Learner
+from core.learning import ALERT, DEAD_LETTER, Learner
 from core.lifecycle import CANDIDATE, KNOWN_GOOD
 from core.publishing import Publisher
 from core.records import Example
@@ -31,19 +32,22 @@ def _examples(config: SimulatorConfig) -> list[Example]:
 
 
 def _learn(examples, tmp_path, guard=GUARD):
+    """The model after learning `examples` in blocks (as a learner applies them), and what left:
+    dead letters, predictions, alerts."""
     keys = serde.keyring("g" * 32)
     learner = Learner(MODEL, keys, publisher=Publisher(str(tmp_path / "registry.sqlite"), keys=keys, every_s=None,
                                                        every_events=10 ** 9), guard=guard)
     learner.open()
     model, step = learner.resume("recommender", None)
     out, made = [], []
-    for i in range(0, len(examples), 500):  # blocks, as a learner applies them
+    for i in range(0, len(examples), 500):
         o, m, _, last, step = learner.apply("recommender", examples[i:i + 500], model, step, None)
         out += o
         made += m
     learner.publish("recommender", model, step, last, final=True)
     learner.close()
-    return model, [record for kind, record in out if kind == DEAD_LETTER], made
+    return (model, [record for kind, record in out if kind == DEAD_LETTER], made,
+            [record for kind, record in out if kind == ALERT])
 
 
 def _attack(kind="flip", **extra):
@@ -62,7 +66,7 @@ def _attack(kind="flip", **extra):
 def test_attackers_are_quarantined_their_labels_kept_and_the_model_rolled_back(kind, tmp_path):
     config, attackers = _attack(kind)
     examples = _examples(config)
-    model, dead, made = _learn(examples, tmp_path)
+    model, dead, made, alerts = _learn(examples, tmp_path)
 
     quarantined = {d.reason.split("source ", 1)[1] for d in dead if d.reason.startswith("quarantined")}
     # Every attacker that sent 30 false labels or more, and no honest user (one sent 10: not caught).
@@ -90,11 +94,21 @@ def test_attackers_are_quarantined_their_labels_kept_and_the_model_rolled_back(k
         assert v.version > v.metrics["rollback_to"]
         assert serde.loads(registry.blob("recommender", v.version), serde.keyring("g" * 32)).__dict__.keys() == \
             serde.loads(registry.blob("recommender", v.metrics["rollback_to"]), serde.keyring("g" * 32)).__dict__.keys()
+    # One alert per incident: a quarantine and the rollback it made are one, with the version it
+    # published; a quarantine that needed no rollback is one. No retrain: the model was not at fault.
+    assert [a.kind for a in alerts if a.signal == "alert"].count("poisoning") == len(rollbacks)
+    assert {a.version for a in alerts if a.kind == "poisoning"} == {v.version for v in published}
+    assert len([a for a in alerts if a.kind in ("poisoning", "quarantine")]) == len(quarantined)
+    assert not [a for a in alerts if a.signal == "retrain" and a.kind != "drift"]
     pins = {v.version: v.pinned for v in versions if v.pinned}
     assert list(pins.values()).count(KNOWN_GOOD) == 1 and set(pins.values()) <= {KNOWN_GOOD, CANDIDATE}
     assert s.known_good.version in pins and pins[s.known_good.version] == KNOWN_GOOD
     latest = registry.latest("recommender")
     assert latest.metrics["guard"]["quarantined"] == len(quarantined)
+    # Published versions leave the guard's state (copies, labels kept) out: servers load the model only.
+    for v in versions:
+        assert not hasattr(serde.loads(registry.blob("recommender", v.version), serde.keyring("g" * 32)),
+                           "_streamml_guard")
     registry.close()
 
 
@@ -102,11 +116,13 @@ def test_no_one_is_quarantined_and_nothing_rolled_back_on_a_clean_stream_that_dr
     """The simulator's taste drift (every user's tastes rotate halfway) is genuine: the live model
     adapts to it, the known-good one does not; no alarm, no rollback."""
     config, _ = _attack(attack_users=0.0)
-    model, dead, _ = _learn(_examples(config), tmp_path)
-    assert not dead
+    model, dead, _, alerts = _learn(_examples(config), tmp_path)
+    assert not dead and not [a for a in alerts if a.kind != "drift"]
     s = state(model)
     assert s.known_good is not None and not s.quarantined
-    assert [a.kind for a in s.history if a.kind != "known_good"] == []  # no quarantine, no rollback
+    assert {a.kind for a in s.history} <= {"known_good", "drift"}  # no quarantine, no rollback
+    drift_at = _examples(config)[10_000].event_time  # halfway
+    assert all(a.kind == "drift" and a.event_time > drift_at for a in alerts)
 
 
 def test_a_damaged_model_is_rolled_back_by_the_quality_guardrail(tmp_path):
@@ -123,17 +139,36 @@ def test_a_damaged_model_is_rolled_back_by_the_quality_guardrail(tmp_path):
     weights = model["LogisticRegression"]._weights
     for k in list(weights)[::2]:
         weights[k] += 3.0  # damage
-    _, _, _, _, step = learner.apply("recommender", examples[8_000:12_000], model, step, None)
+    out, _, _, _, step = learner.apply("recommender", examples[8_000:12_000], model, step, None)
     rollbacks = [a for a in state(model).history if a.kind == "rollback"]
     assert len(rollbacks) == 1 and rollbacks[0].detail.startswith("quality")
     assert rollbacks[0].step - 8_000 < 2_000  # within 2,000 labels
+    # One alert, and a signal to retrain: the model decayed, whatever the cause.
+    alerts = [(a.signal, a.kind) for kind, a in out if kind == ALERT and a.kind != "drift"]
+    assert alerts == [("alert", "quality"), ("retrain", "quality")]
+
+
+def test_a_surge_of_clicks_from_everyone_is_a_drift_not_an_attack(tmp_path):
+    """Every user clicks far more from some point on (a genuine change, e.g. a holiday): nobody is
+    quarantined, nothing is rolled back; the drift is one incident, one alert and one retrain
+    signal, not one per label or per interval."""
+    config, _ = _attack(attack_users=0.0, drift_at=1.0)
+    rng = random.Random(1)
+    examples = [e if i < 12_000 else dataclasses.replace(e, y=e.y or rng.random() < 0.25)
+                for i, e in enumerate(_examples(config))]
+    model, dead, _, alerts = _learn(examples, tmp_path)
+    assert len({d.reason for d in dead}) <= 2  # at most 1% of the 200 users
+    assert not [a for a in state(model).history if a.kind == "rollback"]
+    drift = [(a.signal, a.kind) for a in alerts if a.kind == "drift"]
+    assert drift == [("alert", "drift"), ("retrain", "drift")]
+    assert min(a.event_time for a in alerts) > examples[12_000].event_time
 
 
 def test_a_learning_budget_caps_what_one_user_teaches_per_hour(tmp_path):
     config, _ = _attack(attack_users=0.0)
     examples = _examples(config)
     guard = Guard(pin_every=2_000, probation=2_000, budget_per_hour=20)
-    model, dead, _ = _learn(examples, tmp_path, guard)
+    model, dead, _, _ = _learn(examples, tmp_path, guard)
     over = [d for d in dead if d.reason.startswith("over budget")]
     assert over
     learned_per_user_hour = {}
@@ -171,7 +206,7 @@ def test_the_guard_decides_alike_in_any_blocks_and_through_saved_state(tmp_path)
         model, step, clock, results = *learner.resume("recommender", None), None, []
         for i in range(0, len(examples), block):
             out, made, _, clock, step = learner.apply("recommender", examples[i:i + block], model, step, clock)
-            results += [(r.payload, r.reason) for _, r in out] + [(p.event_id, p.y_proba) for p in made]
+            results += [repr(r) for _, r in out] + [(p.event_id, p.y_proba) for p in made]
             if resave:  # as a streaming firing that finds no live copy: from the saved bytes
                 model, step = learner.resume("recommender", learner.save("recommender", model, step, clock, made, []))
         return sorted(results, key=repr), [(a.kind, a.step, a.detail) for a in state(model).history]
@@ -207,5 +242,10 @@ def test_the_guarded_job_quarantines_the_attackers_and_says_so(tmp_path, capsys)
     versions = registry.versions("recommender")
     assert any(v.pinned == KNOWN_GOOD for v in versions) and any("rollback_to" in v.metrics for v in versions)
     registry.close()
+    # One alert per incident, in alerts.jsonl (on Kafka: PREFIX.alerts), counted in the summary.
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    incidents = [a for a in alerts if a["kind"] in ("poisoning", "quarantine")]
+    assert len(incidents) == len(sources) and all(a["signal"] == "alert" for a in incidents)
+    assert summary["counts"].get("guard.alert.poisoning", 0) == sum(a["kind"] == "poisoning" for a in alerts) > 0
     said = capsys.readouterr().err
     assert f"guard of recommender: {len(sources)} users quarantined" in said

@@ -5,7 +5,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from core.kafka import ensure_topic
+from core.kafka import ensure_topic, value_encoder
+from core.records import Alert
 from pipelines import retrain
 from pipelines.console import UserError
 from stores.registry import open_registry
@@ -31,14 +32,19 @@ def test_a_retrain_signal_makes_one_run_and_is_committed(history, tmp_path, kafk
     topic, group = f"signals-{uuid.uuid4().hex[:8]}", f"retrain-{uuid.uuid4().hex[:8]}"
     ensure_topic(kafka_bootstrap, topic, partitions=1)
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    # JSON signals, and what a guarded pipelines.recommend writes to PREFIX.alerts: Avro alerts,
+    # encoded as its WriteToKafka encodes them.
+    alert = value_encoder("alert", topic)
     for value in (b"not json", json.dumps({"signal": "alert", "reason": "latency"}).encode(),
-                  json.dumps({"signal": "retrain", "reason": "log loss decayed"}).encode()):
+                  json.dumps({"signal": "retrain", "reason": "log loss decayed"}).encode(),
+                  alert(Alert("alert", "poisoning", "recommender", 5, "source u1 quarantined", 7).to_avro()),
+                  alert(Alert("retrain", "drift", "recommender", 6, "drift: log_loss").to_avro())):
         producer.produce(topic, value)
     producer.flush(10)
     runs = retrain.run(_flags(history, tmp_path) + ["--on", f"kafka://{kafka_bootstrap}/{topic}", "--group", group,
                                                     "--max_runs", "1"])
-    assert [r["reason"] for r in runs] == ["log loss decayed"] and runs[0]["version"] == 1
+    assert [r["reason"] for r in runs] == ["log loss decayed; drift: log_loss"] and runs[0]["version"] == 1
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
     [committed] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
     consumer.close()
-    assert committed.offset == 3  # acted on: a restarted retrainer does not run it again
+    assert committed.offset == 5  # acted on: a restarted retrainer does not run it again

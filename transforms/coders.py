@@ -11,7 +11,7 @@ import operator
 from apache_beam import coders
 from apache_beam.coders import coder_impl
 
-from core.records import DeadLetter, Example, Prediction, Row, WindowedMetric
+from core.records import Alert, DeadLetter, Example, Prediction, Row, WindowedMetric
 
 
 class _DataclassCoderImpl(coder_impl.StreamCoderImpl):
@@ -73,5 +73,9 @@ class DeadLetterCoder(_DataclassCoder):
     record_type = DeadLetter
 
 
-for _coder in (RowCoder, ExampleCoder, PredictionCoder, WindowedMetricCoder, DeadLetterCoder):
+class AlertCoder(_DataclassCoder):
+    record_type = Alert
+
+
+for _coder in (RowCoder, ExampleCoder, PredictionCoder, WindowedMetricCoder, DeadLetterCoder, AlertCoder):
     coders.registry.register_coder(_coder.record_type, _coder)

@@ -1,8 +1,9 @@
 """What the batch and the streaming learner DoFns share: the `core.learning.Learner`'s life on
 a worker, and what it returns as Beam elements.
 
-Predictions and learned examples are stamped just after their event time (`LEARNER_US`: see
-`transforms.eventtime`); dead letters and learned examples leave through tagged outputs.
+Predictions, learned examples and alerts are stamped just after their event time (`LEARNER_US`:
+see `transforms.eventtime`); dead letters, learned examples and alerts leave through tagged
+outputs.
 """
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import functools
 
 import apache_beam as beam
 
-from core.learning import DEAD_LETTER, LEARNED as LEARNED_KIND, Learner
+from core.learning import ALERT, DEAD_LETTER, LEARNED as LEARNED_KIND, Learner
 from transforms.eventtime import LEARNER_US, stamp
 from transforms.progress import add_progress
 
 DEAD_LETTERS = "dead_letters"
 LEARNED = "learned"
+ALERTS = "alerts"
 
 
 class LearnerDoFn(beam.DoFn):
@@ -53,5 +55,8 @@ def emit_replayed(out):
 def _element(kind, record):
     if kind == DEAD_LETTER:
         return beam.pvalue.TaggedOutput(DEAD_LETTERS, record)
+    if kind == ALERT:
+        return beam.pvalue.TaggedOutput(ALERTS, beam.window.TimestampedValue(
+            record, stamp(record.event_time or 0, LEARNER_US)))
     timestamped = beam.window.TimestampedValue(record, stamp(record.event_time, LEARNER_US))
     return beam.pvalue.TaggedOutput(LEARNED, timestamped) if kind == LEARNED_KIND else timestamped

@@ -32,7 +32,7 @@ from core.learning import Learner
 from core.records import Example
 from models import serde
 from transforms.chunks import ChunkPerKey
-from transforms.learning.base import DEAD_LETTERS, LEARNED, LearnerDoFn, emit
+from transforms.learning.base import ALERTS, DEAD_LETTERS, LEARNED, LearnerDoFn, emit
 from transforms.learning.runs import blocks, merge_runs, run_order, write_run
 from transforms.tempfiles import delete_folder
 
@@ -82,7 +82,7 @@ class LearnBounded(beam.PTransform):
                    | "SpillRuns" >> beam.ParDo(SpillRunDoFn(self.learner.keys, self.runs_dir))
                    | "GroupByShard" >> beam.GroupByKey()
                    | "PredictThenLearn" >> beam.ParDo(ApplyShardDoFn(self.learner, self.progress, self.runs_dir)).with_outputs(
-                       DEAD_LETTERS, LEARNED, APPLIED, main="predictions"))
+                       DEAD_LETTERS, LEARNED, ALERTS, APPLIED, main="predictions"))
         applied = results[APPLIED] | "AllWindows" >> beam.WindowInto(beam.window.GlobalWindows())
         _ = (examples.pipeline
              | "Once" >> beam.Create([None])

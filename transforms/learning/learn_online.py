@@ -50,7 +50,7 @@ from core.records import Example
 from models import factory, serde
 from transforms.chunks import ChunkPerKey
 from transforms.eventtime import TICK_MS
-from transforms.learning.base import DEAD_LETTERS, LEARNED
+from transforms.learning.base import ALERTS, DEAD_LETTERS, LEARNED
 from transforms.learning.batch import LearnBounded
 from transforms.learning.streaming import PredictThenLearnDoFn
 from transforms.runners import is_fn_api_runner, is_streaming
@@ -60,6 +60,7 @@ class LearnerOutputs(NamedTuple):
     predictions: beam.PCollection
     dead_letters: beam.PCollection
     learned: beam.PCollection  # the `learn`-mode examples, once learned (for ScoreDelayedLabels)
+    alerts: beam.PCollection  # what the guards raised (`core.records.Alert`), one per incident
 
 
 class LearnOnline(beam.PTransform):
@@ -154,12 +155,12 @@ class LearnOnline(beam.PTransform):
                            beam.typehints.KV[str, Example])
                        | "Chunk" >> ChunkPerKey()
                        | "PredictThenLearn" >> beam.ParDo(PredictThenLearnDoFn(learner, self.progress, self.tick_ms)).with_outputs(
-                           DEAD_LETTERS, LEARNED, main="predictions"))
+                           DEAD_LETTERS, LEARNED, ALERTS, main="predictions"))
         else:
             temp_dir = examples.pipeline.options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
             results = examples | "Bounded" >> LearnBounded(learner, self.progress, temp_dir,
                                                             rebalance=not is_fn_api_runner(examples.pipeline.options))
-        return LearnerOutputs(results.predictions, results[DEAD_LETTERS], results[LEARNED])
+        return LearnerOutputs(results.predictions, results[DEAD_LETTERS], results[LEARNED], results[ALERTS])
 
 
 class StateKeyOptions(PipelineOptions):
