@@ -16,7 +16,8 @@ answer every impression falsely ('flip': click what they would not, ignore what 
 Reported:
 - detection: the poisoned labels (attackers' impressions after the attack began) before the first
   quarantine, and before each attacker's; attackers caught; honest users quarantined;
-- rollbacks (the final version's guard summary);
+- rollbacks (the final version's guard summary), and the alerts: incidents by kind, with the
+  drift and quality ones in full;
 - log loss on the honest users' impressions, against the twin's on the same impressions: after
   the attack, and in the last quarter of the stream (after recovery).
 """
@@ -75,7 +76,9 @@ def run(kind: str, users: int, impressions: int, seed: int, workdir: pathlib.Pat
         out[name] = _detection(workdir / name, attackers, poisoned, attack_start if name == "guarded" else None)
     out["seconds"] = seconds
     out["setup"] = {"users": users, "impressions": impressions, "seed": seed, **attack,
-                    "attackers": sorted(attackers), "poisoned_impressions": len(poisoned)}
+                    "attackers": sorted(attackers), "poisoned_impressions": len(poisoned),
+                    "attack_event_time": attack_start,  # the simulator's taste drift is at the same impression
+                    "taste_drift_event_time": abs(impressions_of[round(config.drift_at * impressions)][0]["event_time"])}
     return out
 
 
@@ -92,7 +95,12 @@ def _detection(folder: pathlib.Path, attackers: set, poisoned: list, attack_star
         guard = registry.latest(recommend.MAIN).metrics.get("guard", {})
     finally:
         registry.close()
-    out = {"quarantined": len(first), "honest_quarantined": sorted(set(first) - attackers),
+    alerts = [json.loads(line) for line in open(folder / "alerts.jsonl")]
+    out = {"alerts": [{k: a[k] for k in ("signal", "kind", "event_time", "reason")} for a in alerts
+                      if a["kind"] not in ("poisoning", "quarantine")],
+           "incidents": {kind: sum(a["kind"] == kind for a in alerts) for kind in
+                         sorted({a["kind"] for a in alerts})},
+           "quarantined": len(first), "honest_quarantined": sorted(set(first) - attackers),
            "attackers_caught": len(set(first) & attackers), "attackers": len(attackers), "guard": guard}
     if attack_start is not None and first:
         def before(t):

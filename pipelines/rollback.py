@@ -15,6 +15,7 @@ learner check V's signature as they would have.
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 
 from pipelines.console import QUIET, ArgumentParser, UserError, main
@@ -35,6 +36,8 @@ def parse_args(argv=None):
 
 def run(argv=None, console=QUIET):
     args = parse_args(argv)
+    if "://" not in args.registry and not os.path.isfile(args.registry):
+        raise UserError(f"no registry at --registry {args.registry}")
     try:
         registry = open_registry(args.registry)
     except (ValueError, ConnectionError) as e:

@@ -1,6 +1,7 @@
 """Rollback to a retained version (`pipelines.rollback`): one command; a server under load switches
 with no failed request; a running learner adopts it and learns on from it."""
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -87,14 +88,22 @@ def _read(lines, answers):
             answers.append(json.loads(line))
 
 
-def test_the_command_lists_versions_and_refuses_one_not_retained(published, capsys):
+def test_the_command_lists_versions_and_refuses_one_not_retained(published, tmp_path, capsys):
     from pipelines.console import Console
 
-    rollback.run(["--registry", str(published / "registry.sqlite"), "--list"], console=Console(enabled=True))
-    listed = capsys.readouterr().err
-    assert "version" in listed and "rollback to v" in listed
+    where = str(tmp_path / "registry.sqlite")
+    shutil.copy(published / "registry.sqlite", where)
+    kept = [str(v.version) for v in open_registry(where).versions("recommender")]
+    rollback.run(["--registry", where, "--to", "1", "--reason", "listed"])
+    rollback.run(["--registry", where, "--list"], console=Console(enabled=True))
+    listed = capsys.readouterr().err.splitlines()
+    assert listed[0].split() == ["version", "labels", "published", "pinned", "/", "stage"]
+    assert [line.split()[0] for line in listed[1:]] == kept + [str(len(kept) + 1)]
+    assert listed[-1].endswith("rollback to v1 (manual: listed)")
     with pytest.raises(UserError, match=r"no version 999 of 'recommender' is retained \(retained: 1, 2"):
-        rollback.run(["--registry", str(published / "registry.sqlite"), "--to", "999"])
+        rollback.run(["--registry", where, "--to", "999"])
+    with pytest.raises(UserError, match="no registry at --registry"):
+        rollback.run(["--registry", str(tmp_path / "nothing.sqlite"), "--list"])
 
 
 def test_a_running_learner_adopts_a_manual_rollback_and_learns_on_from_it(tmp_path):
