@@ -38,7 +38,7 @@ def record(publisher, key: str, model, guard) -> list[Alert]:
                         key, action.to_step, action.detail)
         version = _registered(publisher, key, model, action) if publisher is not None else None
         if action.kind == "rollback":
-            poisoned = bool(alerts) and alerts[-1].kind == "quarantine" and alerts[-1].event_time == action.event_time
+            poisoned = action.source is not None  # the quarantine just before it made it: one incident
             reason = (f"{alerts.pop().reason}; " if poisoned else "") + (
                 f"rolled back to the known-good version of label {action.to_step} ({action.detail})")
             alerts.append(Alert("alert", "poisoning" if poisoned else "quality", key, action.event_time, reason,

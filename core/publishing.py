@@ -66,16 +66,14 @@ class Publisher:
             or (self.every_s is not None and now - last_at >= self.every_s))
         if not due:
             return None
-        self._last[key] = (step, now)
-        return self._registry.publish(key, serde.dumps(model, self._keys), step=step, clock_ms=clock_ms,
-                                      watermark_ms=watermark_ms, metrics=metrics)
+        return self.publish(key, model, step, clock_ms, watermark_ms, metrics)
 
-
-    def publish(self, key: str, model, step: int, clock_ms: int, metrics: dict | None = None) -> Version:
+    def publish(self, key: str, model, step: int, clock_ms: int, watermark_ms: int | None = None,
+                metrics: dict | None = None) -> Version:
         """Publishes `model` now, whatever the cadence (a guard's known-good candidate, a rollback)."""
         self._last[key] = (step, time.monotonic())
         return self._registry.publish(key, serde.dumps(model, self._keys), step=step, clock_ms=clock_ms,
-                                      metrics=metrics)
+                                      watermark_ms=watermark_ms, metrics=metrics)
 
     def manual_rollback(self, key: str):
         """(version, model) of a manual rollback of `key` (`pipelines.rollback`) published since this

@@ -136,7 +136,7 @@ class Guard:
         s.act(s.quarantined[source])
         s.cusum.pop(source)
         if any(x.get(self.source) == source for _, x, _ in s.learned):
-            self._roll_back(model, s, event_time, f"source {source} quarantined", replay=True)
+            self._roll_back(model, s, event_time, f"source {source} quarantined", replay=True, source=source)
         return True
 
     def _check_quality(self, model, s: State, y, p_live: float, p_ref: float, event_time: int) -> None:
@@ -217,7 +217,7 @@ class Guard:
         s.tokens[source] = (tokens - 1, event_time) if tokens >= 1 else (tokens, event_time)
         return tokens >= 1
 
-    def _roll_back(self, model, s: State, event_time: int, why: str, replay: bool) -> None:
+    def _roll_back(self, model, s: State, event_time: int, why: str, replay: bool, source=None) -> None:
         """The model's state replaced by the last known-good version's (later copies dropped);
         with `replay`, the labels learned since then learned again, but the quarantined sources'."""
         dropped, s.candidate = s.candidate, None
@@ -228,7 +228,7 @@ class Guard:
         with detached(model):
             restored = Snapshot(copy.deepcopy(model), s.step)
         s.act(Action("rollback", s.step, event_time, f"{why}; {len(s.learned)} labels learned again",
-                     to_step=s.known_good.step, to_version=s.known_good.version, snapshot=restored,
+                     to_step=s.known_good.step, to_version=s.known_good.version, source=source, snapshot=restored,
                      previous=dropped))
 
 

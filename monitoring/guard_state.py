@@ -20,6 +20,7 @@ class Action:
     detail: str = ""
     to_step: int | None = None  # a rollback's known-good version, by its step
     to_version: int | None = None  # and in the registry
+    source: object = None  # the quarantined source a rollback is for (None: a quality alarm)
     # The copy it is about (a candidate, a known-good version, the one rolled back to), and the
     # one it replaces (the known-good version before; the candidate a rollback drops): for the
     # learner to publish, pin and unpin.
