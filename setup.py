@@ -48,6 +48,7 @@ TEST_REQUIRES = [
     "kubernetes-validate>=1.32,<2",
     "import-linter>=2.1,<3",
     "hypothesis>=6.100,<7",  # property-based fuzzing of the decoders (tests/test_fuzz.py)
+    "playwright>=1.45,<2",  # drives Debian's chromium in the dashboard's tests (no browser download)
 ]
 
 # Top-level packages and all their subpackages (transforms.io, transforms.features, ...);
@@ -59,7 +60,7 @@ setuptools.setup(
     version="0.1.0",
     description="Real-time machine learning on Apache Beam: online learning with river models.",
     packages=setuptools.find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
-    package_data={"schemas": ["*.avsc"]},
+    package_data={"schemas": ["*.avsc"], "serving": ["static/*", "static/vendor/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={"serving": SERVING_REQUIRES, "lake": LAKE_REQUIRES, "test": TEST_REQUIRES},

@@ -97,6 +97,23 @@ def encode(record: dict, schema: str) -> bytes:
     return buffer.getvalue()
 
 
+def decode(value: bytes | None, schema: str) -> dict | None:
+    """The record of schemaless Avro bytes written with `schema`, or None if they are not one
+    (an error in decoding, or bytes left over).
+
+    >>> decode(encode({"stage": "s", "reason": "r", "payload": b"x"}, "dead_letter"), "dead_letter")["reason"]
+    'r'
+    >>> decode(b"{}", "dead_letter") is None
+    True
+    """
+    buffer = io.BytesIO(value or b"")
+    try:
+        record = fastavro.schemaless_reader(buffer, schemas.load(schema), None)
+    except Exception:  # noqa: BLE001  (not such a record: any decoding error says so)
+        return None
+    return record if buffer.tell() == len(value or b"") else None
+
+
 def schema_text(schema: str) -> str:
     """The JSON text of the project's schema `schemas/<schema>.avsc` (for a schema registry)."""
     schemas.load(schema)  # unknown schema: the error that lists the known ones

@@ -168,7 +168,7 @@ class Learner:
                 if scores is not None:  # test, then train
                     if mode == LEARN:  # a delayed label: what the model says of it now
                         proba, y_pred = predict(x)
-                    scores.update(y, y_pred, proba)
+                    scores.update(y, y_pred, proba, example.event_time)
                 if guard is not None:
                     known = proba if scores is not None or mode != LEARN else None
                     refused = guard.screen(model, x, y, example.event_time, known)

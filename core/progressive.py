@@ -15,15 +15,51 @@ state to keep in step with it.
 >>> scores = of(model, "binary")
 >>> scores.update(True, True, {True: 0.8, False: 0.2})
 >>> scores.update(False, True, {True: 0.6, False: 0.4})
->>> {name: round(value, 3) for name, value in summary(model).items()}
+>>> {name: round(value, 3) for name, value in summary(model).items() if not name.startswith("window")}
 {'count': 2, 'accuracy': 0.5, 'rocauc': 1.0, 'logloss': 0.57}
+
+A binary task's scores also hold the last `WINDOW` labels' (`window_*`: what the dashboard
+draws over time, where scores since the start would hide a decay), and the event time of the
+newest label (`label_ms`, given to `update`).
+
+>>> scores.update(True, True, {True: 0.9, False: 0.1}, at_ms=5_000)
+>>> {k: round(v, 3) for k, v in summary(model).items() if k.startswith(("window", "label"))}
+{'window_labels': 3, 'window_logloss': 0.415, 'window_rocauc': 1.0, 'window_ctr': 0.667, 'window_mean_p': 0.767, 'label_ms': 5000}
 """
 from __future__ import annotations
+
+from river import metrics, stats, utils
 
 from core import scoring
 from core.scoring import METRICS
 
 ATTRIBUTE = "_streamml_progressive"  # where a model keeps its scores
+WINDOW = 2_000  # labels in the windowed scores
+
+
+class Window:
+    """A binary model's scores over its last `size` labels: log loss, ROC AUC, the label rate
+    (CTR) and the mean prediction (their ratio is the calibration)."""
+
+    def __init__(self, size: int = WINDOW):
+        self.size = size
+        self.logloss = utils.Rolling(metrics.LogLoss, window_size=size)
+        self.rocauc = utils.Rolling(metrics.ROCAUC, window_size=size)
+        self.ctr = utils.Rolling(stats.Mean, window_size=size)
+        self.mean_p = utils.Rolling(stats.Mean, window_size=size)
+        self.count = 0
+
+    def update(self, y: bool, p: float) -> None:
+        self.logloss.update(y, p)
+        self.rocauc.update(y, p)
+        self.ctr.update(float(y))
+        self.mean_p.update(p)
+        self.count += 1
+
+    def get(self) -> dict:
+        return {"window_labels": min(self.count, self.size), "window_logloss": float(self.logloss.get()),
+                "window_rocauc": float(self.rocauc.get()), "window_ctr": float(self.ctr.get()),
+                "window_mean_p": float(self.mean_p.get())}
 
 
 class Scores:
@@ -32,15 +68,28 @@ class Scores:
     def __init__(self, task: str):
         self.task, self.count = task, 0
         self.metrics = {name: cls() for name, cls in METRICS[task].items()}
+        self.window = Window() if task == "binary" else None
+        self.label_ms = None
 
-    def update(self, y, y_pred, proba: dict | None) -> None:
+    def update(self, y, y_pred, proba: dict | None, at_ms: int | None = None) -> None:
         if y_pred is None and not proba:
             return  # a model that has learned nothing yet says nothing: not scored (as core.scoring)
         self.count += 1
         scoring.update(self.metrics, self.task, y, y_pred, proba)
+        window = getattr(self, "window", None)  # None in scores saved before there were windows
+        if window is not None and proba:
+            window.update(bool(y), proba.get(True, 0.0))
+        if at_ms is not None:
+            self.label_ms = at_ms
 
     def get(self) -> dict:
-        return {"count": self.count, **{name: float(m.get()) for name, m in self.metrics.items()}}
+        scores = {"count": self.count, **{name: float(m.get()) for name, m in self.metrics.items()}}
+        window = getattr(self, "window", None)
+        if window is not None and window.count:
+            scores.update(window.get())
+        if getattr(self, "label_ms", None) is not None:
+            scores["label_ms"] = self.label_ms
+        return scores
 
 
 def of(model, task: str) -> Scores:

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from core.kafka import parse_location
+from core.kafka import decode, parse_location
 from pipelines import train
 from pipelines.console import QUIET, ArgumentParser, UserError, add_verbose_flag, main
 
@@ -148,25 +148,10 @@ def _signal(value: bytes | None) -> str | None:
     try:
         record = json.loads(value or b"")
     except ValueError:
-        record = _alert(value)
+        record = decode(value, "alert")
     if not isinstance(record, dict) or record.get("signal") != "retrain":
         return None
     return str(record.get("reason") or "a retrain signal")
-
-
-def _alert(value: bytes | None) -> dict | None:
-    import io
-
-    import fastavro
-
-    import schemas
-
-    try:
-        buffer = io.BytesIO(value or b"")
-        record = fastavro.schemaless_reader(buffer, schemas.load("alert"), None)
-        return record if buffer.tell() == len(value) else None  # all of it, nothing left over
-    except Exception:  # noqa: BLE001  (not an alert: any decoding error says so)
-        return None
 
 
 if __name__ == "__main__":

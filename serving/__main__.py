@@ -2,6 +2,7 @@
 
     python -m pipelines.recommend      # learns, publishes models and profiles to out/recommend/
     python -m serving                  # serves them: http://127.0.0.1:8000/openapi.json
+                                       # and the live dashboard: http://127.0.0.1:8000/dashboard
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 
 import uvicorn
 
+from core.kafka import parse_location
 from experiments import config
 from models import serde
 from serving.app import create_app, settings_to_environment
@@ -22,6 +24,7 @@ from stores.online import open_online_store
 from stores.registry import open_registry
 
 DEFAULT_OUTPUT = "out/recommend"  # where the main job publishes by default
+GRACE_S = 5
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
@@ -74,6 +77,15 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--experiment_store", metavar="LOCATION",
                         help="the experiments' routing state, written by their owner: a SQLite file or "
                              "postgresql:// URL (default: the registry's database)")
+    parser.add_argument("--alerts", default=f"{DEFAULT_OUTPUT}/alerts.jsonl", metavar="LOCATION",
+                        help="the learning plane's alerts that /dashboard marks: a guarded job's alerts.jsonl (read "
+                             "as it grows; it need not exist yet) or kafka://HOST:PORT/PREFIX.alerts "
+                             "(default: %(default)s, the main job's)")
+    parser.add_argument("--consumer_lag", metavar="kafka://HOST:PORT/TOPIC",
+                        help="the streaming learner's input topic: its consumer group's lag is on /dashboard and "
+                             "/metrics (default: none)")
+    parser.add_argument("--consumer_group", default="streamml-recommend",
+                        help="the learner's consumer group, for --consumer_lag (default: %(default)s, the main job's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes sharing the port, e.g. one per core (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -107,6 +119,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
         check_location(event_log)
         if args.kafka_requests:
             parse_requests_location(args.kafka_requests)
+        if args.consumer_lag:
+            parse_location(args.consumer_lag, "--consumer_lag")
+        if args.alerts.startswith("kafka://"):
+            parse_location(args.alerts, "--alerts")
     except ValueError as e:
         parser.error(str(e))
     registry, online_store = (where if "://" in where else os.path.abspath(where)
@@ -124,22 +140,26 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
                           cache_s=args.cache_s, api_token=token, seed=args.seed,
                           kafka_requests=args.kafka_requests, batch_store=args.batch_store,
                           batch_first=args.batch_first, experiment=args.experiment,
-                          experiment_store=args.experiment_store)
+                          experiment_store=args.experiment_store, consumer_lag=args.consumer_lag,
+                          consumer_group=args.consumer_group,
+                          alerts=args.alerts if args.alerts.startswith("kafka://") else os.path.abspath(args.alerts))
 
 
 def main(argv=None) -> int:
     args, settings = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"serving {settings.model} from {settings.registry} at http://{args.host}:{args.port} "
-          f"(API schema: /openapi.json; Ctrl-C stops)", file=sys.stderr, flush=True)
+          f"(API schema: /openapi.json; dashboard: /dashboard; Ctrl-C stops)", file=sys.stderr, flush=True)
     # Idle connections kept longer than clients keep theirs: a server closing one as a client
-    # reuses it resets that request.
+    # reuses it resets that request. Open dashboards (streams that never end) are cut
+    # GRACE_S after a stop is asked for.
     if args.workers == 1:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75,
+                    timeout_graceful_shutdown=GRACE_S)
     else:  # processes sharing the port, each its own app over the same stores (they keep no state)
         settings_to_environment(settings)
         uvicorn.run("serving.app:from_environment", factory=True, workers=args.workers, host=args.host,
-                    port=args.port, log_level="warning", timeout_keep_alive=75)
+                    port=args.port, log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=GRACE_S)
     return 0
 
 

@@ -6,6 +6,7 @@
     GET  /recommendations/{user_id}  ?k=10&genres=a,b&candidates=i1,i2&device=tv&source=batch -> ranked items
     POST /events                     an outcome (click, watch, skip) of a served impression
     GET  /metrics                    Prometheus text format
+    GET  /dashboard                  the live dashboard (`serving.dashboard`)
     /v2/...                          the Open Inference Protocol (`serving.oip`)
 
 `create_app(settings)` builds the app; its lifespan starts the `Service` (`serving.service`):
@@ -29,7 +30,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving import api, oip
+from serving import api, dashboard, oip
 from serving.metrics import Instrumented, Metrics
 from serving.service import NoBatches, Service, Settings, of_request
 
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def prometheus_metrics(svc: Served):
         return Response(svc.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.include_router(dashboard.router())
     app.include_router(oip.router(settings.model))  # after the routes above: each request tries them first
     app.add_exception_handler(oip.OIPError, oip.oip_error)
     return app

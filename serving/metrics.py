@@ -2,20 +2,28 @@
 counts and times every request, and refuses oversized bodies.
 
 Counted: requests by route and status, their latency (histogram), served impressions and
-events, records the event log lost; read when scraped: each model's version and age (since it
-was published), the online store's age (since the newest event its profiles applied) and the
-batch store's (since the time its current batch's features are as of).
+events, records the event log lost; read when scraped: the online store's age (since the newest
+event its profiles applied) and the batch store's (since the time its current batch's features
+are as of); and from the dashboard's newest snapshot (`serving.board`, the same figures the page
+shows): each model's version, age, windowed scores and label delay, the recent requests/s and
+latency quantiles, the Kafka consumer lag, the experiment's state, the alerts and rollbacks.
 """
 from __future__ import annotations
 
+import collections
 import json
+import math
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.exceptions import HTTPException
 
+from serving.board import finite
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+RATE_WINDOW_S = 10.0  # the recent requests that requests/s and the latency quantiles are of
+UNWATCHED = ("/dashboard", "/metrics")  # routes left out of them: the watchers', not the traffic's
 
 
 class Metrics:
@@ -33,6 +41,18 @@ class Metrics:
                                       "the control answered", ["experiment", "variant"], registry=self.registry)
         self.kafka_requests = Counter("streamml_kafka_requests", "Requests answered from Kafka, by outcome",
                                       ["outcome"], registry=self.registry)
+        self.recent: collections.deque = collections.deque(maxlen=500_000)  # (wall time, seconds) of requests
+
+    def window(self, now: float) -> dict:
+        """Requests/s and latency p50 and p99 (ms) over the last `RATE_WINDOW_S` seconds."""
+        recent = [s for t, s in list(self.recent) if t > now - RATE_WINDOW_S]
+        recent.sort()
+
+        def quantile(q):  # the nearest rank
+            return recent[max(0, math.ceil(q * len(recent)) - 1)] * 1000
+
+        return {"requests_per_s": len(recent) / RATE_WINDOW_S,
+                "latency_p50_ms": quantile(0.5) if recent else None, "latency_p99_ms": quantile(0.99) if recent else None}
 
     def watch(self, service) -> None:
         """Reports `service`'s models, online store and event log when scraped."""
@@ -50,14 +70,8 @@ class _Live:
 
     def collect(self):
         now = time.time()
-        version = GaugeMetricFamily("streamml_model_version", "Version of each model served", labels=["model"])
-        age = GaugeMetricFamily("streamml_model_age_seconds", "Since the served version was published",
-                                labels=["model"])
-        for key, m in sorted(self.service.live.all().items()):
-            version.add_metric([key], m.version.version)
-            age.add_metric([key], now - m.version.published_ms / 1000)
-        yield version
-        yield age
+        if self.service.board.current is not None:
+            yield from board_metrics(self.service.board.current)
         clock = self.service.store.clock()
         yield GaugeMetricFamily("streamml_online_store_age_seconds",
                                 "Since the event time of the newest event in the online store",
@@ -80,6 +94,50 @@ class _Live:
             for outcome, n in sorted(self.service.shadow.counts.items()):
                 shadow.add_metric([outcome], n)
             yield shadow
+
+
+MODEL_GAUGES = (("version", "streamml_model_version", "Version of each model served"),
+                ("age_s", "streamml_model_age_seconds", "Since the served version was published"),
+                ("logloss", "streamml_model_window_logloss", "Log loss over the version's last labels"),
+                ("rocauc", "streamml_model_window_rocauc", "ROC AUC over the version's last labels"),
+                ("ctr", "streamml_model_window_ctr", "Click rate of the version's last labels"),
+                ("calibration", "streamml_model_window_calibration", "Mean prediction / click rate, last labels"),
+                ("labels", "streamml_model_window_labels", "Labels the windowed scores are of"),
+                ("label_delay_s", "streamml_model_label_delay_seconds",
+                 "Since the event time of the newest label the version learned"))
+
+
+def board_metrics(snapshot: dict):
+    """The gauges of a dashboard snapshot (`serving.board`)."""
+    yield GaugeMetricFamily("streamml_dashboard_seq", "The dashboard snapshot these figures are of",
+                            value=snapshot["seq"])
+    for field, name, text in MODEL_GAUGES:
+        gauge = GaugeMetricFamily(name, text, labels=["model", "variant"])
+        for key, model in snapshot["models"].items():
+            gauge.add_metric([key, model["variant"] or ""], finite(model[field]))
+        yield gauge
+    traffic = snapshot["traffic"]
+    yield GaugeMetricFamily("streamml_recent_requests_per_second", f"Requests/s over the last {RATE_WINDOW_S:g} s "
+                            "(dashboard and scrapes left out)", value=traffic["requests_per_s"])
+    latency = GaugeMetricFamily("streamml_recent_latency_seconds", f"Latency quantiles over the last "
+                                f"{RATE_WINDOW_S:g} s", labels=["quantile"])
+    for q in ("p50", "p99"):
+        latency.add_metric([f"0.{q[1:]}"], finite(traffic[f"latency_{q}_ms"]) / 1000)
+    yield latency
+    yield GaugeMetricFamily("streamml_kafka_consumer_lag", "Records of the learning job's topic its group has not "
+                            "committed", value=finite(snapshot["consumer_lag"]))
+    experiment = snapshot["experiment"]
+    if experiment is not None:
+        info = GaugeMetricFamily("streamml_experiment_state", "The experiment routing requests (1)",
+                                 labels=["experiment", "kind", "state", "stage"])
+        info.add_metric([experiment["name"], experiment["kind"], experiment["state"], str(experiment["stage"] or "")], 1)
+        yield info
+        yield GaugeMetricFamily("streamml_experiment_canary_weight", "The canary's share of users",
+                                value=finite(experiment["canary_weight"]))
+    events = GaugeMetricFamily("streamml_alerts", "Alerts and rollbacks seen, by kind", labels=["kind"])
+    for kind, n in sorted(snapshot["counts"].items()):
+        events.add_metric([kind], n)
+    yield events
 
 
 class BodyTooLarge(HTTPException):
@@ -132,6 +190,8 @@ class Instrumented:
 
     def _count(self, scope, status: int, start: float):
         route = scope.get("route")
-        name = getattr(route, "path", None) or "unmatched"
+        name, seconds = getattr(route, "path", None) or "unmatched", time.perf_counter() - start
         self.metrics.requests.labels(name, str(status)).inc()
-        self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+        self.metrics.latency.labels(name).observe(seconds)
+        if not name.startswith(UNWATCHED):
+            self.metrics.recent.append((time.time(), seconds))

@@ -28,11 +28,15 @@ from serving.candidates import PopularItems
 from serving.eventlog import open_event_log, shadow_location
 from serving.ids import UniqueIds
 from serving.kafka_rpc import KafkaRequests
+from serving.board import Board
+from serving.lag import ConsumerLag
+from serving.alert_feed import open_alerts
 from serving.live import LiveModels
 from serving.metrics import Metrics
 from serving.periodic import Periodic
 from serving.exploration import explore
 from serving.experiment import RunningExperiment
+from serving.settings import Settings
 from serving.shadow import ShadowJob, ShadowScorer, ShadowSettings
 from experiments.routing import Assignment
 from stores.online import open_online_store
@@ -43,28 +47,6 @@ from stores.registry import Version, open_registry
 LOG = logging.getLogger(__name__)
 SWITCH_S = 0.0005
 NOT_ROUTED = {"experiment": None, "variant": None, "bucket": None, "assignment_probability": None}
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    registry: str  # the model registry (stores.registry) the learning plane publishes to
-    online_store: str  # the online store of profiles (stores.online)
-    event_log: str  # where served impressions and outcomes go (serving.eventlog)
-    model: str = "recommender"  # the model key that predicts and ranks
-    key_file: str | None = None  # the keys that check versions; default $STREAMML_STATE_KEY, else <registry>.key
-    poll_s: float = 0.2  # how often the registry is asked for newer versions
-    schema_registry: str | None = None  # for a Kafka event log in the Confluent wire format
-    candidates: int = 100  # the most popular items that /recommendations ranks
-    candidates_refresh_s: float = 5.0
-    epsilon: float = 0.05  # exploration: the share of slots filled at random among the candidates
-    cache_s: float = 1.0  # how long a user's ranking is reused (0: never)
-    api_token: str | None = None  # when set, POST /events needs "Authorization: Bearer <token>"
-    seed: int | None = None  # of the exploration's draws (None: from the system)
-    kafka_requests: str | None = None  # kafka://HOST:PORT/PREFIX: also answer /predict requests from Kafka
-    batch_store: str | None = None  # the batch job's top lists (stores.toplists), for ?source=batch
-    batch_first: bool = False  # answer /recommendations from the batch store when it covers the user
-    experiment: str | None = None  # an experiment file (experiments.config): its variants serve live rankings
-    experiment_store: str | None = None  # its routing state (stores.experiments); default: the registry's database
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +99,13 @@ class Service:
         self.kafka = KafkaRequests(settings.kafka_requests, self.answer, self.metrics) \
             if settings.kafka_requests else None
         self.variant_errors = 0
+        self.board = Board(self, open_alerts(settings.alerts),
+                           ConsumerLag(settings.consumer_lag, settings.consumer_group) if settings.consumer_lag else None)
 
     def start(self):
         for job in self._refreshes:
             job.start()
+        self.board.start()  # after the models: its first snapshot has them
         if self.kafka is not None:
             self.kafka.start()
         if self.shadow is not None:
@@ -132,6 +117,7 @@ class Service:
         sys.setswitchinterval(SWITCH_S)
 
     def stop(self):
+        self.board.stop()
         if self.kafka is not None:
             self.kafka.stop()
         for job in self._refreshes:

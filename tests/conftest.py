@@ -61,6 +61,24 @@ def kafka_bootstrap():
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium (scripts/chromium.sh installs it), headless, driven by Playwright: no
+    browser is downloaded."""
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "chromium.sh"), "install"], capture_output=True, text=True)
+    assert done.returncode == 0, f"could not install chromium:\n{done.stderr[-3000:]}"
+    (path,) = [line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("CHROMIUM=")]
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=path, args=["--headless=new", "--no-sandbox",
+                                                                            "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
 def schema_registry():
     """The project's schema registry (scripts/schema_registry.sh: Apicurio, Confluent API),
     started for the session if needed; its Confluent API URL."""

@@ -347,13 +347,20 @@ def test_published_versions_carry_the_progressive_scores_of_a_plain_test_then_tr
 
     reference, scored = factory.Fresh(BINARY)(), {"accuracy": metrics.Accuracy(), "rocauc": metrics.ROCAUC(),
                                                  "logloss": metrics.LogLoss()}
+    labels, probabilities = [], []
     for e in events:
         if e.mode == PREDICT:
             continue  # a prediction served: nothing learned, nothing scored yet
         proba = reference.predict_proba_one(e.x)
         for name, metric in scored.items():
             metric.update(e.y, max(proba, key=proba.get) if name == "accuracy" else proba)
+        labels.append(e.y)
+        probabilities.append(proba.get(True, 0.0))
         reference.learn_one(e.x, e.y)
     (version,) = open_registry(str(tmp_path / "registry.sqlite")).versions("default")
     assert version.step == 300
-    assert version.metrics == {"count": 300, **{name: m.get() for name, m in scored.items()}}
+    window = {"labels": 300, "ctr": sum(labels) / 300, "mean_p": sum(probabilities) / 300,
+              "logloss": scored["logloss"].get(), "rocauc": scored["rocauc"].get()}  # all 300 fit in the window
+    assert version.metrics == pytest.approx({
+        "count": 300, **{name: m.get() for name, m in scored.items()},
+        **{f"window_{k}": v for k, v in window.items()}, "label_ms": events[-1].event_time}, rel=1e-9)

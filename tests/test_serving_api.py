@@ -155,8 +155,8 @@ def test_metrics_count_requests_and_tell_the_models_age(published, tmp_path):
     assert values['streamml_served_impressions_total{source="predict"}'] == 3
     assert values['streamml_served_impressions_total{source="live"}'] == 2
     version = open_registry(str(published / "registry.sqlite")).latest("recommender")
-    assert values['streamml_model_version{model="recommender"}'] == version.version
-    assert 0 < values['streamml_model_age_seconds{model="recommender"}'] < 3600
+    assert values['streamml_model_version{model="recommender",variant=""}'] == version.version
+    assert 0 < values['streamml_model_age_seconds{model="recommender",variant=""}'] < 3600
     assert values["streamml_online_store_age_seconds"] > 0 and values["streamml_event_log_failures"] == 0
 
 
