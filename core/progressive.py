@@ -28,38 +28,55 @@ newest label (`label_ms`, given to `update`).
 """
 from __future__ import annotations
 
-from river import metrics, stats, utils
+import collections
+import math
 
 from core import scoring
 from core.scoring import METRICS
 
 ATTRIBUTE = "_streamml_progressive"  # where a model keeps its scores
 WINDOW = 2_000  # labels in the windowed scores
+EPS = 1e-15  # river's LogLoss clamps predictions so
 
 
 class Window:
-    """A binary model's scores over its last `size` labels: log loss, ROC AUC, the label rate
-    (CTR) and the mean prediction (their ratio is the calibration)."""
+    """A binary model's last `size` labels and predictions, scored when asked (`get`, at each
+    publication): log loss, ROC AUC (exact: the share of (click, no click) pairs ranked right, ties
+    half), the label rate (CTR) and the mean prediction (their ratio is the calibration). Kept
+    as pairs, not as river's rolling metrics: a label costs an append, not a metric's update and
+    revert (50 us a label, more than the learning)."""
 
     def __init__(self, size: int = WINDOW):
         self.size = size
-        self.logloss = utils.Rolling(metrics.LogLoss, window_size=size)
-        self.rocauc = utils.Rolling(metrics.ROCAUC, window_size=size)
-        self.ctr = utils.Rolling(stats.Mean, window_size=size)
-        self.mean_p = utils.Rolling(stats.Mean, window_size=size)
+        self.pairs: collections.deque = collections.deque(maxlen=size)
         self.count = 0
 
     def update(self, y: bool, p: float) -> None:
-        self.logloss.update(y, p)
-        self.rocauc.update(y, p)
-        self.ctr.update(float(y))
-        self.mean_p.update(p)
+        self.pairs.append((bool(y), p))
         self.count += 1
 
     def get(self) -> dict:
-        return {"window_labels": min(self.count, self.size), "window_logloss": float(self.logloss.get()),
-                "window_rocauc": float(self.rocauc.get()), "window_ctr": float(self.ctr.get()),
-                "window_mean_p": float(self.mean_p.get())}
+        n = len(self.pairs)
+        clicks = sum(y for y, _ in self.pairs)
+        logloss = sum(-math.log(min(max(p, EPS), 1 - EPS) if y else 1 - min(max(p, EPS), 1 - EPS))
+                      for y, p in self.pairs) / n
+        return {"window_labels": n, "window_logloss": logloss, "window_rocauc": _rocauc(self.pairs, clicks),
+                "window_ctr": clicks / n, "window_mean_p": sum(p for _, p in self.pairs) / n}
+
+
+def _rocauc(pairs, positives: int) -> float:
+    """Mann-Whitney: the mean rank of the clicks among all predictions (ties: their mean rank)."""
+    negatives = len(pairs) - positives
+    if not positives or not negatives:
+        return float("nan")
+    ranked, rank_sum, i = sorted(pairs, key=lambda pair: pair[1]), 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][1] == ranked[i][1]:
+            j += 1
+        rank_sum += (i + j + 1) / 2 * sum(y for y, _ in ranked[i:j])  # ranks i+1..j, their mean
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 class Scores:
