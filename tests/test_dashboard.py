@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core import kafka
 from core.kafka import commit_at_least, ensure_topic
 from pipelines import recommend, rollback
+from stores.experiments import open_experiment_store
 from stores.registry import open_registry
 from tests.servers import serving, wait
 
@@ -22,6 +23,8 @@ PANELS = ["streamml_model_version", "streamml_model_age_seconds", "streamml_mode
           "streamml_model_window_rocauc", "streamml_model_window_ctr", "streamml_model_window_calibration",
           "streamml_model_label_delay_seconds", "streamml_recent_requests_per_second",
           "streamml_recent_latency_seconds", "streamml_kafka_consumer_lag"]
+CANARY = {"name": "ranker-canary", "kind": "canary", "control": "champion",
+          "variants": {"champion": {"model": "recommender"}, "canary": {"model": "no_features"}}}
 IMPRESSION = {"user_id": "u1", "item_id": "i1", "item_genres": ["drama"], "position": 0, "device": "tv"}
 
 
@@ -66,8 +69,11 @@ def equal(a: float, b: float) -> bool:
 def test_every_panel_equals_metrics_and_new_events_show_up(published, browser, tmp_path):
     served = tmp_path / "published"
     shutil.copytree(published, served)  # this test rolls its registry back
-    alerts = tmp_path / "alerts.jsonl"
-    with serving(served, "--event_log", str(tmp_path / "served.avro"), "--alerts", str(alerts)) as url:
+    alerts, spec, store = tmp_path / "alerts.jsonl", tmp_path / "canary.json", tmp_path / "experiments.sqlite"
+    spec.write_text(json.dumps(CANARY))
+    open_experiment_store(str(store)).put("ranker-canary", {"weight": 0.25, "stage": 2}, expected_version=0)
+    with serving(served, "--event_log", str(tmp_path / "served.avro"), "--alerts", str(alerts),
+                 "--experiment", str(spec), "--experiment_store", str(store)) as url:
         for _ in range(40):  # traffic, for the requests/s and latency panels
             assert requests.post(f"{url}/predict", json=IMPRESSION, timeout=5).status_code == 200
         wait(lambda: scrape(url)["streamml_recent_requests_per_second"] > 0)  # in a snapshot taken after them
@@ -81,9 +87,16 @@ def test_every_panel_equals_metrics_and_new_events_show_up(published, browser, t
         assert {series.split("{")[0] for series in values} >= set(PANELS)
         for series, value in values.items():
             assert equal(float(value), scraped[series]), (series, value, scraped[series])
+        # Each variant's model, and the experiment's state and stage.
+        assert {'streamml_model_version{model="recommender",variant="champion"}',
+                'streamml_model_version{model="no_features",variant="canary"}'} <= set(values)
+        assert values["streamml_experiment_canary_weight"] == "0.25"
+        state = page.get_attribute("#experiment", "data-series")
+        assert state == 'streamml_experiment_state{experiment="ranker-canary",kind="canary",stage="2",state="running"}'
+        assert scraped[state] == 1
         # The figures are the newest version's, as the learner published them.
         latest = open_registry(str(served / "registry.sqlite")).latest("recommender")
-        model = '{model="recommender",variant=""}'
+        model = '{model="recommender",variant="champion"}'
         assert scraped[f"streamml_model_version{model}"] == latest.version
         assert scraped[f"streamml_model_window_logloss{model}"] == latest.metrics["window_logloss"]
         assert scraped[f"streamml_model_window_labels{model}"] == min(latest.step, 2000)
