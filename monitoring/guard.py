@@ -21,7 +21,7 @@ it. Per source (the feature that names who sent the event, `user_id` by default)
   the known-good one's on the same labels. It fires when the live model has been damaged, not on
   a genuine drift: there the live model adapts and beats the frozen one.
 - **Drift** (`drift=True`): `monitoring.drift.Monitor` on the live model's own predictions of the
-  labels (log loss, residual). A genuine drift is not rolled back: it is reported (one `drift`
+  labels (the calibration CUSUM). A genuine drift is not rolled back: it is reported (one `drift`
   action per incident, alarms further than `INCIDENT` labels apart) and, as quality decays, the
   learner sends a retrain signal.
 
