@@ -5,6 +5,7 @@ consumer lag."""
 import json
 import math
 import shutil
+import uuid
 
 import pytest
 import requests
@@ -123,7 +124,7 @@ def test_every_panel_equals_metrics_and_new_events_show_up(published, browser, t
 
 
 def test_alerts_from_kafka_and_the_learners_consumer_lag(published, kafka_bootstrap, tmp_path):
-    topic = f"dashboard-{tmp_path.name}"
+    topic = f"dashboard-{uuid.uuid4().hex[:8]}"
     ensure_topic(kafka_bootstrap, topic, partitions=2)
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     for i in range(10):
