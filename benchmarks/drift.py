@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from monitoring.drift import EPS, FEATURE, TUNED, Monitor, Spec
+from monitoring.drift import EPS, FEATURE, LOG_LOSS, Monitor, Spec, TUNED
 
 CHANGE_AT, AFTER = 20_000, 60_000
 INCIDENT = 5_000  # alarms this close to the one before are the same incident (one click burst moves two signals)
@@ -51,8 +51,7 @@ FEATURE_SHIFT = 0.1  # the key feature's log-mean, up
 CALIBRATION_RATE = 0.5  # the CUSUM's false alarms per million: half the monitor's budget of one
 FIT_THRESHOLDS = (5.0, 6.0, 7.0, 8.0)
 ORACLE = Spec("BernoulliCUSUM", {"ratio": RATIO, "mode": "up", "threshold": 7.08})
-PAGEHINKLEY = {"log_loss": Spec("PageHinkley", {"mode": "up", "delta": 0.015, "threshold": 100.0, "alpha": 1.0,
-                                                "min_instances": 1000}),
+PAGEHINKLEY = {"log_loss": LOG_LOSS,
                "residual": Spec("PageHinkley", {"mode": "both", "delta": 0.004, "threshold": 50.0, "alpha": 1.0,
                                                 "min_instances": 1000}),
                "feature:activity": Spec("ADWIN", {"delta": 1e-7})}  # TUNED of docs/bench/drift-2026-12-03.json

@@ -107,6 +107,11 @@ class Spec:
 # From `python -m benchmarks.drift` (docs/bench/drift-*.json): see the README's drift table.
 TUNED = {"calibration": Spec("BernoulliCUSUM", {"ratio": 1.2, "threshold": 8.31})}
 FEATURE = Spec("ADWIN", {"delta": 1e-5})  # each key feature's
+# A loss of discrimination that keeps the mean (the simulator's taste drift can be one) moves the
+# log loss, not the calibration: the guard watches it too, with the PageHinkley tuned before the
+# CUSUM (its false alarms: the README's drift table, "PageHinkley (tuned before)").
+LOG_LOSS = Spec("PageHinkley", {"mode": "up", "delta": 0.015, "threshold": 100.0, "alpha": 1.0,
+                                "min_instances": 1000})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,9 +21,9 @@ it. Per source (the feature that names who sent the event, `user_id` by default)
   the known-good one's on the same labels. It fires when the live model has been damaged, not on
   a genuine drift: there the live model adapts and beats the frozen one.
 - **Drift** (`drift=True`): `monitoring.drift.Monitor` on the live model's own predictions of the
-  labels (the calibration CUSUM). A genuine drift is not rolled back: it is reported (one `drift`
-  action per incident, alarms further than `INCIDENT` labels apart) and, as quality decays, the
-  learner sends a retrain signal.
+  labels (the calibration CUSUM, and the log loss). A genuine drift is not rolled back: it is
+  reported (one `drift` action per incident, alarms further than `INCIDENT` labels apart) and,
+  as quality decays, the learner sends a retrain signal.
 
 **Rollback**: a quarantined source whose labels the live model had learned since the known-good
 copy, or a quality alarm, replaces the live model's state by a copy of the known-good one, in
@@ -64,7 +64,7 @@ import math
 
 from core.lifecycle import replace_state
 from monitoring.guard_state import Action, Snapshot, State, detached, state
-from monitoring.drift import EPS, Monitor, Spec
+from monitoring.drift import EPS, LOG_LOSS, TUNED, Monitor, Spec
 
 HOUR_MS = 3_600_000
 CALIBRATION = 0.5 ** (1 / 500)  # per label: the population's recent labels weigh with a half-life of 500
@@ -154,7 +154,7 @@ class Guard:
         """The live model's own predictions under `monitoring.drift`'s tuned detectors: an alarm
         further than `INCIDENT` labels from the one before is a new incident."""
         if s.monitor is None:
-            s.monitor = Monitor()
+            s.monitor = Monitor({**TUNED, "log_loss": LOG_LOSS})
         for alarm in s.monitor.update(bool(y), p_live):
             if s.drift_at is None or s.step - s.drift_at > INCIDENT:
                 s.act(Action("drift", s.step, event_time, f"{alarm.signal}: {alarm.detector}"))
