@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.dashboard [--events 20] [--rate 200] [--json out.json]
 
-The main job publishes its model; a server (`python -m serving`, its defaults) serves it and
-reads the job's alerts file, under vegeta's constant `--rate` of /predict from another process.
+The main job publishes its model; a server (`python -m serving`, as `benchmarks.serving` starts
+it) serves it and reads the job's alerts file, under vegeta's constant `--rate` of /predict from
+another process.
 Debian's chromium (headless, Playwright) holds `/dashboard` open. Then, `--events` times, one
 second or so apart, alternately: an alert is appended to the alerts file (as a guarded job
 writes it), or the model is rolled back (`pipelines.rollback`: a new version in the registry).
@@ -17,14 +18,12 @@ import json
 import pathlib
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-import requests
 
-from benchmarks.serving import ROOT, attack, publish, targets, vegeta
+from benchmarks.serving import ROOT, attack, publish, start_server, targets, vegeta
 from pipelines import rollback
 
 
@@ -37,13 +36,9 @@ def run(args) -> dict:
         out = pathlib.Path(tmp)
         publish(args.impressions, out)
         alerts = out / "alerts.jsonl"
-        server = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(args.port),
-                                   "--registry", str(out / "registry.sqlite"), "--online_store", str(out / "online.sqlite"),
-                                   "--event_log", str(out / "served.avro"), "--alerts", str(alerts)],
-                                  cwd=ROOT, stderr=subprocess.DEVNULL)
+        server, _ = start_server(out, args.port, "0-1", 1, extra=["--alerts", str(alerts)])
         url = f"http://127.0.0.1:{args.port}"
         try:
-            _wait_for(url)
             load = {}
             loading = threading.Thread(target=lambda: load.update(attack(
                 binary, targets(out, args.port, "predict"), args.rate, args.events * args.every_s + 6, "0-1")))
@@ -98,18 +93,6 @@ def _chromium() -> str:
     done = subprocess.run(["bash", str(ROOT / "scripts" / "chromium.sh"), "install"], capture_output=True, text=True,
                           check=True)
     return next(line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("CHROMIUM="))
-
-
-def _wait_for(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the server did not come up within 60 s")
 
 
 def main(argv=None) -> int:

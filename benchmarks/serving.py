@@ -66,13 +66,13 @@ def publish(impressions: int, out: pathlib.Path) -> None:
 
 
 def start_server(out: pathlib.Path, port: int, cores: str, workers: int, kafka: str | None = None,
-                 experiment: str | None = None) -> tuple[subprocess.Popen, float]:
-    """The server, and seconds from its start to its first answered /predict."""
+                 experiment: str | None = None, extra=()) -> tuple[subprocess.Popen, float]:
+    """The server (with `extra` flags), and seconds from its start to its first answered /predict."""
     command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(out / "registry.sqlite"),
                "--online_store", str(out / "online.sqlite"), "--event_log", str(out / "served.avro"),
                "--cache_s", "0", "--seed", "1", "--workers", str(workers), "--batch_store", str(out / "toplists.sqlite")]
     command += (["--kafka_requests", kafka] if kafka else []) + (
-        ["--experiment", os.path.abspath(experiment)] if experiment else [])
+        ["--experiment", os.path.abspath(experiment)] if experiment else []) + list(extra)
     start = time.monotonic()
     server = subprocess.Popen(["taskset", "-c", cores, *command], cwd=ROOT, stderr=subprocess.DEVNULL)
     body = {"user_id": "u00001", "item_id": "i00001", "item_genres": ["drama"], "position": 0}

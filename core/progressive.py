@@ -58,8 +58,7 @@ class Window:
     def get(self) -> dict:
         n = len(self.pairs)
         clicks = sum(y for y, _ in self.pairs)
-        logloss = sum(-math.log(min(max(p, EPS), 1 - EPS) if y else 1 - min(max(p, EPS), 1 - EPS))
-                      for y, p in self.pairs) / n
+        logloss = sum(-math.log(q if y else 1 - q) for y, q in ((y, min(max(p, EPS), 1 - EPS)) for y, p in self.pairs)) / n
         return {"window_labels": n, "window_logloss": logloss, "window_rocauc": _rocauc(self.pairs, clicks),
                 "window_ctr": clicks / n, "window_mean_p": sum(p for _, p in self.pairs) / n}
 

@@ -16,7 +16,6 @@ each marked once.
 from __future__ import annotations
 
 import collections
-import math
 import time
 
 from experiments import routing
@@ -114,4 +113,4 @@ def _alert_text(alert: dict) -> str:
 
 def finite(value) -> float:
     """A gauge's value: NaN for None."""
-    return float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return float("nan") if value is None else float(value)
