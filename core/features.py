@@ -28,11 +28,14 @@ def order(row: Row) -> tuple:
     return (row.event_time, row.event_id)
 
 
-def featurise(profile, rows: list) -> list:
+def featurise(profile, rows: list, alarms=()) -> list:
     """Featurises the impressions among `rows` (sorted by event time, event id) and applies
-    all of them to `profile`, one instant at a time; returns the rows."""
+    all of them to `profile`, one instant at a time; returns the rows. `alarms`: the times of
+    taste alarms (sorted), applied to a user profile before each row (`UserProfile.catch_up`)."""
     out, times = [], [r.event_time for r in rows]
     for i, row in enumerate(rows):
+        if alarms:
+            profile.catch_up(row.event_time, alarms)
         if row.fields["event_type"] == "impression":
             row = with_features(row, profile.features(row.event_time, row.fields.get("item_genres") or ()))
         out.append(row)
@@ -57,9 +60,10 @@ def _instant_start(times, i: int) -> int:
     return j
 
 
-def reference_features(events) -> dict:
+def reference_features(events, alarms=()) -> dict:
     """Impression id -> features, by a plain loop over `events` (interaction dicts) in
-    event-time order: what the feature stages must compute, for tests.
+    event-time order: what the feature stages must compute, for tests; `alarms`: taste alarm
+    times applied to the user profiles.
 
     >>> events = [{"event_id": "a", "event_type": "impression", "event_time": 0, "user_id": "u",
     ...            "item_id": "i", "item_genres": []},
@@ -73,6 +77,8 @@ def reference_features(events) -> dict:
     ordered = sorted(events, key=lambda e: (e["event_time"], e["event_id"]))
     times = [e["event_time"] for e in ordered]
     for i, event in enumerate(ordered):
+        if alarms:
+            profiles["user"].setdefault(event["user_id"], UserProfile()).catch_up(event["event_time"], alarms)
         if event["event_type"] == "impression":
             features = {}
             for kind, (profile_type, field) in PROFILES.items():

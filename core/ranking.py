@@ -30,7 +30,7 @@ import dataclasses
 import heapq
 
 from core.interactions import impression_features
-from core.profiles import ItemProfile, UserProfile
+from core.profiles import TASTE_ALARMS, ItemProfile, UserProfile
 from core.requests import impression_fields
 from stores.online import OnlineStore
 
@@ -85,11 +85,15 @@ def score(model, store: OnlineStore, user_id: str, device: str | None, candidate
     Each candidate's features are `core.requests.request_fields`' (tested) over its profile
     in `known` ({item: (state, clock ms)}, read shortly before) or else in the `store`, the
     user's counters decayed once for all of them."""
-    user = store.get("user", [user_id]).get(user_id)
+    users = store.get("user", [user_id, TASTE_ALARMS])
+    user, alarms = users.get(user_id), users.get(TASTE_ALARMS)
     known = known or {}
     items = {**known, **store.get("item", [item for item in candidates if item not in known])}
     stated = set(stated_genres) if user is None else set()
-    user_features = UserProfile(user[0] if user else None).features_for(now_ms, candidates.values())
+    profile = UserProfile(user[0] if user else None)
+    if alarms:  # as the user stage does before each event (core.requests)
+        profile.catch_up(now_ms, alarms[0])
+    user_features = profile.features_for(now_ms, candidates.values())
     scored = []
     for (item_id, genres), features in zip(candidates.items(), user_features):
         found = items.get(item_id)

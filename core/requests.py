@@ -11,6 +11,7 @@ features it was trained on.
 from __future__ import annotations
 
 from core.features import PROFILES
+from core.profiles import TASTE_ALARMS
 from stores.online import OnlineStore
 
 
@@ -22,7 +23,10 @@ def request_fields(request: dict, now_ms: int, profiles: dict) -> dict:
     features = {}
     for kind, (profile_type, _) in PROFILES.items():
         state, _ = profiles.get(kind) or (None, None)
-        features.update(profile_type(state).features(now_ms, genres))
+        profile = profile_type(state)
+        if kind == "user" and profiles.get(TASTE_ALARMS):  # as the user stage does before each event
+            profile.catch_up(now_ms, profiles[TASTE_ALARMS][0])
+        features.update(profile.features(now_ms, genres))
     return impression_fields(request, now_ms, features)
 
 
@@ -33,5 +37,8 @@ def impression_fields(request: dict, now_ms: int, features: dict) -> dict:
 
 
 def lookup(store: OnlineStore, request: dict) -> dict:
-    """{kind: (state, clock ms) or None} of the request's user and item."""
-    return {kind: store.get(kind, [request[field]]).get(request[field]) for kind, (_, field) in PROFILES.items()}
+    """{kind: (state, clock ms) or None} of the request's user and item, and under
+    `TASTE_ALARMS` the taste alarms' times (read with the user's profile)."""
+    users = store.get("user", [request["user_id"], TASTE_ALARMS])
+    return {"user": users.get(request["user_id"]), "item": store.get("item", [request["item_id"]]).get(request["item_id"]),
+            TASTE_ALARMS: users.get(TASTE_ALARMS)}

@@ -90,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_every_s", type=float, default=120.0,
                         help="the batch arm's top lists are recomputed this often (default: %(default)s)")
     parser.add_argument("--drift_after_s", type=float, help="the users' tastes drift after this long (default: never)")
+    parser.add_argument("--taste_alarm", choices=("off", "reset"), default="off",
+                        help="the learner's taste alarm (pipelines.recommend --taste_alarm; default: %(default)s)")
     parser.add_argument("--experiment", metavar="FILE", type=config.path_argument, help="run this experiment (JSON or YAML): learner, "
                         "server and its owner (default: none)")
     parser.add_argument("--caught_up", action="store_true",
@@ -183,7 +185,7 @@ def _learner_command(args, out: str, registry: str, online: str) -> list:
             "--group", f"live-{secrets.token_hex(4)}", "--output", out, "--registry", registry, "--online_store", online,
             "--attribution_minutes", str(args.attribution_s / 60), "--metrics_minutes", "1",
             "--allowed_lateness_s", str(args.allowed_lateness_s), "--publish_every_s", str(args.publish_every_s),
-            *(["--experiment", args.experiment] if args.experiment else [])]
+            "--taste_alarm", args.taste_alarm, *(["--experiment", args.experiment] if args.experiment else [])]
 
 
 def _caught_up(registry: str, until_ms: int) -> bool:

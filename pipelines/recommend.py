@@ -23,18 +23,18 @@ import schemas
 import simulator
 from core.decoding import avro_values
 from core.interactions import served_example
-from core.kafka import commit_at_least, end_offsets, topics as kafka_topics
-from core.payloads import AvroPayloads, RegistryPayloads
+from core.kafka import commit_at_least, end_offsets
 from core.profiles import is_entity_feature
 from core.records import Example
 from models import zoo
 from pipelines import report
 from pipelines.console import QUIET, Bar, UserError, main
 from pipelines.options import name_endless_flink_job, pipeline_options, runner_name
-from pipelines.recommend_args import parse_args
+from pipelines.recommend_args import check_kafka, parse_args, payloads
 from transforms.evaluation.delayed_labels import ScoreDelayedLabels, unpaired_kind
 from transforms.evaluation.metrics import ProgressiveMetrics, WindowedMetrics
 from transforms.features.entity import AddEntityFeatures
+from transforms.features.taste import SOURCE as TASTE, TasteAlarms, to_alert as taste_alert
 from transforms.io.files import ReadRows
 from transforms.io.kafka import WriteToKafka
 from transforms.io.kafka_read import ReadFromKafka
@@ -65,7 +65,7 @@ def run(argv=None, console=QUIET) -> dict:
         console.say(f"simulated {written:,} interactions ({args.impressions:,} impressions of {args.users:,} "
                     f"users, seed {args.seed}) into {events}")
     if args.source == "kafka" or args.kafka_out:
-        _check_kafka(args)
+        check_kafka(args)
     if args.source == "kafka" and args.stop_at_end:
         # The reader stops at the end offsets it finds, at or past these: once the job has
         # finished, every record below them has its results written.
@@ -90,14 +90,16 @@ def run(argv=None, console=QUIET) -> dict:
         if args.source == "kafka":
             source = p | "ReadKafka" >> ReadFromKafka(
                 args.bootstrap, [args.topic], args.group, stop_at_end=args.stop_at_end,
-                start_time_ms=args.start_time, payloads=_payloads(args),
+                start_time_ms=args.start_time, payloads=payloads(args),
                 allowed_lateness_s=args.allowed_lateness_s, max_clock_skew_s=args.max_clock_skew_s)
         else:
             source = p | "ReadEvents" >> ReadRows(events, "avro", timestamp_field="event_time",
                                                   id_field="event_id", reader_schema=schemas.load("interaction"))
         validated = source.rows | "Validate" >> ValidateInteractions()
+        taste_alarms = validated.valid | "TasteAlarms" >> TasteAlarms() if args.taste_alarm == "reset" else None
         featured = validated.valid | "EntityFeatures" >> AddEntityFeatures(
-            store=args.feature_store, progress=f"{run_id}:features", online=args.online_store)
+            store=args.feature_store, progress=f"{run_id}:features", online=args.online_store,
+            taste_alarms=taste_alarms)
         served = (featured
                   | "Impressions" >> beam.Filter(lambda r: r.fields["event_type"] == "impression")
                   | "Serve" >> beam.Map(served_example, MAIN))
@@ -111,6 +113,8 @@ def run(argv=None, console=QUIET) -> dict:
                                                   publish_every_s=args.publish_every_s,
                                                   guard=args.guard and {MAIN: args.guard},
                                                   progress=f"{run_id}:learning"))
+        alerts = learned.alerts if taste_alarms is None else (
+            learned.alerts, taste_alarms | "TasteAlerts" >> beam.Map(taste_alert)) | "AllAlerts" >> beam.Flatten()
         scored = (learned.predictions, learned.learned) | "Score" >> ScoreDelayedLabels(
             args.attribution_minutes * 60)
         predictions = scored.scored
@@ -132,8 +136,8 @@ def run(argv=None, console=QUIET) -> dict:
             ) | "Delivered" >> beam.Flatten()
             windowed | "MetricsToKafka" >> WriteToKafka(servers, f"{prefix}.metrics", "metric", key=_scope,
                                                           registry=registry)
-            if args.guard:  # incidents and retrain signals (pipelines.retrain --on reads them)
-                learned.alerts | "AlertsToKafka" >> WriteToKafka(servers, f"{prefix}.alerts", "alert",
+            if args.guard or taste_alarms:  # incidents and retrain signals (pipelines.retrain --on reads them)
+                alerts | "AlertsToKafka" >> WriteToKafka(servers, f"{prefix}.alerts", "alert",
                                                                  key=_model_key, registry=registry)
             if args.source == "kafka":
                 delivered | "CommitOffsets" >> CommitOffsets(servers, args.group, lanes=sorted(models))
@@ -142,8 +146,8 @@ def run(argv=None, console=QUIET) -> dict:
         predictions | "WritePredictions" >> WriteRecords(f"{out}/predictions", "prediction", args.output_format)
         windowed | "WriteWindowedMetrics" >> WriteRecords(f"{out}/windowed_metrics", "metric", args.output_format)
         dead_letters | "WriteDeadLetters" >> WriteRecords(f"{out}/dead_letters", "dead_letter", args.output_format)
-        if args.guard:
-            learned.alerts | "WriteAlerts" >> WriteRecords(f"{out}/alerts", "alert", args.output_format)
+        if args.guard or taste_alarms:
+            alerts | "WriteAlerts" >> WriteRecords(f"{out}/alerts", "alert", args.output_format)
 
         counts = (
             source.rows | "TagRows" >> beam.Map(lambda _: "rows_read"),
@@ -155,7 +159,7 @@ def run(argv=None, console=QUIET) -> dict:
             scored.unpaired | "TagUnpaired" >> beam.FlatMap(
                 lambda r: [f"unpaired.{unpaired_kind(r)}"] if r.model_key == MAIN else []),
             learned.dead_letters | "TagGuarded" >> beam.FlatMap(_guard_tag),
-            learned.alerts | "TagAlerts" >> beam.Map(lambda a: f"guard.{a.signal}.{a.kind}"),
+            alerts | "TagAlerts" >> beam.Map(lambda a: f"{'taste' if a.model_key == TASTE else 'guard'}.{a.signal}.{a.kind}"),
             (learned.dead_letters | "Quarantines" >> beam.FlatMap(lambda d: [d.reason] if _guard_tag(d) == [
                 "guard.quarantined_labels"] else []) | "BySource" >> beam.Distinct()
              | "TagSources" >> beam.Map(lambda _: "guard.quarantined_sources")),
@@ -209,23 +213,6 @@ def _own_traffic(experiment) -> frozenset:
     if experiment is None or experiment.kind == "shadow":
         return frozenset()
     return frozenset(experiment.model_keys())
-
-
-def _payloads(args):
-    """How Kafka values decode: the Confluent wire format with --schema_registry, else schemaless Avro."""
-    if args.schema_registry:
-        return RegistryPayloads(args.schema_registry, "interaction")
-    return AvroPayloads("interaction")
-
-
-def _check_kafka(args):
-    """A clear error before anything starts, when the broker is away or the topic is missing."""
-    try:
-        found = kafka_topics(args.bootstrap)
-    except ConnectionError as e:
-        raise UserError(f"{e}: is it running? (bash scripts/kafka.sh start)") from e
-    if args.source == "kafka" and args.topic not in found:
-        raise UserError(f"no topic {args.topic!r} at {args.bootstrap} (topics: {', '.join(sorted(found)) or 'none'})")
 
 
 def _spans(record):

@@ -7,10 +7,12 @@ import os
 
 from core import warmstart
 from core.decoding import event_time_arg
+from core.kafka import topics as kafka_topics
+from core.payloads import AvroPayloads, RegistryPayloads
 from experiments import config
 from models import factory, serde
 from monitoring.guard import Guard
-from pipelines.console import ArgumentParser, add_verbose_flag
+from pipelines.console import ArgumentParser, UserError, add_verbose_flag
 from pipelines.options import has_flag
 from simulator.stream import ATTACK_KINDS, SimulatorConfig
 from stores.online import open_online_store
@@ -187,6 +189,10 @@ def _add_guard_flags(parser) -> None:
     guard.add_argument("--guard_threshold", type=float, default=defaults.threshold,
                        help="With --guard: a user's suspicion score (a CUSUM) that quarantines it "
                             "(default: %(default)s).")
+    parser.add_argument("--taste_alarm", choices=("off", "reset"), default="off",
+                        help="reset: watch the users' clicks for a taste drift (monitoring.taste) and, on an "
+                             "alarm, restart every user's genre profile from its last 15 minutes; the alarm "
+                             "is an alert (default: %(default)s).")
     attack = parser.add_argument_group("A simulated poisoning attack (simulator.SimulatorConfig)")
     attack.add_argument("--attack_users", type=float, default=0.0, metavar="FRACTION",
                         help="Users that attack (default: none).")
@@ -239,3 +245,20 @@ def _warm_start(args) -> str:
     if factory.task_of(factory.build(spec)) != "binary":
         raise ValueError(f"version {version.version} of {WARM_KEY!r} is not a binary classifier")
     return spec
+
+
+def payloads(args):
+    """How Kafka values decode: the Confluent wire format with --schema_registry, else schemaless Avro."""
+    if args.schema_registry:
+        return RegistryPayloads(args.schema_registry, "interaction")
+    return AvroPayloads("interaction")
+
+
+def check_kafka(args):
+    """A clear error before anything starts, when the broker is away or the topic is missing."""
+    try:
+        found = kafka_topics(args.bootstrap)
+    except ConnectionError as e:
+        raise UserError(f"{e}: is it running? (bash scripts/kafka.sh start)") from e
+    if args.source == "kafka" and args.topic not in found:
+        raise UserError(f"no topic {args.topic!r} at {args.bootstrap} (topics: {', '.join(sorted(found)) or 'none'})")

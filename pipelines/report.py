@@ -77,7 +77,7 @@ def write(out: str, summary: dict) -> str:
     return path
 
 
-OUTPUTS = ("report.md", "metrics.png", "summary.json", "predictions", "windowed_metrics", "dead_letters")
+OUTPUTS = ("report.md", "metrics.png", "summary.json", "predictions", "windowed_metrics", "dead_letters", "alerts")
 
 
 def summary_lines(summary: dict, out: str, main: str) -> list[str]:
@@ -104,6 +104,8 @@ def summary_lines(summary: dict, out: str, main: str) -> list[str]:
         name = f"{key} (main)" if key == main else key
         lines.append(f"{name:<20}{m.get('rocauc', float('nan')):>8.3f}{m.get('logloss', float('nan')):>10.3f}"
                      f"{m.get('accuracy', float('nan')):>10.3f}{m.get('count', 0):>13,}")
+    if "taste.alert.drift" in counts:
+        lines.append(f"taste alarms: {counts['taste.alert.drift']:,} (each restarted the users' genre profiles)")
     present = sorted(f for f in (os.listdir(out) if os.path.isdir(out) else ())
                      if f.rsplit(".", 1)[0] in OUTPUTS or f in OUTPUTS)
     lines.append(f"outputs in {out.rstrip('/')}/: {', '.join(present) or '(none)'}")

@@ -17,13 +17,22 @@ learners and servers on several machines share one store.
 {'u1': ([None, {}], 5000)}
 >>> store.clock()
 7000
+>>> store.put("user", {TASTE_ALARMS: ([6_000], 6_000)})  # the taste alarms' times, with the users'
+>>> store.count("user"), store.get("user", ["u2", TASTE_ALARMS])[TASTE_ALARMS]
+(2, ([6000], 6000))
 """
 from __future__ import annotations
 
 import json
 from typing import Protocol
 
+from core.profiles import TASTE_ALARMS
 from stores.sqlite import connect, sqlite_path
+
+# The stages' own records among the profiles of a kind (the taste alarms' times, read with a
+# user's profile in one query), not entities: scans and counts skip them.
+STAGE_RECORD = "\x00"
+STAGE_RECORDS = (TASTE_ALARMS,)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -85,14 +94,16 @@ class SQLiteOnlineStore:
         return found
 
     def scan(self, kind: str):
-        """(entity, state, clock ms) of every `kind` profile it holds."""
+        """(entity, state, clock ms) of every `kind` profile it holds (not the stages' own records)."""
         for entity, state, clock in self._db.execute(
-                "SELECT entity, state, clock_ms FROM profiles WHERE kind = ?", (kind,)).fetchall():
+                "SELECT entity, state, clock_ms FROM profiles WHERE kind = ? AND unicode(entity) != 0",
+                (kind,)).fetchall():
             yield entity, json.loads(state), clock
 
     def count(self, kind: str) -> int:
-        """How many `kind` profiles it holds."""
-        return self._db.execute("SELECT COUNT(*) FROM profiles WHERE kind = ?", (kind,)).fetchone()[0]
+        """How many `kind` profiles it holds (not the stages' own records)."""
+        return self._db.execute("SELECT COUNT(*) FROM profiles WHERE kind = ? AND unicode(entity) != 0",
+                                (kind,)).fetchone()[0]
 
     def clock(self) -> int | None:
         """The latest event time any profile has applied (how fresh the store is), or None."""
@@ -150,11 +161,12 @@ class RedisOnlineStore:
 
     def scan(self, kind: str):
         for entity, value in self._redis.hscan_iter(self._hash(kind)):
-            state, clock = _parse(value)
-            yield entity.decode(), state, clock
+            if not entity.startswith(STAGE_RECORD.encode()):
+                state, clock = _parse(value)
+                yield entity.decode(), state, clock
 
     def count(self, kind: str) -> int:
-        return self._redis.hlen(self._hash(kind))
+        return self._redis.hlen(self._hash(kind)) - sum(self._redis.hexists(self._hash(kind), e) for e in STAGE_RECORDS)
 
     def clock(self) -> int | None:
         value = self._redis.get(f"{self.prefix}clock")

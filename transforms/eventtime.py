@@ -10,7 +10,8 @@ exceeds those of the stages feeding it:
 
 - sources and stateless steps: 0; `LabelImpressions` fires at the window's end, offset 0
   (its outcomes come strictly before the end);
-- entity features: user stage 1, item stage 2;
+- taste alarms (`transforms.features.taste`): per-user signals 1, the monitor 2;
+- entity features: user stage 3, item stage 4;
 - `LearnOnline`: 999, after anything else in a millisecond.
 
 Without this, two events of one millisecond reached by paths of different depth could be
@@ -47,7 +48,7 @@ from typing import NamedTuple
 from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Timestamp
 
-USER_FEATURES_US, ITEM_FEATURES_US, LEARNER_US = 1, 2, 999
+TASTE_SIGNALS_US, TASTE_MONITOR_US, USER_FEATURES_US, ITEM_FEATURES_US, LEARNER_US = 1, 2, 3, 4, 999
 TICK_MS = 250  # the default tick (see `Timers`)
 
 

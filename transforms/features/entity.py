@@ -25,6 +25,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from core.features import PROFILES, featurise, order
+from core.profiles import TASTE_ALARMS
 from core.records import Row
 from stores.online import open_online_store
 from transforms.chunks import ChunkPerKey
@@ -51,34 +52,58 @@ class AddEntityFeatures(beam.PTransform):
             (`transforms.shards`). A key's firing applies the ready events of all its entities;
             each entity's profile still sees its own events in order, so results do not depend
             on it.
+        taste_alarms: a PCollection of taste alarms (`transforms.features.taste.TasteAlarms`)
+            to apply to the user profiles (`UserProfile.catch_up`): in batch a side input, in
+            streaming sent to every user shard, applied as the watermark passes them.
     """
 
     def __init__(self, streaming: bool | None = None, store: str | None = None, progress: str | None = None,
-                 shards: int = SHARDS, online: str | None = None):
+                 shards: int = SHARDS, online: str | None = None, taste_alarms=None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, not {shards}")
         self.streaming, self.store, self.progress, self.shards = streaming, store, progress, shards
-        self.online = online
+        self.online, self.taste_alarms = online, taste_alarms
 
     def expand(self, rows):
+        p = rows.pipeline
         batch = not (is_streaming(rows) if self.streaming is None else self.streaming)
         for kind, (_, field) in PROFILES.items():
             name = kind.title()
+            alarms = self.taste_alarms if kind == "user" else None
             if batch:  # all of an entity's events at once: one sorted pass, no state or timers
+                times = [] if alarms is None else [beam.pvalue.AsList(
+                    alarms | f"{name}AlarmTimes" >> beam.Map(lambda a: a.event_time))]
+                if times and self.online:  # read by a server with each user's profile (core.requests)
+                    _ = (p | f"{name}AlarmsToOnline" >> beam.Create([None])
+                         | f"{name}PublishAlarms" >> beam.Map(_publish_alarms, times[0], self.online))
                 rows = (rows
                         | f"By{name}" >> beam.Map(lambda r, f=field: (r.fields[f], r)).with_output_types(
                             beam.typehints.KV[str, Row])
                         | f"Group{name}s" >> beam.GroupByKey()
-                        | f"{name}Features" >> beam.ParDo(_FeaturiseAllDoFn(kind, self.progress, self.online)))
+                        | f"{name}Features" >> beam.ParDo(_FeaturiseAllDoFn(kind, self.progress, self.online),
+                                                          *times))
             else:
-                rows = (rows
-                        | f"By{name}Shard" >> beam.Map(lambda r, f=field, n=self.shards: (
-                            shard_of(r.fields[f], n), r)).with_output_types(beam.typehints.KV[int, Row])
+                keyed = rows | f"By{name}Shard" >> beam.Map(lambda r, f=field, n=self.shards: (
+                    shard_of(r.fields[f], n), r)).with_output_types(beam.typehints.KV[int, Row])
+                if alarms is not None:  # every shard applies every alarm
+                    keyed = (keyed, alarms | f"{name}AlarmsToShards" >> beam.FlatMap(
+                        lambda a, n=self.shards: [(shard, a) for shard in range(n)]).with_output_types(
+                            beam.typehints.KV[int, Row])) | f"{name}RowsAndAlarms" >> beam.Flatten()
+                rows = (keyed
                         | f"Chunk{name}s" >> ChunkPerKey()
                         | f"{name}Features" >> beam.ParDo(ProfileShardDoFn(kind, self.store, self.progress,
                                                                            online=self.online)))
         return rows
+
+
+def _publish_alarms(_, times, online: str) -> None:
+    if times:
+        store = open_online_store(online)
+        try:
+            store.put("user", {TASTE_ALARMS: (sorted(times), max(times))})
+        finally:
+            store.close()
 
 
 class _FeaturiseAllDoFn(beam.DoFn):
@@ -95,10 +120,10 @@ class _FeaturiseAllDoFn(beam.DoFn):
         if self._online is not None:
             self._online.close()
 
-    def process(self, keyed_rows):
+    def process(self, keyed_rows, alarm_times=()):
         entity, rows = keyed_rows
         profile, offset_us = PROFILES[self.kind][0](), OFFSETS_US[self.kind]
-        rows = featurise(profile, sorted(rows, key=order))
+        rows = featurise(profile, sorted(rows, key=order), sorted(alarm_times))
         if self._online is not None:
             self._online.put(self.kind, {entity: (profile.state(), rows[-1].event_time)})
         if self.progress:

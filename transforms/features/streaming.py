@@ -10,6 +10,7 @@ import itertools
 import json
 import operator
 import secrets
+import typing
 
 import apache_beam as beam
 from apache_beam import coders
@@ -18,17 +19,36 @@ from apache_beam.transforms.timeutil import TimeDomain
 
 from core.features import PROFILES, featurise, order, profile_key, with_features
 from core.records import Row
+from monitoring import taste
 from stores import snapshots
 from stores.online import open_online_store
 from transforms import coders as record_coders  # noqa: F401  (registers the record coders)
-from transforms.eventtime import ITEM_FEATURES_US, NOTHING_WAITS, TICK_MS, USER_FEATURES_US, Timers, applied_up_to, stamp
+from transforms.eventtime import (ITEM_FEATURES_US, NOTHING_WAITS, TASTE_MONITOR_US, TASTE_SIGNALS_US, TICK_MS,
+                                  USER_FEATURES_US, Timers, applied_up_to, stamp)
 from transforms.livecache import live_cache, new_owner
 from transforms.progress import add_progress
 from transforms.shards import read_entries, write_entries
 
 REPLAY_HORIZON_MS = 24 * 3600 * 1000  # how long served features stay stored for replays
-# Timestamp offset of each kind's stage: see transforms.eventtime.
-OFFSETS_US = {"user": USER_FEATURES_US, "item": ITEM_FEATURES_US}
+
+
+class Stage(typing.NamedTuple):
+    """What a kind of profile stage keeps per entity, keyed by which field, at which timestamp
+    offset (`transforms.eventtime`), and how it turns an entity's ready rows into its output."""
+    profile_type: type
+    field: str
+    offset_us: int
+    featurise: typing.Callable  # (profile, rows in order, alarm times) -> rows out
+
+
+STAGES = {
+    "user": Stage(*PROFILES["user"], USER_FEATURES_US, featurise),
+    "item": Stage(*PROFILES["item"], ITEM_FEATURES_US, featurise),
+    "taste": Stage(taste.TasteProfile, "user_id", TASTE_SIGNALS_US, taste.signals),
+    # One entity: every signal row is a click (`transforms.features.taste`).
+    "taste_monitor": Stage(taste.TasteMonitor, "event_type", TASTE_MONITOR_US, taste.raise_alarms),
+}
+OFFSETS_US = {kind: stage.offset_us for kind, stage in STAGES.items()}
 
 
 @dataclasses.dataclass
@@ -73,8 +93,7 @@ class ProfileShardDoFn(beam.DoFn):
                  online: str | None = None):
         self._owner = new_owner()
         self.kind, self.store, self.progress, self.tick_ms, self.online = kind, store, progress, tick_ms, online
-        self.profile_type, self.field = PROFILES[kind]
-        self.offset_us = OFFSETS_US[kind]
+        self.profile_type, self.field, self.offset_us, self.featurise = STAGES[kind]
 
     def setup(self):
         self._store = snapshots.open_store(self.store) if self.store else None
@@ -96,10 +115,11 @@ class ProfileShardDoFn(beam.DoFn):
             live = self._from_state(pending, left, profiles, changes)
         fresh, behind = [], collections.defaultdict(list)
         for row in sorted(rows, key=order):
-            entity = row.fields[self.field]
+            entity = self._entity(row)
             profile, clock = self._profile(entity, live.profiles)
             if clock is not None and order(row) <= clock:  # applied already, or late: not applied
-                behind[entity].append(row)
+                if entity != taste.ALARMS:  # an alarm read again: applied once
+                    behind[entity].append(row)
             else:
                 pending.add(row)
                 fresh.append(row)
@@ -158,10 +178,14 @@ class ProfileShardDoFn(beam.DoFn):
             in_bag = 0
         by_entity = collections.defaultdict(list)  # each entity's rows, in order
         for row in ready:
-            by_entity[row.fields[self.field]].append(row)
+            by_entity[self._entity(row)].append(row)
         changed, out = [], []
+        if taste.ALARMS in by_entity:  # taste alarms first: they apply to the rows after them
+            self._apply(taste.ALARMS, by_entity.pop(taste.ALARMS), live.profiles, changed)
+        # (From the snapshot store too: a job restarted on it applies the alarms it had seen.)
+        alarms = self._profile(taste.ALARMS, live.profiles)[0].times if self.kind == "user" else ()
         for entity, rows in by_entity.items():
-            out += self._apply(entity, rows, live.profiles, changed)
+            out += self._apply(entity, rows, live.profiles, changed, alarms)
         if changed:
             states = {e: (live.profiles[e][0].state(), live.profiles[e][1]) for e in changed}
             n_changes = write_entries(
@@ -178,11 +202,24 @@ class ProfileShardDoFn(beam.DoFn):
         for row in out:
             yield beam.window.TimestampedValue(row, stamp(row.event_time, self.offset_us))
 
-    def _apply(self, entity, rows, live_profiles, changed) -> list:
+    def _entity(self, row: Row):
+        """The entity a row belongs to: a taste alarm (broadcast to every user shard) to `ALARMS`."""
+        return taste.ALARMS if row.fields["event_type"] == taste.ALARM else row.fields[self.field]
+
+    def _new(self, entity, state=None):
+        return taste.AlarmTimes(state) if entity == taste.ALARMS else self.profile_type(state)
+
+    def _apply(self, entity, rows, live_profiles, changed, alarms=()) -> list:
         """Applies one entity's ready `rows` (in order, all after its clock) to its profile;
-        returns them, impressions with their features."""
+        returns what it emits for them (a feature stage: the rows, impressions with their
+        features; an alarm: nothing)."""
         profile, _ = self._profile(entity, live_profiles)
-        fresh = featurise(profile, rows)
+        if entity == taste.ALARMS:
+            for row in rows:
+                profile.apply(row.fields)
+            fresh = []
+        else:
+            fresh = self.featurise(profile, rows, alarms)
         clock = order(rows[-1])
         if self._store is not None:  # durable first: what leaves here is in the store
             served = [(r.event_id, r.event_time, json.dumps(r.fields["features"]).encode())
@@ -199,20 +236,20 @@ class ProfileShardDoFn(beam.DoFn):
         if found is None:
             saved = self._store.load(profile_key(self.kind, entity)) if self._store is not None else None
             if saved is None:
-                found = [self.profile_type(), None]
+                found = [self._new(entity), None]
             else:
-                found = [self.profile_type(json.loads(saved[0])), tuple(saved[1])]
+                found = [self._new(entity, json.loads(saved[0])), tuple(saved[1])]
             live_profiles[entity] = found
         return found
 
     def _from_state(self, pending, left, profiles, changes) -> _Live:
         """A shard's profiles and waiting rows, from state. Rows in the bag that their entity's
         profile applied already are dead (they wait for a compaction)."""
-        live = {e: [self.profile_type(state), tuple(clock)]
+        live = {e: [self._new(e, state), tuple(clock)]
                 for e, (state, clock) in read_entries(profiles, changes).items()}
         waiting = []
         for row in itertools.chain(map(_unpack, left.read() or ()), pending.read()):
-            _, clock = live.get(row.fields[self.field]) or (None, None)
+            _, clock = live.get(self._entity(row)) or (None, None)
             if clock is None or order(row) > clock:
                 waiting.append(row)
         waiting.sort(key=order)
