@@ -16,15 +16,17 @@ from __future__ import annotations
 import bisect
 import math
 
+from stores.online import TASTE_ALARMS  # noqa: F401  (re-exported)
+
 HOUR_MS = 3_600_000
 # The features decay with 1 h and 24 h; a user's genre counters also keep 15 min, what a taste
 # reset keeps (`UserProfile.catch_up`).
 HALF_LIVES = {"15m": HOUR_MS // 4, "1h": HOUR_MS, "24h": 24 * HOUR_MS}
 GENRE_HALF_LIVES = ("15m", "1h", "24h")
 RESET_KEEPS = "15m"
-# The user "profile" that holds the taste alarms' times (`monitoring.taste`), in a user feature
-# stage's state and in the online store, where a server reads it with the user's profile.
-TASTE_ALARMS = "\x00taste-alarms"
+# TASTE_ALARMS: the user "profile" that holds the taste alarms' times (`monitoring.taste`), in a
+# user feature stage's state and in the online store, where a server reads it with the user's
+# profile (a name the store reserves).
 SESSION_GAP_MS = 30 * 60_000
 POSITIVE = ("click", "watch")
 # Smoothing toward a 10% click rate, worth one impression: an unseen entity has CTR 0.1.

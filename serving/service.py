@@ -19,6 +19,7 @@ import time
 from cachetools import TTLCache
 from fastapi import Request
 
+from core.features import PROFILES
 from core.interactions import impression_features
 from core.ranking import Scored, score
 from core.requests import lookup, request_fields
@@ -153,7 +154,7 @@ class Service:
         if assigned is not None and assigned.shadow and self.shadow is not None:
             self.shadow.submit(ShadowJob.of_rows(assigned, request_id, rows, now_ms))
         return Prediction(request_id, probabilities, served.version, now_ms,
-                          [{kind: f[1] if f else None for kind, f in profiles.items()} for profiles in found])
+                          [{kind: f[1] if f else None for kind, f in profiles.items() if kind in PROFILES} for profiles in found])
 
     def answer(self, body: api.PredictRequest) -> dict:
         """/predict's answer to `body` as a dict, or {"error", "status": 503} without a model."""

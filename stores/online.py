@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from core.profiles import TASTE_ALARMS
 from stores.sqlite import connect, sqlite_path
 
-# The stages' own records among the profiles of a kind (the taste alarms' times, read with a
-# user's profile in one query), not entities: scans and counts skip them.
+# The stages' own records among the profiles of a kind, not entities: scans and counts skip
+# them. One so far: the taste alarms' times (`monitoring.taste`), kept as a user "profile" so
+# that a server reads them with the user's profile in one query.
 STAGE_RECORD = "\x00"
+TASTE_ALARMS = STAGE_RECORD + "taste-alarms"
 STAGE_RECORDS = (TASTE_ALARMS,)
 
 _SCHEMA = """
