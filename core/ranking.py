@@ -31,7 +31,7 @@ import heapq
 
 from core.interactions import impression_features
 from core.profiles import TASTE_ALARMS, ItemProfile, UserProfile
-from core.requests import impression_fields
+from core.requests import caught_up, impression_fields
 from stores.online import OnlineStore
 
 
@@ -90,10 +90,8 @@ def score(model, store: OnlineStore, user_id: str, device: str | None, candidate
     known = known or {}
     items = {**known, **store.get("item", [item for item in candidates if item not in known])}
     stated = set(stated_genres) if user is None else set()
-    profile = UserProfile(user[0] if user else None)
-    if alarms:  # as the user stage does before each event (core.requests)
-        profile.catch_up(now_ms, alarms[0])
-    user_features = profile.features_for(now_ms, candidates.values())
+    user_features = caught_up(UserProfile(user[0] if user else None), alarms, now_ms).features_for(
+        now_ms, candidates.values())
     scored = []
     for (item_id, genres), features in zip(candidates.items(), user_features):
         found = items.get(item_id)

@@ -11,7 +11,7 @@ features it was trained on.
 from __future__ import annotations
 
 from core.features import PROFILES
-from core.profiles import TASTE_ALARMS
+from core.profiles import TASTE_ALARMS, UserProfile
 from stores.online import OnlineStore
 
 
@@ -24,10 +24,18 @@ def request_fields(request: dict, now_ms: int, profiles: dict) -> dict:
     for kind, (profile_type, _) in PROFILES.items():
         state, _ = profiles.get(kind) or (None, None)
         profile = profile_type(state)
-        if kind == "user" and profiles.get(TASTE_ALARMS):  # as the user stage does before each event
-            profile.catch_up(now_ms, profiles[TASTE_ALARMS][0])
+        if kind == "user":
+            caught_up(profile, profiles.get(TASTE_ALARMS), now_ms)
         features.update(profile.features(now_ms, genres))
     return impression_fields(request, now_ms, features)
+
+
+def caught_up(user: UserProfile, alarms, now_ms: int) -> UserProfile:
+    """`user` with the taste alarms before `now_ms` applied, as the user stage applies them
+    before an event (`alarms`: what the store holds under `TASTE_ALARMS`, or None)."""
+    if alarms:
+        user.catch_up(now_ms, alarms[0])
+    return user
 
 
 def impression_fields(request: dict, now_ms: int, features: dict) -> dict:
