@@ -47,13 +47,22 @@ def impression_features(fields: dict) -> dict:
     ...                      "event_time": 3_600_000, "item_genres": ["drama"]})
     {'user_id': 'u1', 'item_id': 'i9', 'device': 'tv', 'position': '3', 'hour': '1', 'genre_drama': 1.0}
     """
-    hour = datetime.datetime.fromtimestamp(fields["event_time"] / 1000, datetime.timezone.utc).hour
-    x = {"user_id": fields["user_id"], "item_id": fields["item_id"],
-         "device": fields.get("device") or "unknown", "position": str(fields["position"]),
-         "hour": str(hour)}
-    x.update({f"genre_{g}": 1.0 for g in fields.get("item_genres") or ()})
+    x = context_features(fields)
+    x.update(genre_indicators(fields.get("item_genres") or ()))
     x.update(fields.get("features") or {})  # entity features, when transforms.features added them
     return x
+
+
+def context_features(fields: dict) -> dict:
+    """The categoricals of `impression_features`: ids, device, slot and hour, as text."""
+    hour = datetime.datetime.fromtimestamp(fields["event_time"] / 1000, datetime.timezone.utc).hour
+    return {"user_id": fields["user_id"], "item_id": fields["item_id"],
+            "device": fields.get("device") or "unknown", "position": str(fields["position"]), "hour": str(hour)}
+
+
+def genre_indicators(genres) -> dict:
+    """The genre features of `impression_features`: 1.0 per genre of the item."""
+    return {f"genre_{g}": 1.0 for g in genres}
 
 
 def served_example(row: Row, model_key: str = "default") -> Example:

@@ -133,18 +133,17 @@ class UserProfile:
     def features(self, at: int, genres) -> dict:
         return self._features(self.counters.at(at), at, genres)
 
-    def features_for(self, at: int, genre_sets) -> list[dict]:
-        """`features(at, genres)` for each of `genre_sets` (a ranking's candidates): the counters
-        decayed once, the user's own features computed once, the genres' once per distinct set."""
+    def features_for(self, at: int, genre_sets) -> tuple[dict, list[dict]]:
+        """`features(at, genres)` for each of `genre_sets` (a ranking's candidates), in two parts:
+        the user's own features, and per set its genre features (one dict per distinct set,
+        shared). The counters are decayed once, the own features computed once."""
         c = self.counters.at(at)
-        own, by_genres = self._own_features(c, at), {}
-        out = []
+        by_genres, counts = {}, _GenreCounts(c)
         for genres in genre_sets:
             key = tuple(genres)
             if key not in by_genres:
-                by_genres[key] = self._genre_features(c, genres)
-            out.append({**own, **by_genres[key]})
-        return out
+                by_genres[key] = self._genre_features(c, genres, counts)
+        return self._own_features(c, at), [by_genres[tuple(genres)] for genres in genre_sets]
 
     def _features(self, c: dict, at: int, genres) -> dict:
         return {**self._own_features(c, at), **self._genre_features(c, genres)}
@@ -169,17 +168,33 @@ class UserProfile:
         }
 
     @staticmethod
-    def _genre_features(c: dict, genres) -> dict:
-        get = lambda name: c.get(name, 0.0)  # noqa: E731
-        genre_imp = sum(get(f"g:{g}:imp@24h") for g in genres)
-        genre_click = sum(get(f"g:{g}:click@24h") for g in genres)
-        recent_imp = sum(get(f"g:{g}:imp@1h") for g in genres)
-        recent_click = sum(get(f"g:{g}:click@1h") for g in genres)
+    def _genre_features(c: dict, genres, counts: _GenreCounts | None = None) -> dict:
+        counts = _GenreCounts(c) if counts is None else counts
+        per_genre = [counts[g] for g in genres]
+        # Summed genre by genre, as sum() over the counters did: the same rounding.
+        genre_imp, genre_click = sum(n[0] for n in per_genre), sum(n[1] for n in per_genre)
+        recent_imp, recent_click = sum(n[2] for n in per_genre), sum(n[3] for n in per_genre)
+        get = c.get
         return {
             "ug_ctr": _ctr(genre_click, genre_imp), "ug_clicks_24h": math.log1p(genre_click),
-            "ug_share": genre_click / (get("click@24h") + 1.0),
-            "ug_ctr_1h": _ctr(recent_click, recent_imp), "ug_share_1h": recent_click / (get("click@1h") + 1.0),
+            "ug_share": genre_click / (get("click@24h", 0.0) + 1.0),
+            "ug_ctr_1h": _ctr(recent_click, recent_imp), "ug_share_1h": recent_click / (get("click@1h", 0.0) + 1.0),
         }
+
+
+class _GenreCounts(dict):
+    """genre -> its (impressions 24 h, clicks 24 h, impressions 1 h, clicks 1 h) in decayed
+    counters `c`, each genre's looked up once (a ranking asks about ~50 genre sets)."""
+
+    def __init__(self, c: dict):
+        super().__init__()
+        self.c = c
+
+    def __missing__(self, g):
+        get = self.c.get
+        n = self[g] = (get(f"g:{g}:imp@24h", 0.0), get(f"g:{g}:click@24h", 0.0),
+                       get(f"g:{g}:imp@1h", 0.0), get(f"g:{g}:click@1h", 0.0))
+        return n
 
 
 class ItemProfile:
@@ -207,8 +222,13 @@ class ItemProfile:
         return self.features_and_popularity(at)[0]
 
     def features_and_popularity(self, at: int) -> tuple[dict, float]:
-        """`features(at)` and `popularity(at)`, the counters decayed once (a ranking needs both)."""
-        c = self.counters.at(at)
-        get = lambda name: c.get(name, 0.0)  # noqa: E731
-        return ({"i_imp_1h": math.log1p(get("impression@1h")), "i_imp_24h": math.log1p(get("impression@24h")),
-                 "i_ctr_24h": _ctr(get("click@24h"), get("impression@24h"))}, get("impression@24h"))
+        """`features(at)` and `popularity(at)`: a ranking needs both, for 100 candidates, so the
+        four counters they read are decayed alone (as `_Decayed.at` would: the same values)."""
+        counts, t = self.counters.counts, self.counters.t
+        hour = day = 1.0
+        if t is not None and at != t:
+            hour, day = 0.5 ** ((at - t) / HALF_LIVES["1h"]), 0.5 ** ((at - t) / HALF_LIVES["24h"])
+        get = counts.get
+        imp_24h = get("impression@24h", 0.0) * day
+        return ({"i_imp_1h": math.log1p(get("impression@1h", 0.0) * hour), "i_imp_24h": math.log1p(imp_24h),
+                 "i_ctr_24h": _ctr(get("click@24h", 0.0) * day, imp_24h)}, imp_24h)

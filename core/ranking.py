@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+from typing import NamedTuple
 
-from core.interactions import impression_features
+from core.interactions import context_features, genre_indicators, impression_features
 from core.profiles import TASTE_ALARMS, ItemProfile, UserProfile
 from core.requests import caught_up, impression_fields
+from models import linear
+from models.zoo import categorical
 from stores.online import OnlineStore
 
 
@@ -70,8 +73,7 @@ def popular(store: OnlineStore, n: int, now_ms: int) -> Popular:
     return Popular(items, genres, {c.item_id: stored[c.item_id] for c in items}, now_ms)
 
 
-@dataclasses.dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):  # a tuple: a ranking makes 100 of them
     item_id: str
     genres: tuple
     probability: float | None  # the model's P(click) at position 0; None without a model
@@ -84,24 +86,50 @@ def score(model, store: OnlineStore, user_id: str, device: str | None, candidate
     """(`candidates` {item: genres} best first, the user's profile clock or None for a new user).
     Each candidate's features are `core.requests.request_fields`' (tested) over its profile
     in `known` ({item: (state, clock ms)}, read shortly before) or else in the `store`, the
-    user's counters decayed once for all of them."""
+    user's counters decayed once for all of them. A model of the recommender's shape is asked
+    term by term (`models.linear`), the terms the candidates share computed once."""
     users = store.get("user", [user_id, TASTE_ALARMS])
     user, alarms = users.get(user_id), users.get(TASTE_ALARMS)
     known = known or {}
     items = {**known, **store.get("item", [item for item in candidates if item not in known])}
     stated = set(stated_genres) if user is None else set()
-    user_features = caught_up(UserProfile(user[0] if user else None), alarms, now_ms).features_for(
+    own, genre_features = caught_up(UserProfile(user[0] if user else None), alarms, now_ms).features_for(
         now_ms, candidates.values())
+    request = {"user_id": user_id, "item_id": None, "position": 0, "device": device}
+    predict = _term_by_term(terms, own, context_features({**request, "event_time": now_ms})) \
+        if model and (terms := linear.compile(model)) else _one_by_one(model, request, now_ms)
     scored = []
-    for (item_id, genres), features in zip(candidates.items(), user_features):
+    for (item_id, genres), user_genre in zip(candidates.items(), genre_features):
         found = items.get(item_id)
         item_features, popularity = ItemProfile(found[0] if found else None).features_and_popularity(now_ms)
-        features.update(item_features)
-        request = {"user_id": user_id, "item_id": item_id, "item_genres": list(genres), "position": 0,
-                   "device": device}
-        x = impression_features(impression_fields(request, now_ms, features))
-        probability = model.predict_proba_one(x).get(True, 0.0) if model else None
+        features = {**own, **user_genre, **item_features}
+        probability = predict(item_id, genres, user_genre, item_features, features) if model else None
         scored.append(Scored(item_id, tuple(genres), probability, popularity, features))
     scored.sort(key=lambda s: (len(stated.intersection(s.genres)),
                                s.popularity if s.probability is None else s.probability, s.item_id), reverse=True)
     return scored, user[1] if user else None
+
+
+def _one_by_one(model, request: dict, now_ms: int):
+    """P(click) of a candidate by the model's `predict_proba_one` of its impression's features."""
+    def predict(item_id, genres, user_genre, item_features, features):
+        fields = impression_fields({**request, "item_id": item_id, "item_genres": list(genres)}, now_ms, features)
+        return model.predict_proba_one(impression_features(fields)).get(True, 0.0)
+    return predict
+
+
+def _term_by_term(terms: linear.Terms, own: dict, context: dict):
+    """P(click) of a candidate from the model's terms, in the order of `impression_features`
+    (context, genre indicators, then the user's, the user x genre and the item's features). The
+    sum up to the item's terms is the same for every candidate of a genre set: it is computed
+    once per set, and the user's own terms once per ranking."""
+    own_terms, by_genres = terms.numeric(own), {}
+
+    def predict(item_id, genres, user_genre, item_features, features):
+        key = tuple(genres)
+        if key not in by_genres:
+            by_genres[key] = terms.partial_sum(terms.numeric(genre_indicators(genres)) + own_terms
+                                               + terms.numeric(user_genre))
+        return terms.probability(terms.numeric(item_features),
+                                 terms.categorical(categorical({**context, "item_id": item_id})), start=by_genres[key])
+    return predict

@@ -7,9 +7,10 @@ import time
 import pytest
 import requests
 
+from core.interactions import impression_features
 from core.publishing import load_version
 from core.ranking import popular, score
-from models import serde
+from models import linear, serde
 from pipelines import batch_serve, recommend
 from pipelines.console import UserError
 from stores.online import open_online_store
@@ -115,6 +116,30 @@ def test_batch_lists_equal_the_live_ranking_at_the_batch_time(published, tmp_pat
         batch_serve.run(["--registry", str(published / "registry.sqlite"), "--online_store",
                          str(published / "online.sqlite"), "--store", str(tmp_path / "top.sqlite"),
                          "--version", "99"])
+
+
+def test_rankings_term_by_term_equal_river_to_the_bit(published):
+    # A ranking sums the model's terms, sharing those its candidates have in common
+    # (`models.linear`): each candidate's probability is river's predict_proba_one of the
+    # impression's features, exactly, for known and new users, with and without a device.
+    store = open_online_store(str(published / "online.sqlite"))
+    registry = open_registry(str(published / "registry.sqlite"))
+    model = load_version(registry, registry.latest("recommender"), serde.store_key(registry.path))
+    assert linear.compile(model) is not None
+    now = store.clock() + 90_000
+    top = popular(store, 100, now)
+    checked = 0
+    for user in [u for u, _, _ in store.scan("user")][:20] + ["someone-new"]:
+        for device in (None, "tv"):
+            ranked, _ = score(model, store, user, device, top.candidates(["not-in-store"]), now, known=top.profiles)
+            for s in ranked:
+                x = impression_features({"user_id": user, "item_id": s.item_id, "item_genres": list(s.genres),
+                                         "position": 0, "device": device, "event_time": now, "features": s.features})
+                assert s.probability == model.predict_proba_one(x)[True]
+                checked += 1
+    assert checked > 20 * 2 * 50
+    probabilities = [s.probability for s in ranked]
+    assert probabilities == sorted(probabilities, reverse=True) and len(set(probabilities)) > 10
 
 
 def test_the_server_answers_from_the_batch_and_falls_back_to_live(published, tmp_path):

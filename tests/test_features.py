@@ -3,6 +3,8 @@ import math
 import random
 
 import apache_beam as beam
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -165,3 +167,36 @@ def test_the_streaming_feature_stage_appends_arrivals_to_a_bag():
     from apache_beam.transforms import userstate
     from transforms.features.streaming import ProfileShardDoFn
     assert isinstance(ProfileShardDoFn.PENDING, userstate.BagStateSpec)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(events=st.lists(st.tuples(st.integers(0, 7_200_000), st.sampled_from(["impression", "click", "watch", "skip"]),
+                                            st.lists(st.sampled_from(["drama", "comedy", "news", "kids"]), max_size=3)),
+                                  max_size=30),
+                  later=st.integers(0, 200_000_000),
+                  genre_sets=st.lists(st.lists(st.sampled_from(["drama", "comedy", "news", "kids", "sport"]), max_size=3),
+                                      max_size=6))
+def test_the_ranking_shortcuts_give_the_profiles_features_to_the_bit(events, later, genre_sets):
+    # A ranking reads an item's four counters alone and a user's genres once per set
+    # (`features_and_popularity`, `features_for`): the values of the general path, decaying
+    # every counter (`_Decayed.at`) for every candidate.
+    from core.profiles import ItemProfile, UserProfile, _ctr
+
+    user, item, t = UserProfile(), ItemProfile(), 0
+    for gap, kind, genres in events:
+        t += gap
+        event = {"event_type": kind, "event_time": t, "item_genres": genres}
+        user.apply(event)
+        item.apply(event)
+    for at in (t, t + later):
+        c = item.counters.at(at)
+        features, popularity = item.features_and_popularity(at)
+        assert popularity == c.get("impression@24h", 0.0) and features == {
+            "i_imp_1h": math.log1p(c.get("impression@1h", 0.0)), "i_imp_24h": math.log1p(c.get("impression@24h", 0.0)),
+            "i_ctr_24h": _ctr(c.get("click@24h", 0.0), c.get("impression@24h", 0.0))}
+        own, per_set = user.features_for(at, genre_sets)
+        assert [{**own, **g} for g in per_set] == [user.features(at, genres) for genres in genre_sets]
+        decayed = user.counters.at(at)
+        for genres in genre_sets:  # sum over the genres' counters, in the genres' order
+            clicks = sum(decayed.get(f"g:{g}:click@24h", 0.0) for g in genres)
+            assert user.features(at, genres)["ug_clicks_24h"] == math.log1p(clicks)
