@@ -47,6 +47,7 @@ from stores.registry import Version, open_registry
 
 LOG = logging.getLogger(__name__)
 SWITCH_S = 0.0005
+DECODED_STATES = 4096  # profile states kept decoded (`stores.online`): the users and items asked about most
 NOT_ROUTED = {"experiment": None, "variant": None, "bucket": None, "assignment_probability": None}
 
 
@@ -78,7 +79,8 @@ class Service:
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         keys = serde.KeySource(file=settings.key_file, store=settings.registry).resolve()
-        self.registry, self.store = open_registry(settings.registry), open_online_store(settings.online_store)
+        self.registry = open_registry(settings.registry)
+        self.store = open_online_store(settings.online_store, decoded=DECODED_STATES)
         self.experiment = RunningExperiment(settings.experiment, settings.experiment_store or settings.registry) \
             if settings.experiment else None
         self.live = LiveModels(self.registry, keys, [settings.model])

@@ -23,6 +23,7 @@ learners and servers on several machines share one store.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Protocol
 
@@ -58,19 +59,25 @@ class OnlineStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_online_store(location: str) -> OnlineStore:
+def open_online_store(location: str, decoded: int = 0) -> OnlineStore:
     """The online store at `location`: a SQLite file path (or `sqlite:///relative`,
-    `sqlite:////absolute`), or a Redis URL (`redis://host:port/db`)."""
+    `sqlite:////absolute`), or a Redis URL (`redis://host:port/db`).
+
+    `decoded`: how many decoded states to keep, by their JSON text (a server's: the states of
+    the users and items it is asked about most are then decoded once per change, not once per
+    request, a fifth of a /predict). The states it returns are then shared between calls: read
+    them, never change them (the profiles copy what they keep)."""
+    loads = functools.lru_cache(maxsize=decoded)(json.loads) if decoded else json.loads
     if location.startswith(("redis://", "rediss://")):
-        return RedisOnlineStore(location)
-    return SQLiteOnlineStore(sqlite_path(location, "online store", "stores.online.OnlineStore", ("redis://",)))
+        return RedisOnlineStore(location, loads=loads)
+    return SQLiteOnlineStore(sqlite_path(location, "online store", "stores.online.OnlineStore", ("redis://",)), loads)
 
 
 class SQLiteOnlineStore:
     """An `OnlineStore` in one SQLite file (WAL: servers read while the stages write)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, loads=json.loads):
+        self.path, self._loads = path, loads
         self._db = connect(path, _SCHEMA)
 
     def put(self, kind: str, profiles: dict) -> None:
@@ -91,7 +98,7 @@ class SQLiteOnlineStore:
             part = entities[i:i + 500]
             rows = self._db.execute(f"SELECT entity, state, clock_ms FROM profiles WHERE kind = ? AND entity IN "
                                     f"({', '.join('?' * len(part))})", (kind, *part)).fetchall()
-            found.update((entity, (json.loads(state), clock)) for entity, state, clock in rows)
+            found.update((entity, (self._loads(state), clock)) for entity, state, clock in rows)
         return found
 
     def scan(self, kind: str):
@@ -99,7 +106,7 @@ class SQLiteOnlineStore:
         for entity, state, clock in self._db.execute(
                 "SELECT entity, state, clock_ms FROM profiles WHERE kind = ? AND unicode(entity) != 0",
                 (kind,)).fetchall():
-            yield entity, json.loads(state), clock
+            yield entity, self._loads(state), clock
 
     def count(self, kind: str) -> int:
         """How many `kind` profiles it holds (not the stages' own records)."""
@@ -133,10 +140,10 @@ class RedisOnlineStore:
     """An `OnlineStore` in Redis: a hash per kind (`streamml:profiles:<kind>`, entity ->
     "<clock ms>:<state JSON>"), written by a script so that the check and the write are one step."""
 
-    def __init__(self, url: str, prefix: str = "streamml:"):
+    def __init__(self, url: str, prefix: str = "streamml:", loads=json.loads):
         import redis
 
-        self.url, self.prefix = url, prefix
+        self.url, self.prefix, self._loads = url, prefix, loads
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10,
                                            retry_on_timeout=True, health_check_interval=30)
         try:
@@ -158,12 +165,12 @@ class RedisOnlineStore:
         if not entities:
             return {}
         values = self._redis.hmget(self._hash(kind), entities)
-        return {entity: _parse(value) for entity, value in zip(entities, values) if value is not None}
+        return {entity: _parse(value, self._loads) for entity, value in zip(entities, values) if value is not None}
 
     def scan(self, kind: str):
         for entity, value in self._redis.hscan_iter(self._hash(kind)):
             if not entity.startswith(STAGE_RECORD.encode()):
-                state, clock = _parse(value)
+                state, clock = _parse(value, self._loads)
                 yield entity.decode(), state, clock
 
     def count(self, kind: str) -> int:
@@ -180,6 +187,6 @@ class RedisOnlineStore:
         return f"{self.prefix}profiles:{kind}"
 
 
-def _parse(value: bytes) -> tuple:
+def _parse(value: bytes, loads=json.loads) -> tuple:
     clock, _, state = value.partition(b":")
-    return json.loads(state), int(clock)
+    return loads(state), int(clock)

@@ -37,6 +37,24 @@ def test_a_profile_keeps_its_latest_write_whatever_the_order(location):
     assert len(store.get("item", [f"i{n}" for n in range(0, 2_500, 3)])) == 834
 
 
+def test_a_server_keeping_decoded_states_reads_every_new_write(location):
+    # A server keeps states decoded by their text (`decoded`): it reads a profile written by
+    # another process after it read the old one, and the same states as a plain reader.
+    reader, writer, plain = (open_online_store(location, decoded=2), open_online_store(location),
+                             open_online_store(location))
+    for clock in range(1, 30):
+        writer.put("user", {f"u{clock % 3}": ([clock, {"imp@1h": clock / 7}], clock)})
+        writer.put("item", {"i": ([clock, ["drama"]], clock)})
+        asked = ["u0", "u1", "u2", "u0"]
+        assert reader.get("user", asked) == plain.get("user", asked) and reader.get("user", ["u1"])["u1"][1] <= clock
+        assert reader.get("item", ["i"]) == {"i": ([clock, ["drama"]], clock)}
+        assert sorted(reader.scan("user")) == sorted(plain.scan("user"))
+    shared = reader.get("item", ["i"])["i"][0]
+    assert reader.get("item", ["i"])["i"][0] is shared  # one decoding while the text is the same
+    writer.put("item", {"i": ([99, ["news"]], 99)})
+    assert reader.get("item", ["i"])["i"] == ([99, ["news"]], 99) and shared == [29, ["drama"]]
+
+
 def test_concurrent_writers_leave_each_profile_at_its_latest_clock(location):
     open_online_store(location).close()
     writers = [multiprocessing.get_context("spawn").Process(target=_write, args=(location, seed, 400))
