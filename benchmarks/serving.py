@@ -21,7 +21,8 @@ The cold start is from the process's start to its first answered /predict. With 
 (a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
 constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms).
 With `--learner_rate R` a streaming learner (`pipelines.recommend --source kafka --streaming`,
-local runner, pinned to `--learner_cores`) runs beside the server the whole time, publishing versions (hot
+local runner, pinned to `--learner_cores`, and so is the broker while the benchmark runs: a JVM on the
+server's core stalled its answers 20-65 ms) runs beside the server the whole time, publishing versions (hot
 reloaded) and profiles to the stores the server reads, fed by the simulator at R records/s.
 
 vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin) on first use.
@@ -174,6 +175,19 @@ def kafka_attack(bootstrap: str, prefix: str, bodies: list, rate: int, duration:
             "max_ms": round(ms[-1], 3) if ms else None}
 
 
+def pin_broker(cores: str) -> str | None:
+    """Pins every thread of our broker (`scripts/kafka.sh`'s) to `cores`; returns the cores it had."""
+    pid_file = ROOT / ".run" / "kafka" / "kafka.pid"
+    if not cores or not pid_file.exists():
+        return None
+    pid = pid_file.read_text().strip()
+    had = subprocess.run(["taskset", "-c", "-p", pid], capture_output=True, text=True)
+    if had.returncode != 0:
+        return None
+    subprocess.run(["taskset", "-a", "-c", "-p", cores, pid], check=True, stdout=subprocess.DEVNULL)
+    return had.stdout.rsplit(":", 1)[1].strip()
+
+
 def start_learner(out: pathlib.Path, bootstrap: str, rate: float, prefix: str, cores: str) -> list:
     """The simulator into a topic at `rate` records/s and a streaming learner publishing to the
     stores in `out`; returns both processes once the learner has published a new version."""
@@ -206,11 +220,13 @@ def run(args) -> dict:
         publish(args.impressions, out)
         port, prefix = args.port, f"bench-serving-{os.getpid()}"
         kafka = f"kafka://{args.bootstrap}/{prefix}" if args.kafka_rates else None
+        broker_had = pin_broker(args.learner_cores) if args.learner_rate or args.kafka_rates else None
         server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka, args.experiment)
         learning = start_learner(out, args.bootstrap, args.learner_rate, prefix,
                                  args.learner_cores) if args.learner_rate else []
         results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores, "workers": args.workers,
                    "experiment": args.experiment, "load_cores": args.load_cores, "duration_s": args.duration,
+                   "broker_cores": args.learner_cores if broker_had else None,
                    "learner": (f"running (streaming, local runner, on cores {args.learner_cores or 'any'}), "
                                f"input {args.learner_rate:g} records/s"
                                if args.learner_rate else "not running")}
@@ -247,13 +263,16 @@ def run(args) -> dict:
                 process.wait(30)
             if learning:  # what the learner started (its runner) goes too
                 subprocess.run(["pkill", "-KILL", "-s", str(learning[-1].pid)], check=False)
+            if broker_had:
+                pin_broker(broker_had)
     return results
 
 
 def table(results: dict) -> str:
     lines = [f"cold start (process start -> first /predict answered): {results['cold_start_s']} s; "
              f"server ({results['workers']} worker(s)) on cores {results['server_cores']}, load on {results['load_cores']}; "
-             f"learner {results['learner']}",
+             f"learner {results['learner']}" + (f"; broker on cores {results['broker_cores']}"
+                                                 if results.get("broker_cores") else ""),
              "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|"]
     for endpoint in ("predict", "recommend", "batch", "kafka"):
         if endpoint not in results:
