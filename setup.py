@@ -26,7 +26,7 @@ INSTALL_REQUIRES = [
 
 # The serving plane (`python -m serving`): an ASGI app on uvicorn. Not on Beam's workers.
 SERVING_REQUIRES = [
-    "fastapi>=0.115,<1",
+    "fastapi>=0.165,<1",  # its telemetry= setting (serving.app)
     "uvicorn>=0.30,<1",
     "uvloop>=0.19,<1",  # uvicorn's event loop and HTTP parser when installed: several times h11's rate
     "httptools>=0.6,<1",

@@ -81,7 +81,10 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.service.stop()
 
     metrics = Metrics()
+    # FastAPI's own OpenTelemetry off: the server's metrics are Prometheus' (/metrics), and the
+    # check whether a tracer is configured cost every request a few microseconds.
     app = FastAPI(title="streamml serving", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
                   description="Predictions and recommendations from the newest verified model version "
                               "and the online store.")
     app.add_middleware(Instrumented, metrics=metrics, max_body=MAX_BODY)
