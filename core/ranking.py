@@ -97,7 +97,7 @@ def score(model, store: OnlineStore, user_id: str, device: str | None, candidate
         now_ms, candidates.values())
     request = {"user_id": user_id, "item_id": None, "position": 0, "device": device}
     predict = _term_by_term(terms, own, context_features({**request, "event_time": now_ms})) \
-        if model and (terms := linear.compile(model)) else _one_by_one(model, request, now_ms)
+        if model and (terms := linear.terms_of(model)) else _one_by_one(model, request, now_ms)
     scored = []
     for (item_id, genres), user_genre in zip(candidates.items(), genre_features):
         found = items.get(item_id)

@@ -4,27 +4,27 @@ ranking shares the work its candidates have in common.
 The model is linear: P(click) = sigmoid(intercept + the sum of weight x transformed feature).
 A ranking asks it about 100 impressions that differ only in the item: the user's terms are the
 same for all of them, and river's `predict_proba_one` on each would compute them 100 times
-(half of a ranking's time). `compile(model)` gives the model's `Terms`: the numeric features'
+(half of a ranking's time). `terms_of(model)` gives the model's `Terms`: the numeric features'
 terms (`numeric`, scaled and clipped as the model does) and the categoricals' (`categorical`,
 hashed as it does), and `probability` sums them in the order river's dot product does, so the
 probability is river's to the bit (tested on rankings of a trained model). A model of any other
-shape compiles to None, and is asked per impression.
+shape has no terms (None), and is asked per impression.
 
-The terms read the model's weights and scaler when first asked about a feature: compile a
-model that learns on again after it learned.
+The terms read the model's weights and scaler when first asked about a feature: a model that
+learns on needs `terms_of` again after it learned.
 
 >>> from models.zoo import categorical, recommender
 >>> model = recommender(hash_size=64)
 >>> x = {"user_id": "u1", "item_id": "i1", "device": "tv", "position": "0", "hour": "20",
 ...      "genre_drama": 1.0, "u_ctr_24h": 0.3}
 >>> model.learn_one(x, True)
->>> terms = compile(model)
+>>> terms = terms_of(model)
 >>> numeric = {k: v for k, v in x.items() if k not in CATEGORICAL}
 >>> p = terms.probability(terms.numeric(numeric), terms.categorical(categorical(x)))
 >>> p == model.predict_proba_one(x)[True]
 True
 >>> from models.zoo import logistic_regression
->>> compile(logistic_regression()) is None
+>>> terms_of(logistic_regression()) is None
 True
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Terms:
         return start
 
 
-def compile(model) -> Terms | None:
+def terms_of(model) -> Terms | None:
     """The `Terms` of a `models.zoo.recommender` model, or None for a model of another shape."""
     if not isinstance(model, compose.Pipeline) or len(model.steps) != 2:
         return None

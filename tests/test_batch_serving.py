@@ -125,7 +125,7 @@ def test_rankings_term_by_term_equal_river_to_the_bit(published):
     store = open_online_store(str(published / "online.sqlite"))
     registry = open_registry(str(published / "registry.sqlite"))
     model = load_version(registry, registry.latest("recommender"), serde.store_key(registry.path))
-    assert linear.compile(model) is not None
+    assert linear.terms_of(model) is not None
     now = store.clock() + 90_000
     top = popular(store, 100, now)
     checked = 0
