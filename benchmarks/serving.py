@@ -42,6 +42,8 @@ import time
 
 import requests
 
+from benchmarks.beside import pin_broker, start_learner
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETTLE_S = 3.0
 VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
@@ -173,44 +175,6 @@ def kafka_attack(bootstrap: str, prefix: str, bodies: list, rate: int, duration:
     return {"rate": rate, "achieved": round(n / (time.perf_counter() - start), 1), "requests": n,
             "errors": round(1 - len(ms) / n, 4), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
             "max_ms": round(ms[-1], 3) if ms else None}
-
-
-def pin_broker(cores: str) -> str | None:
-    """Pins every thread of our broker (`scripts/kafka.sh`'s) to `cores`; returns the cores it had."""
-    pid_file = ROOT / ".run" / "kafka" / "kafka.pid"
-    if not cores or not pid_file.exists():
-        return None
-    pid = pid_file.read_text().strip()
-    had = subprocess.run(["taskset", "-c", "-p", pid], capture_output=True, text=True)
-    if had.returncode != 0:
-        return None
-    subprocess.run(["taskset", "-a", "-c", "-p", cores, pid], check=True, stdout=subprocess.DEVNULL)
-    return had.stdout.rsplit(":", 1)[1].strip()
-
-
-def start_learner(out: pathlib.Path, bootstrap: str, rate: float, prefix: str, cores: str) -> list:
-    """The simulator into a topic at `rate` records/s and a streaming learner publishing to the
-    stores in `out`; returns both processes once the learner has published a new version."""
-    from stores.registry import open_registry
-    registry = open_registry(str(out / "registry.sqlite"))
-    published = registry.latest("recommender").version
-    topic, log = f"{prefix}.interactions", open(out / "learner.log", "ab")
-    pin = ["taskset", "-c", cores] if cores else []
-    feed = subprocess.Popen([*pin, sys.executable, "-m", "simulator", "--kafka", bootstrap, "--topic", topic, "--partitions",
-                             "1", "--rate", str(rate), "--impressions", "1000000", "--seed", "11"], stdout=log, stderr=log)
-    time.sleep(3)  # the topic exists
-    learner = subprocess.Popen([*pin, sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--streaming",
-                                "--no_baselines", "--bootstrap", bootstrap, "--topic", topic, "--kafka_out", prefix,
-                                "--output", str(out / "learner"), "--registry", str(out / "registry.sqlite"),
-                                "--online_store", str(out / "online.sqlite"), "--attribution_minutes", "1"],
-                               stdout=log, stderr=log, cwd=ROOT, start_new_session=True)  # with its runner
-    deadline = time.monotonic() + 180
-    while registry.latest("recommender").version == published:
-        if time.monotonic() > deadline or learner.poll() is not None:
-            raise SystemExit(f"the learner published nothing; see {out / 'learner.log'}")
-        time.sleep(1)
-    registry.close()
-    return [feed, learner]
 
 
 def run(args) -> dict:

@@ -204,9 +204,16 @@ def test_a_failing_canary_costs_no_answer_and_its_owner_aborts_it_within_seconds
             experiments = open_experiment_store(str(store))
             wait(lambda: getattr(experiments.get("ranker-canary"), "state", {}).get("state") == "aborted", timeout_s=30)
             # Until the server reloads the state, canary users still get the control's answer
-            # under the canary's name: wait on the variants alone, then check the answers.
-            wait(lambda: {requests.get(f"{url}/recommendations/{u}", params={"k": 2}, timeout=5).json()["variant"]
-                          for u in USERS} == {"champion"}, timeout_s=10)
+            # under the canary's name (each one more failed canary request, which the owner may
+            # still count): wait on the variants alone, then check the answers.
+            late = []
+
+            def only_champion() -> bool:
+                variants = [requests.get(f"{url}/recommendations/{u}", params={"k": 2}, timeout=5).json()["variant"]
+                            for u in USERS]
+                late.extend(v for v in variants if v == "canary")
+                return set(variants) == {"champion"}
+            wait(only_champion, timeout_s=10)
             assert set(_routes(url).values()) == {"champion"}
         finally:
             stop.set()
@@ -215,8 +222,9 @@ def test_a_failing_canary_costs_no_answer_and_its_owner_aborts_it_within_seconds
     (_, _, event), = experiments.events("ranker-canary")
     assert event["event"] == "aborted" and "error rate 100.0% > 5.0%" in event["reason"]
     served = state["summary"]
-    assert served["canary"]["requests"] == errors == served["canary"]["errors"]
+    counted = served["canary"]["requests"]
+    assert counted == served["canary"]["errors"] and errors <= counted <= errors + len(late)
     assert served["champion"]["requests"] >= len(USERS) - len(canaried) and served["champion"]["errors"] == 0
     assert 0 < served["champion"]["p99_ms"] < 1000 and 0 < served["canary"]["p99_ms"] < 1000
     # No label yet (the attribution window is 30 minutes): the abort came from the errors as served.
-    assert f"| canary | exploding | 0 | 0 | 0 | - | - | {errors} | {errors} |" in (tmp_path / "report" / "report.md").read_text()
+    assert f"| canary | exploding | 0 | 0 | 0 | - | - | {counted} | {counted} |" in (tmp_path / "report" / "report.md").read_text()
