@@ -33,7 +33,7 @@ import dataclasses
 
 from river import compose, linear_model, preprocessing
 
-from models.zoo import CATEGORICAL, categorical, clip
+from models.zoo import CATEGORICAL, CLIP, categorical, clip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +47,9 @@ class Terms:
         """The terms of numeric features `x` (in x's order): weight x clip(standardised value)."""
         out, known = [], self._scales
         for name, value in x.items():
-            scale = known.get(name) or self._scale(name)
-            mean, sd, weight = scale
+            mean, sd, weight = known.get(name) or self._scale(name)
             s = (value - mean) / sd if sd else 0.0
-            out.append(weight * (s if -5.0 <= s <= 5.0 else (-5.0 if s < -5.0 else 5.0)))
+            out.append(weight * (s if -CLIP <= s <= CLIP else (-CLIP if s < -CLIP else CLIP)))  # as zoo.clip
         return out
 
     def _scale(self, name) -> tuple:
@@ -70,9 +69,7 @@ class Terms:
         """P(click) of an impression with these terms (of all its features: `numeric` in the
         order of its features, `categorical` as hashed), or, with `start`, of the rest of its
         terms after those whose `partial_sum` is `start`."""
-        return self.model.loss.mean_func(
-            self.partial_sum(numeric + categorical, start)
-            + self.model.intercept)
+        return self.model.loss.mean_func(self.partial_sum(numeric + categorical, start) + self.model.intercept)
 
     @staticmethod
     def partial_sum(terms: list[float], start: float = 0.0) -> float:

@@ -81,7 +81,10 @@ def categorical(x: dict) -> dict:
     return {k: x[k] for k in CATEGORICAL}
 
 
-def clip(x: dict, bound: float = 5.0) -> dict:
+CLIP = 5.0  # the bound of standardised values (`clip`)
+
+
+def clip(x: dict, bound: float = CLIP) -> dict:
     """Standardised values within +-bound: a running scaler's first variances are tiny, and
     one outlier scaled by them would swamp a linear model's weights.
 
