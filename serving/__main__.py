@@ -152,14 +152,16 @@ def main(argv=None) -> int:
           f"(API schema: /openapi.json; dashboard: /dashboard; Ctrl-C stops)", file=sys.stderr, flush=True)
     # Idle connections kept longer than clients keep theirs: a server closing one as a client
     # reuses it resets that request. Open dashboards (streams that never end) are cut
-    # GRACE_S after a stop is asked for.
+    # GRACE_S after a stop is asked for. No access log: /metrics counts the requests, and
+    # uvicorn formats each request's line even when its level drops it.
     if args.workers == 1:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75,
-                    timeout_graceful_shutdown=GRACE_S)
+                    timeout_graceful_shutdown=GRACE_S, access_log=False)
     else:  # processes sharing the port, each its own app over the same stores (they keep no state)
         settings_to_environment(settings)
         uvicorn.run("serving.app:from_environment", factory=True, workers=args.workers, host=args.host,
-                    port=args.port, log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=GRACE_S)
+                    port=args.port, log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=GRACE_S,
+                    access_log=False)
     return 0
 
 

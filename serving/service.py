@@ -47,7 +47,7 @@ from stores.registry import Version, open_registry
 
 LOG = logging.getLogger(__name__)
 SWITCH_S = 0.0005
-DECODED_STATES = 4096  # profile states kept decoded (`stores.online`): the users and items asked about most
+DECODED_STATES = 4096  # profile states and batch lists kept decoded (`stores`): the users and items asked about most
 NOT_ROUTED = {"experiment": None, "variant": None, "bucket": None, "assignment_probability": None}
 
 
@@ -98,7 +98,7 @@ class Service:
         self.rng = random.Random(settings.seed)
         self.new_id = UniqueIds()
         self.cache = TTLCache(maxsize=10_000, ttl=settings.cache_s) if settings.cache_s > 0 else None
-        self.batches = open_toplists(settings.batch_store) if settings.batch_store else None
+        self.batches = open_toplists(settings.batch_store, decoded=DECODED_STATES) if settings.batch_store else None
         self.kafka = KafkaRequests(settings.kafka_requests, self.answer, self.metrics) \
             if settings.kafka_requests else None
         self.variant_errors = 0
@@ -219,17 +219,15 @@ class Service:
                 "user_id": user_id, "item_id": item.item_id, "item_genres": list(item.genres),
                 "position": shown.position, "device": device, "event_time": now_ms, "features": item.features},
                 version, shown.propensity, item.probability, model_key, assigned, serve_ms if not items else None, error)
-            # Built from our own values, so not validated again (construct): a tenth of a batch lookup.
-            items.append(api.RecommendedItem.model_construct(
-                item_id=item.item_id, position=shown.position, impression_id=impression_id,
-                probability=item.probability, propensity=shown.propensity, explored=shown.explored,
-                genres=list(item.genres)))
+            items.append({"item_id": item.item_id, "position": shown.position, "impression_id": impression_id,
+                          "probability": item.probability, "propensity": shown.propensity,
+                          "explored": shown.explored, "genres": list(item.genres)})
         self.metrics.served.labels(source).inc(len(items))
-        return api.RecommendationsResponse.model_construct(request_id=request_id, user_id=user_id, items=items, source=source,
-                                           model=model_key, model_version=version, served_at_ms=now_ms,
-                                           user_clock_ms=user_clock, features_ms=features_ms, batch_id=batch_id,
-                                           experiment=assigned and assigned.experiment,
-                                           variant=assigned and assigned.variant)
+        # Validated in one call (pydantic's core): a third of the time of `model_construct` per item.
+        return api.RecommendationsResponse.model_validate({
+            "request_id": request_id, "user_id": user_id, "items": items, "source": source, "model": model_key,
+            "model_version": version, "served_at_ms": now_ms, "user_clock_ms": user_clock, "features_ms": features_ms,
+            "batch_id": batch_id, "experiment": assigned and assigned.experiment, "variant": assigned and assigned.variant})
 
     def record(self, event: api.EventRequest) -> str:
         """Logs an outcome from an app; returns its event id."""

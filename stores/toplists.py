@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 
@@ -68,9 +69,9 @@ class TopList:
 
 
 class TopLists:
-    def __init__(self, location: str):
+    def __init__(self, location: str, loads=json.loads):
         self._db = open_database(location, "batch store", _SCHEMA)
-        self.where = self._db.where
+        self.where, self._loads = self._db.where, loads
 
     def begin(self, model_key: str, model_version: int, features_ms: int) -> int:
         """A new batch's id (ids only increase)."""
@@ -126,7 +127,7 @@ class TopLists:
         if not rows:
             return None
         clock, items, *batch = rows[0]
-        return TopList(user_id, device, clock, json.loads(items), Batch(*batch))
+        return TopList(user_id, device, clock, self._loads(items), Batch(*batch))
 
     def users(self) -> list[str]:
         """The users the current batch holds lists for."""
@@ -137,8 +138,11 @@ class TopLists:
         self._db.close()
 
 
-def open_toplists(location: str) -> TopLists:
-    return TopLists(location)
+def open_toplists(location: str, decoded: int = 0) -> TopLists:
+    """The batch store at `location`. `decoded`: how many decoded lists to keep, by their JSON
+    text (a server's: the users asked about most are decoded once per batch, not once per lookup,
+    a tenth of a lookup); the lists `get` returns are then shared between calls: read them only."""
+    return TopLists(location, functools.lru_cache(maxsize=decoded)(json.loads) if decoded else json.loads)
 
 
 def _now_ms() -> int:
