@@ -8,7 +8,10 @@ Whatever it does not answer (bad input, an error to report, a chunked body) goes
 unchanged, which then answers it, so 422s, 409s and 503s keep FastAPI's form. The FastAPI route
 stays the endpoint's definition: its OpenAPI schema, its errors, its name in the metrics.
 
->>> import asyncio
+>>> import asyncio, concurrent.futures
+>>> def run(coroutine):  # on a thread of its own: the caller may be in an event loop already
+...     with concurrent.futures.ThreadPoolExecutor(1) as thread:
+...         return thread.submit(asyncio.run, coroutine).result()
 >>> from starlette.responses import PlainTextResponse
 >>> async def app(scope, receive, send):  # the app behind: FastAPI in the server
 ...     await PlainTextResponse("from the app")(scope, receive, send)
@@ -21,7 +24,7 @@ stays the endpoint's definition: its OpenAPI schema, its errors, its name in the
 ...     async def send(message): sent.append(message)
 ...     await fast({"type": "http", "method": "GET", "path": path, "query_string": query, "headers": []}, receive, send)
 ...     return sent[-1]["body"]
->>> asyncio.run(get("/hello", b"who=me")), asyncio.run(get("/hello")), asyncio.run(get("/other"))
+>>> run(get("/hello", b"who=me")), run(get("/hello")), run(get("/other"))
 (b'hello', b'from the app', b'from the app')
 """
 from __future__ import annotations

@@ -4,6 +4,7 @@ errors), so that their 422, 409 and 503 answers keep their form. Checked on one 
 the fast path and one without, over the same requests, in-process (ASGI calls to the real app,
 its stores and event log)."""
 import asyncio
+import concurrent.futures
 import json
 
 import fastavro
@@ -89,7 +90,10 @@ def _answers(published, tmp_path, fast, rows):
             metrics = app.state.service.metrics.text().decode()
         return answers, metrics
 
-    answers, metrics = asyncio.run(run())
+    # On a thread of its own: a test before may have left an event loop running on this one
+    # (Playwright's sync API does).
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        answers, metrics = thread.submit(asyncio.run, run()).result()
     with open(tmp_path / f"served-{fast}.avro", "rb") as f:
         logged = [{k: v for k, v in r.items() if k not in ("serve_ms", "event_id")} for r in fastavro.reader(f)]
     return answers, answered, logged, metrics
