@@ -95,7 +95,8 @@ def test_the_live_loop_learns_what_it_serves_aborts_a_bad_canary_and_ctrl_c_stop
     canary = [t["served_at_ms"] for t in truth if t["variant"] == "canary"]
     assert canary and max(canary) - aborted_ms < 5_000  # no canary served seconds after the abort
     registry = open_registry(str(tmp_path / "registry.sqlite"))  # the learner learned and published both
-    assert registry.latest("recommender").step > registry.latest("constant").step > 0
+    # (Not compared with each other: each model's last version is of its own moment before Ctrl-C.)
+    assert registry.latest("recommender").step > HISTORY + 100 and registry.latest("constant").step > 0
     report = (tmp_path / "experiment" / "report.md").read_text()
     assert "**Canary: aborted**" in report and "| canary | constant |" in report
 
