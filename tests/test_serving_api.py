@@ -232,6 +232,7 @@ def test_a_record_that_does_not_fit_the_schema_is_counted_and_costs_only_itself(
             "position": 0}
     log.write(good)
     log.write({**good, "event_id": "b", "event_time": "yesterday"})
+    assert log.failed == 1  # counted where it was written: records are encoded there
     log.write({**good, "event_id": "c"})
     log.close()
     assert log.failed == 1
