@@ -74,10 +74,11 @@ def test_an_endless_job_lives_through_garbage_and_accounts_for_every_record(kafk
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     # The first events, until every partition holds one: a partition still empty when the job
     # reads the others does not hold the watermark back, and its first records could come late.
-    first = 0
-    while min(_end_offsets(kafka_bootstrap, topic).values()) == 0:
-        producer.produce(topic, key=events[first]["user_id"].encode(), value=encode(events[first], "interaction"))
-        assert producer.flush(30) == 0
+    first, delivered = 0, []
+    while len({partition for _, partition in delivered}) < 3:
+        producer.produce(topic, key=events[first]["user_id"].encode(), value=encode(events[first], "interaction"),
+                         on_delivery=lambda error, message: delivered.append((error, message.partition())))
+        assert producer.flush(30) == 0 and delivered[-1][0] is None, delivered[-1]
         first += 1
     job = subprocess.Popen(
         [sys.executable, "-m", "pipelines.recommend", "--source", "kafka", "--bootstrap", kafka_bootstrap,
