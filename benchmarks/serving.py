@@ -17,6 +17,9 @@ asks for the batch (`?source=batch`: a lookup of the same users' lists, target p
 
 Per rate it reports p50, p99 and max latency, the rate achieved and the share of errors, and per
 endpoint the first rate whose p99 is over the target (/predict 5 ms, /recommendations 25 ms).
+Right before each rate, the same load hits a do-nothing app on the server's stack and cores
+(`benchmarks/floor.py`): its p99, the row's floor, is what the host and the load generator add
+whatever the server does (`--no_floor` skips it).
 The cold start is from the process's start to its first answered /predict. With `--kafka_rates`
 (a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
 constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms).
@@ -42,6 +45,7 @@ import time
 
 import requests
 
+from benchmarks import floor
 from benchmarks.beside import pin_broker, start_learner
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -186,6 +190,7 @@ def run(args) -> dict:
         kafka = f"kafka://{args.bootstrap}/{prefix}" if args.kafka_rates else None
         broker_had = pin_broker(args.learner_cores) if args.learner_rate or args.kafka_rates else None
         server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka, args.experiment)
+        base = floor.start(port + 1, args.server_cores) if args.floor else None
         learning = start_learner(out, args.bootstrap, args.learner_rate, prefix,
                                  args.learner_cores) if args.learner_rate else []
         results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores, "workers": args.workers,
@@ -204,7 +209,10 @@ def run(args) -> dict:
                 rows = []
                 for rate in rates:
                     time.sleep(SETTLE_S)  # the server drains what the last rate left (queue, event log)
-                    rows.append(attack(binary, target_file, rate, args.duration, args.load_cores))
+                    host = attack(binary, floor.targets(port + 1, out), rate, args.duration, args.load_cores) \
+                        if base else {}
+                    rows.append({**attack(binary, target_file, rate, args.duration, args.load_cores),
+                                 "floor_p99_ms": host.get("p99_ms")})
                 over = [r["rate"] for r in rows if r["p99_ms"] > TARGETS_MS[endpoint] or r["errors"] > 0]
                 results[endpoint] = {"target_p99_ms": TARGETS_MS[endpoint], "rows": rows,
                                      "first_rate_over_target": over[0] if over else None}
@@ -222,7 +230,7 @@ def run(args) -> dict:
                 results["learner"] += f"; it published up to version {registry.latest('recommender').version}"
                 registry.close()
         finally:
-            for process in [server, *learning]:
+            for process in [server, *learning, *([base] if base else [])]:
                 process.terminate()
                 process.wait(30)
             if learning:  # what the learner started (its runner) goes too
@@ -237,13 +245,14 @@ def table(results: dict) -> str:
              f"server ({results['workers']} worker(s)) on cores {results['server_cores']}, load on {results['load_cores']}; "
              f"learner {results['learner']}" + (f"; broker on cores {results['broker_cores']}"
                                                  if results.get("broker_cores") else ""),
-             "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|"]
+             "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors | floor p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]
     for endpoint in ("predict", "recommend", "batch", "kafka"):
         if endpoint not in results:
             continue
         for r in results[endpoint]["rows"]:
             lines.append(f"| {endpoint} | {r['rate']} | {r['achieved']} | {r['p50_ms']} | {r['p99_ms']} | "
-                         f"{r['max_ms']} | {r['errors']:.2%} |")
+                         f"{r['max_ms']} | {r['errors']:.2%} | {r.get('floor_p99_ms') or '-'} |")
         lines.append(f"{endpoint}: p99 target {results[endpoint]['target_p99_ms']} ms, first rate over it: "
                      f"{results[endpoint]['first_rate_over_target']}")
     return "\n".join(lines)
@@ -270,6 +279,8 @@ def main(argv=None) -> int:
                         help="taskset cores of the learner and its input ('': any; default: %(default)s)")
     parser.add_argument("--port", type=int, default=18123)
     parser.add_argument("--experiment", metavar="FILE", help="the server routes by this experiment (default: none)")
+    parser.add_argument("--no_floor", dest="floor", action="store_false",
+                        help="skip the floor rows (benchmarks/floor.py: a do-nothing app under the same load)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = run(args)

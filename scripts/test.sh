@@ -3,5 +3,6 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh
+# --flink: Flink installs beside the rest of set-up, not in the tests' time (tests/test_flink.py).
+bash scripts/setup.sh --flink
 exec .venv/bin/python -m pytest "$@"
