@@ -24,14 +24,15 @@ def pin_broker(cores: str) -> str | None:
     return had.stdout.rsplit(":", 1)[1].strip()
 
 
-def start_learner(out: pathlib.Path, bootstrap: str, rate: float, prefix: str, cores: str) -> list:
+def start_learner(out: pathlib.Path, bootstrap: str, rate: float, prefix: str, cores: str, nice: int = 0) -> list:
     """The simulator into a topic at `rate` records/s and a streaming learner publishing to the
-    stores in `out`; returns both processes once the learner has published a new version."""
+    stores in `out`, on `cores` at niceness `nice`; returns both processes once the learner has
+    published a new version."""
     from stores.registry import open_registry
     registry = open_registry(str(out / "registry.sqlite"))
     published = registry.latest("recommender").version
     topic, log = f"{prefix}.interactions", open(out / "learner.log", "ab")
-    pin = ["taskset", "-c", cores] if cores else []
+    pin = (["taskset", "-c", cores] if cores else []) + (["nice", "-n", str(nice)] if nice else [])
     feed = subprocess.Popen([*pin, sys.executable, "-m", "simulator", "--kafka", bootstrap, "--topic", topic, "--partitions",
                              "1", "--rate", str(rate), "--impressions", "1000000", "--seed", "11"], stdout=log, stderr=log)
     time.sleep(3)  # the topic exists

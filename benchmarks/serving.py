@@ -24,9 +24,14 @@ The cold start is from the process's start to its first answered /predict. With 
 (a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
 constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms).
 With `--learner_rate R` a streaming learner (`pipelines.recommend --source kafka --streaming`,
-local runner, pinned to `--learner_cores`, and so is the broker while the benchmark runs: a JVM on the
-server's core stalled its answers 20-65 ms) runs beside the server the whole time, publishing versions (hot
-reloaded) and profiles to the stores the server reads, fed by the simulator at R records/s.
+local runner) runs beside the server the whole time, publishing versions (hot reloaded) and
+profiles to the stores the server reads, fed by the simulator at R records/s. The learner and
+its feed are pinned to `--learner_cores` at niceness `--learner_nice` (10: on the core it shares
+with the load and the broker it yields to them, as a deployment gives serving cores of its own);
+the broker to `--broker_cores` while the benchmark runs (a JVM on the server's core stalled its
+answers 20-65 ms). Rows start `--learner_settle_s` after the learner's first new version: its
+start-up, a backlog of the feed to catch up on, is not the steady state. The Kafka rows' load is
+this process, pinned to `--load_cores` meanwhile, after a 2 s warm-up like the HTTP rows'.
 
 vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin) on first use.
 """
@@ -47,6 +52,7 @@ import requests
 
 from benchmarks import floor
 from benchmarks.beside import pin_broker, start_learner
+from benchmarks.kafka_requests import kafka_attack, pinned
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETTLE_S = 3.0
@@ -134,53 +140,6 @@ def attack(binary: str, target_file: pathlib.Path, rate: int, duration: float, c
             "p50_ms": round(ms["50th"], 3), "p99_ms": round(ms["99th"], 3), "max_ms": round(ms["max"], 3)}
 
 
-def kafka_attack(bootstrap: str, prefix: str, bodies: list, rate: int, duration: float) -> dict:
-    """Requests on PREFIX.requests at `rate`/s: latency from each one's scheduled send time to
-    its reply (a late send counts against the latency: no coordinated omission)."""
-    import threading
-    import uuid
-
-    from confluent_kafka import Consumer, Producer
-
-    run_id = uuid.uuid4().hex[:8]
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{run_id}",
-                         "auto.offset.reset": "latest", "fetch.wait.max.ms": 5})
-    consumer.subscribe([f"{prefix}.replies"])
-    scheduled, answered, done = {}, {}, threading.Event()
-
-    def collect():
-        while not done.is_set():
-            m = consumer.poll(0.05)  # one at a time: a batch would wait for its count or timeout
-            if m is not None and m.error() is None:
-                answered[dict(m.headers() or []).get("correlation_id", b"").decode()] = time.perf_counter()
-
-    collector = threading.Thread(target=collect)
-    collector.start()
-    time.sleep(3)  # the reply consumer's partitions assigned
-    start, n = time.perf_counter(), int(rate * duration)
-    for i in range(n):
-        at = start + i / rate
-        time.sleep(max(0.0, at - time.perf_counter()))
-        correlation = f"{run_id}-{i}"
-        scheduled[correlation] = at
-        producer.produce(f"{prefix}.requests", value=json.dumps(bodies[i % len(bodies)]).encode(),
-                         headers=[("correlation_id", correlation.encode())])
-        producer.poll(0)
-    producer.flush(10)
-    deadline = time.perf_counter() + 10
-    while len(answered.keys() & scheduled.keys()) < n and time.perf_counter() < deadline:
-        time.sleep(0.05)
-    done.set()
-    collector.join()
-    consumer.close()
-    ms = sorted((answered[c] - t) * 1000 for c, t in scheduled.items() if c in answered)
-    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 3) if ms else None  # noqa: E731
-    return {"rate": rate, "achieved": round(n / (time.perf_counter() - start), 1), "requests": n,
-            "errors": round(1 - len(ms) / n, 4), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "max_ms": round(ms[-1], 3) if ms else None}
-
-
 def run(args) -> dict:
     binary = vegeta()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -188,16 +147,19 @@ def run(args) -> dict:
         publish(args.impressions, out)
         port, prefix = args.port, f"bench-serving-{os.getpid()}"
         kafka = f"kafka://{args.bootstrap}/{prefix}" if args.kafka_rates else None
-        broker_had = pin_broker(args.learner_cores) if args.learner_rate or args.kafka_rates else None
+        broker_had = pin_broker(args.broker_cores) if args.learner_rate or args.kafka_rates else None
         server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka, args.experiment)
         base = floor.start(port + 1, args.server_cores) if args.floor else None
         learning = start_learner(out, args.bootstrap, args.learner_rate, prefix,
-                                 args.learner_cores) if args.learner_rate else []
+                                 args.learner_cores, args.learner_nice) if args.learner_rate else []
+        time.sleep(args.learner_settle_s if learning else 0)  # past its start: it caught up on the feed's backlog
         results = {"cold_start_s": round(cold_start_s, 3), "server_cores": args.server_cores, "workers": args.workers,
                    "experiment": args.experiment, "load_cores": args.load_cores, "duration_s": args.duration,
-                   "broker_cores": args.learner_cores if broker_had else None,
-                   "learner": (f"running (streaming, local runner, on cores {args.learner_cores or 'any'}), "
-                               f"input {args.learner_rate:g} records/s"
+                   "broker_cores": args.broker_cores if broker_had else None,
+                   "learner": (f"running (streaming, local runner, on cores {args.learner_cores or 'any'}, "
+                               f"nice {args.learner_nice}), "
+                               f"input {args.learner_rate:g} records/s, measured from {args.learner_settle_s:g} s "
+                               "after its first new version"
                                if args.learner_rate else "not running")}
         try:
             for endpoint, rates in (("predict", args.predict_rates), ("recommend", args.recommend_rates),
@@ -219,7 +181,10 @@ def run(args) -> dict:
             if args.kafka_rates:
                 bodies = [json.loads(base64.b64decode(json.loads(line)["body"]))
                           for line in open(targets(out, port, "predict"))]
-                rows = [kafka_attack(args.bootstrap, prefix, bodies, rate, args.duration) for rate in args.kafka_rates]
+                with pinned(args.load_cores):  # this process is the load here
+                    kafka_attack(args.bootstrap, prefix, bodies, args.kafka_rates[0], 2)  # warm-up, not reported
+                    rows = [kafka_attack(args.bootstrap, prefix, bodies, rate, args.duration)
+                            for rate in args.kafka_rates]
                 over = [r["rate"] for r in rows if r["p99_ms"] is None or r["p99_ms"] > TARGETS_MS["kafka"]
                         or r["errors"] > 0]
                 results["kafka"] = {"target_p99_ms": TARGETS_MS["kafka"], "rows": rows,
@@ -277,6 +242,14 @@ def main(argv=None) -> int:
                         help="run a streaming learner beside the server at this input, records/s (default: none)")
     parser.add_argument("--learner_cores", default="1",
                         help="taskset cores of the learner and its input ('': any; default: %(default)s)")
+    parser.add_argument("--learner_settle_s", type=float, default=60,
+                        help="seconds between the learner's first new version and the first row: its start-up "
+                             "(a backlog of the feed to catch up on) is not the steady state (default: %(default)s)")
+    parser.add_argument("--broker_cores", default="1",
+                        help="taskset cores of the broker while the benchmark runs ('': as it was; default: %(default)s)")
+    parser.add_argument("--learner_nice", type=int, default=10,
+                        help="niceness of the learner and its input: it yields the cores it shares to the load and the "
+                             "broker, as a deployment gives serving cores of its own (default: %(default)s)")
     parser.add_argument("--port", type=int, default=18123)
     parser.add_argument("--experiment", metavar="FILE", help="the server routes by this experiment (default: none)")
     parser.add_argument("--no_floor", dest="floor", action="store_false",
