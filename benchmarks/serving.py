@@ -33,7 +33,7 @@ answers 20-65 ms). Rows start `--learner_settle_s` after the learner's first new
 start-up, a backlog of the feed to catch up on, is not the steady state. The Kafka rows' load is
 this process, pinned to `--load_cores` meanwhile, after a 2 s warm-up like the HTTP rows'.
 
-vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin) on first use.
+vegeta comes from the Go module proxy (`go install`, pinned, into .cache/go/bin): `scripts/setup.sh` builds it.
 """
 from __future__ import annotations
 

@@ -37,7 +37,12 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 echo "setup.sh: .venv ready after $((SECONDS - started)) s"
+# vegeta, the serving benchmark's load generator (tests/test_serving_benchmark.py), from the Go
+# module proxy, built beside Prism.
+.venv/bin/python -c "from benchmarks.serving import vegeta; vegeta()" >.cache/vegeta-install.log 2>&1 &
+vegeta_install=$!
 bash scripts/prism.sh install
+wait "$vegeta_install" || { cat .cache/vegeta-install.log >&2; echo "setup.sh: building vegeta failed" >&2; exit 1; }
 wait "$s3_install" || { cat .cache/s3-install.log >&2; echo "setup.sh: building SeaweedFS failed" >&2; exit 1; }
 if [ -n "$flink_install" ]; then
   wait "$flink_install" || { tail -n 30 .cache/flink-install.log >&2; echo "setup.sh: installing Flink failed" >&2; exit 1; }
