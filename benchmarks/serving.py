@@ -150,6 +150,7 @@ def run(args) -> dict:
         broker_had = pin_broker(args.broker_cores) if args.learner_rate or args.kafka_rates else None
         server, cold_start_s = start_server(out, port, args.server_cores, args.workers, kafka, args.experiment)
         base = floor.start(port + 1, args.server_cores) if args.floor else None
+        floor_file = floor.targets(port + 1, out) if base else None
         learning = start_learner(out, args.bootstrap, args.learner_rate, prefix,
                                  args.learner_cores, args.learner_nice) if args.learner_rate else []
         time.sleep(args.learner_settle_s if learning else 0)  # past its start: it caught up on the feed's backlog
@@ -171,8 +172,7 @@ def run(args) -> dict:
                 rows = []
                 for rate in rates:
                     time.sleep(SETTLE_S)  # the server drains what the last rate left (queue, event log)
-                    host = attack(binary, floor.targets(port + 1, out), rate, args.duration, args.load_cores) \
-                        if base else {}
+                    host = attack(binary, floor_file, rate, args.duration, args.load_cores) if base else {}
                     rows.append({**attack(binary, target_file, rate, args.duration, args.load_cores),
                                  "floor_p99_ms": host.get("p99_ms")})
                 over = [r["rate"] for r in rows if r["p99_ms"] > TARGETS_MS[endpoint] or r["errors"] > 0]
