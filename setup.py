@@ -32,6 +32,7 @@ SERVING_REQUIRES = [
     "httptools>=0.6,<1",
     "prometheus-client>=0.20,<1",  # GET /metrics
     "cachetools>=5,<9",  # a short cache of rankings
+    "cavro>=1.0,<2",  # the records it logs, encoded: fastavro's bytes, 2.3 times as fast (serving/encoding.py)
 ]
 
 # The data lake (pipelines.land, pipelines.curate): s3:// through Beam's S3 file system, and

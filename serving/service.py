@@ -98,7 +98,8 @@ class Service:
         self.rng = random.Random(settings.seed)
         self.new_id = UniqueIds()
         self.cache = TTLCache(maxsize=10_000, ttl=settings.cache_s) if settings.cache_s > 0 else None
-        self.batches = open_toplists(settings.batch_store, decoded=DECODED_STATES) if settings.batch_store else None
+        self.batches = open_toplists(settings.batch_store, decoded=DECODED_STATES, decode=_ranked) \
+            if settings.batch_store else None
         self.kafka = KafkaRequests(settings.kafka_requests, self.answer, self.metrics) \
             if settings.kafka_requests else None
         self.variant_errors = 0
@@ -182,8 +183,7 @@ class Service:
         if self.batches is not None and batch_wanted and not genres and not extra:
             top = self.batches.get(user_id, device or "")
             if top is not None:
-                ranked = [Scored(i["item_id"], tuple(i["genres"]), i["probability"], 0.0, None) for i in top.items]
-                return self._serve(user_id, k, device, "batch", ranked, top.user_clock_ms, top.batch.model_version,
+                return self._serve(user_id, k, device, "batch", top.items, top.user_clock_ms, top.batch.model_version,
                                    _now_ms(), top.batch.features_ms, started, top.batch.batch_id)
         request_id = self.new_id()
         assigned = self._assign(user_id, request_id)
@@ -281,6 +281,11 @@ class Service:
             "model_key": model_key if version is not None else None, "model_version": version,
             "propensity": propensity, "served_features": fields["features"], "served_probability": probability,
             "serve_ms": serve_ms, "error": error})
+
+
+def _ranked(items: list[dict]) -> list[Scored]:
+    """A batch list's items as the ranked items a lookup serves (features: not kept in a batch)."""
+    return [Scored(i["item_id"], tuple(i["genres"]), i["probability"], 0.0, None) for i in items]
 
 
 def _now_ms() -> int:

@@ -64,7 +64,7 @@ class TopList:
     user_id: str
     device: str  # "" for a list made for no particular device
     user_clock_ms: int | None  # the user's profile clock it was scored with (None: a new user)
-    items: list  # [{"item_id", "genres", "probability"}], best first
+    items: list  # [{"item_id", "genres", "probability"}], best first (as `open_toplists` decodes them)
     batch: Batch | None = None  # set on the lists `get` returns
 
 
@@ -138,11 +138,22 @@ class TopLists:
         self._db.close()
 
 
-def open_toplists(location: str, decoded: int = 0) -> TopLists:
+def open_toplists(location: str, decoded: int = 0, decode=None) -> TopLists:
     """The batch store at `location`. `decoded`: how many decoded lists to keep, by their JSON
     text (a server's: the users asked about most are decoded once per batch, not once per lookup,
-    a tenth of a lookup); the lists `get` returns are then shared between calls: read them only."""
-    return TopLists(location, functools.lru_cache(maxsize=decoded)(json.loads) if decoded else json.loads)
+    a tenth of a lookup); the lists `get` returns are then shared between calls: read them only.
+    `decode`: what a list's items become, from the dicts `json.loads` makes of them (a server
+    makes its ranked items once per list, not once per lookup); the dicts themselves by default.
+
+    >>> store = open_toplists(":memory:", decoded=8, decode=lambda items: [i["item_id"] for i in items])
+    >>> batch = store.begin("recommender", model_version=1, features_ms=0)
+    >>> store.stage(batch, [TopList("u1", "", None, [{"item_id": "i1", "genres": [], "probability": 0.2}])])
+    >>> _ = store.commit(batch)
+    >>> store.get("u1").items, store.get("u1").items is store.get("u1").items
+    (['i1'], True)
+    """
+    loads = (lambda text: decode(json.loads(text))) if decode else json.loads
+    return TopLists(location, functools.lru_cache(maxsize=decoded)(loads) if decoded else loads)
 
 
 def _now_ms() -> int:
