@@ -19,7 +19,9 @@ Per rate it reports p50, p99 and max latency, the rate achieved and the share of
 endpoint the first rate whose p99 is over the target (/predict 5 ms, /recommendations 25 ms).
 Right before each rate, the same load hits a do-nothing app on the server's stack and cores
 (`benchmarks/floor.py`): its p99, the row's floor, is what the host and the load generator add
-whatever the server does (`--no_floor` skips it).
+whatever the server does (`--no_floor` skips it). Each HTTP row also has the CPU the server's
+processes used per request (user and system, from /proc), and the floor app's beside it: on a
+shared host whose speed varies, the ratio of the two is steadier than either.
 The cold start is from the process's start to its first answered /predict. With `--kafka_rates`
 (a broker: `bash scripts/kafka.sh start`) the server also answers Kafka requests, sent here at
 constant rates; their latency runs from each request's scheduled send to its reply (target 50 ms).
@@ -127,17 +129,33 @@ def targets(out: pathlib.Path, port: int, endpoint: str, n: int = 2000, seed: in
     return path
 
 
-def attack(binary: str, target_file: pathlib.Path, rate: int, duration: float, cores: str) -> dict:
-    """One constant-rate run: vegeta's JSON report, latencies in ms."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) used so far by process `pid` and its children (a server's workers)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [int(c) for task in pathlib.Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):  # gone meanwhile
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_s(c) for c in children)
+
+
+def attack(binary: str, target_file: pathlib.Path, rate: int, duration: float, cores: str,
+           server: int | None = None) -> dict:
+    """One constant-rate run: vegeta's JSON report, latencies in ms; with the `server`'s pid, the
+    CPU it used per request."""
+    used = cpu_s(server) if server else 0.0
     attack = subprocess.Popen(["taskset", "-c", cores, binary, "attack", "-format=json", f"-targets={target_file}",
                                f"-rate={rate}/1s", f"-duration={duration}s", "-timeout=10s"], stdout=subprocess.PIPE)
     report = subprocess.run([binary, "report", "-type=json"], stdin=attack.stdout, capture_output=True, check=True)
     attack.wait()
     data = json.loads(report.stdout)
     ms = {k: v / 1e6 for k, v in data["latencies"].items()}
+    cpu_us = round((cpu_s(server) - used) / data["requests"] * 1e6) if server and data["requests"] else None
     return {"rate": rate, "achieved": round(data["rate"], 1), "requests": data["requests"],
             "errors": round(1.0 - data["success"], 4), "status_codes": data["status_codes"],
-            "p50_ms": round(ms["50th"], 3), "p99_ms": round(ms["99th"], 3), "max_ms": round(ms["max"], 3)}
+            "p50_ms": round(ms["50th"], 3), "p99_ms": round(ms["99th"], 3), "max_ms": round(ms["max"], 3),
+            "cpu_us_per_request": cpu_us}
 
 
 def run(args) -> dict:
@@ -172,9 +190,9 @@ def run(args) -> dict:
                 rows = []
                 for rate in rates:
                     time.sleep(SETTLE_S)  # the server drains what the last rate left (queue, event log)
-                    host = attack(binary, floor_file, rate, args.duration, args.load_cores) if base else {}
-                    rows.append({**attack(binary, target_file, rate, args.duration, args.load_cores),
-                                 "floor_p99_ms": host.get("p99_ms")})
+                    host = attack(binary, floor_file, rate, args.duration, args.load_cores, base.pid) if base else {}
+                    rows.append({**attack(binary, target_file, rate, args.duration, args.load_cores, server.pid),
+                                 "floor_p99_ms": host.get("p99_ms"), "floor_cpu_us_per_request": host.get("cpu_us_per_request")})
                 over = [r["rate"] for r in rows if r["p99_ms"] > TARGETS_MS[endpoint] or r["errors"] > 0]
                 results[endpoint] = {"target_p99_ms": TARGETS_MS[endpoint], "rows": rows,
                                      "first_rate_over_target": over[0] if over else None}
@@ -210,17 +228,22 @@ def table(results: dict) -> str:
              f"server ({results['workers']} worker(s)) on cores {results['server_cores']}, load on {results['load_cores']}; "
              f"learner {results['learner']}" + (f"; broker on cores {results['broker_cores']}"
                                                  if results.get("broker_cores") else ""),
-             "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors | floor p99 ms |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| endpoint | rate/s | achieved | p50 ms | p99 ms | max ms | errors | floor p99 ms | CPU us/request (floor's) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for endpoint in ("predict", "recommend", "batch", "kafka"):
         if endpoint not in results:
             continue
         for r in results[endpoint]["rows"]:
             lines.append(f"| {endpoint} | {r['rate']} | {r['achieved']} | {r['p50_ms']} | {r['p99_ms']} | "
-                         f"{r['max_ms']} | {r['errors']:.2%} | {r.get('floor_p99_ms') or '-'} |")
+                         f"{r['max_ms']} | {r['errors']:.2%} | {r.get('floor_p99_ms') or '-'} | "
+                         f"{_shown(r.get('cpu_us_per_request'))} ({_shown(r.get('floor_cpu_us_per_request'))}) |")
         lines.append(f"{endpoint}: p99 target {results[endpoint]['target_p99_ms']} ms, first rate over it: "
                      f"{results[endpoint]['first_rate_over_target']}")
     return "\n".join(lines)
+
+
+def _shown(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def main(argv=None) -> int:

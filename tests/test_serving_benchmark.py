@@ -24,5 +24,7 @@ def test_the_short_benchmark_reports_each_row_beside_its_floor(kafka_bootstrap, 
         if endpoint != "kafka":  # vegeta's rate; and the floor: the same load on a do-nothing app, right before
             assert abs(row["achieved"] - rate) < rate * 0.1 and 0 < row["floor_p99_ms"], row
             assert row.get("status_codes") == {"200": row["requests"]}, row
+            # CPU in clock ticks (10 ms): the server's 200 requests take several, the floor's maybe none
+            assert 0 <= row["floor_cpu_us_per_request"] < row["cpu_us_per_request"] < 1e6 / rate, row
     table = capsys.readouterr().out
-    assert "recommend" not in results and "| batch | 100 |" in table and "floor p99 ms" in table
+    assert "recommend" not in results and "| batch | 100 |" in table and "floor p99 ms" in table and "CPU us/request" in table
