@@ -62,14 +62,19 @@ def rss(pid: int) -> int:
         return 0
 
 
+def descendants(root: int) -> list[int]:
+    """`root` and every process under it (children, their children, ...)."""
+    tree, found, todo = children_of(), [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(tree.get(pid, ()))
+    return found
+
+
 def tree_rss(root: int) -> tuple[int, int]:
     """(RSS of `root` and all its descendants, RSS of `root` alone), in bytes."""
-    tree, pids, total = children_of(), [root], 0
-    while pids:
-        pid = pids.pop()
-        total += rss(pid)
-        pids.extend(tree.get(pid, ()))
-    return total, rss(root)
+    return sum(rss(pid) for pid in descendants(root)), rss(root)
 
 
 def flink_pids() -> list[int]:

@@ -55,6 +55,7 @@ import requests
 from benchmarks import floor
 from benchmarks.beside import pin_broker, start_learner
 from benchmarks.kafka_requests import kafka_attack, pinned
+from benchmarks.memory import descendants
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETTLE_S = 3.0
@@ -129,15 +130,16 @@ def targets(out: pathlib.Path, port: int, endpoint: str, n: int = 2000, seed: in
     return path
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user and system) used so far by process `pid` and its children (a server's workers)."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = [int(c) for task in pathlib.Path(f"/proc/{pid}/task").iterdir()
-                    for c in (task / "children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):  # gone meanwhile
-        return 0.0
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_s(c) for c in children)
+def cpu_s(root: int) -> float:
+    """CPU seconds (user and system) used so far by process `root` and those under it (a server's workers)."""
+    ticks = 0
+    for pid in descendants(root):
+        try:
+            stat = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        ticks += int(stat[11]) + int(stat[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def attack(binary: str, target_file: pathlib.Path, rate: int, duration: float, cores: str,

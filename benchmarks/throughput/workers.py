@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from benchmarks.memory import descendants
+
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CODE_PACKAGES = ("benchmarks", "core", "models", "pipelines", "schemas", "simulator", "stores",
                  "transforms")
@@ -78,30 +80,12 @@ class _TreeRssSampler(threading.Thread):
 
     def run(self):
         while not self._done.is_set():
-            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in _tree(self.pid)))
+            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in descendants(self.pid)))
             self._done.wait(self.interval_s)
 
     def stop(self):
         self._done.set()
         self.join()
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
 
 
 def _rss_kb(pid: int) -> int:
